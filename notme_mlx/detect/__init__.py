@@ -1,0 +1,1 @@
+"""notme_mlx.detect"""
