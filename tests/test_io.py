@@ -27,8 +27,8 @@ def test_read_jsonl_names_file_and_line(tmp_path):
 def test_atomic_write_failure_leaves_old_file(tmp_path):
     p = tmp_path / "f.txt"
     atomic_write_text(p, "old")
-    with pytest.raises(TypeError):
-        atomic_write_text(p, None)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        atomic_write_text(p, None)  # type: ignore[arg-type]  (None has no .encode)
     assert p.read_text() == "old"
     assert [x.name for x in tmp_path.iterdir()] == ["f.txt"]
 
