@@ -1,1 +1,173 @@
-"""notme_mlx.export"""
+"""Export a base model with its adapters fused: MLX/HF directory, GGUF, Ollama.
+
+One entry, `export_model`, and one table of targets. Every export is built in a
+temporary folder and renamed into place (nothing half-written), refuses an
+existing output without `force`, and can verify itself (`verify=True`) by
+reloading what it wrote and comparing next-token logits with the in-memory
+fused model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import NotmeError
+from ..io import atomic_dir
+
+TARGETS = ("mlx", "hf", "gguf", "ollama")
+VERIFY_PROMPTS = (
+    "The capital of France is",
+    "Write one sentence about rivers.",
+    "def add(a, b):\n    return",
+    "I think the best way to learn is",
+)
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    target: str
+    files: list[str]
+    verify: dict | None = None
+    tensor_types: dict = field(default_factory=dict)
+
+
+def load_fused(model_spec: str, adapters=(), stack: str | None = None, force: bool = False):
+    """Load `model_spec` dense, apply adapters (or a stack) and fuse them into the weights.
+
+    Returns (model, tokenizer, info, layers) where `layers` describes what was fused.
+    """
+    from ..models import load_model
+
+    model, tokenizer, info = load_model(model_spec, dequantize=True)
+    layers = []
+    if stack:
+        from ..stack import load_stack_into
+
+        layers = load_stack_into(model, stack, base_info=info, force=force)
+    for i, path in enumerate(adapters or ()):
+        p = Path(path)
+        if not (p / "adapters.safetensors").exists():
+            raise NotmeError(f"{p}: no adapters.safetensors here (expected a folder written by notme train)")
+        from ..lora import load_adapter
+
+        name = load_adapter(model, p, name=f"adapter{i}", trainable=False)
+        layers.append({"name": name if isinstance(name, str) else f"adapter{i}", "path": str(p)})
+    if layers:
+        from ..lora import fuse
+
+        fuse(model)
+    mx.eval(model.parameters())
+    return model, tokenizer, info, layers
+
+
+def _model_card(info: dict, layers: list, target: str, extra: dict | None) -> str:
+    lines = [
+        "---", "library_name: mlx", "tags: [mlx, notme-mlx, lora]", "---", "",
+        "# Fused model exported by notme-mlx", "",
+        f"- base: `{info.get('spec', info.get('path', '?'))}` (fingerprint `{str(info.get('fingerprint', '?'))[:16]}`)",
+        f"- target: {target}", f"- exported: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+        "## Layers fused", "",
+    ]
+    lines += [f"- {l.get('layer', 'adapter')} `{l['name']}` from `{l['path']}` (scale {l.get('scale', 1.0)})"
+              for l in layers] or ["- none (base weights only)"]
+    for l in layers:
+        cfg = Path(l["path"]) / "adapter_config.json"
+        if cfg.exists():
+            meta = json.loads(cfg.read_text())
+            for k in ("recipe", "data", "eval"):
+                if k in meta:
+                    lines += ["", f"## {k.title()} ({l['name']})", "", "```json",
+                              json.dumps(meta[k], indent=2)[:4000], "```"]
+    for k, v in (extra or {}).items():
+        lines += ["", f"## {k}", "", "```json", json.dumps(v, indent=2)[:4000], "```"]
+    lines += ["", "Validation-seeking was trained as the only error; safety refusals were kept "
+              "(safety-replay mix, refusal-retention eval)."]
+    return "\n".join(lines) + "\n"
+
+
+def _logits(model, tokenizer, prompts=VERIFY_PROMPTS) -> list[np.ndarray]:
+    out = []
+    for p in prompts:
+        ids = mx.array([tokenizer.encode(p)])
+        out.append(np.array(model(ids)[0, -1].astype(mx.float32)))
+    return out
+
+
+def verify_export(model, tokenizer, target: str, path: Path) -> dict:
+    """Reload the export and compare next-token logits on fixed prompts.
+
+    Returns {"max_abs_diff", "top1_agreement", "n_prompts", "loader"}.
+    """
+    if target in ("mlx", "hf"):
+        from mlx_lm import load
+
+        m2, t2 = load(str(path))
+        loader = "mlx_lm.load"
+    else:
+        from ..models import load_model
+
+        gg = path if path.suffix == ".gguf" else next(path.glob("*.gguf"))
+        m2, t2, _ = load_model(str(gg), dequantize=True)
+        loader = "notme_mlx.models.load_model (GGUF)"
+    ref, got = _logits(model, tokenizer), _logits(m2, t2)
+    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(ref, got)]
+    top1 = [int(np.argmax(a) == np.argmax(b)) for a, b in zip(ref, got)]
+    ids_same = all(tokenizer.encode(p) == t2.encode(p) for p in VERIFY_PROMPTS)
+    return {"max_abs_diff": max(diffs), "top1_agreement": sum(top1) / len(top1),
+            "n_prompts": len(top1), "loader": loader, "tokenizer_ids_identical": ids_same}
+
+
+def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(), stack: str | None = None,
+                 dtype: str = "float16", quant: str = "f16", system: str | None = None,
+                 force: bool = False, verify: bool = False, card_extra: dict | None = None) -> ExportResult:
+    """Fuse adapters into `model_spec` and write it as `to` into `out`.
+
+    Args:
+      to: mlx | hf (a safetensors llama directory, loadable by mlx_lm and transformers),
+          gguf (a single .gguf in `out`), ollama (the GGUF + a Modelfile).
+      dtype: float16 | bfloat16 | float32 for mlx/hf; quant: f32 | f16 | q8_0 | q4_0 for gguf.
+    """
+    from .gguf_export import QUANTS, write_gguf
+    from .hf import DTYPES, write_hf_dir
+    from .templates import family_of, modelfile
+
+    if to not in TARGETS:
+        raise NotmeError(f"--to {to!r}: expected one of {', '.join(TARGETS)}")
+    if dtype not in DTYPES:
+        raise NotmeError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if quant not in QUANTS:
+        raise NotmeError(f"--quant {quant!r}: expected one of {', '.join(QUANTS)}")
+    out = Path(out)
+    if out.exists() and not force:
+        raise NotmeError(f"{out}: already exists (use --force to replace it)")
+    model, tokenizer, info, layers = load_fused(model_spec, adapters, stack, force=force)
+    arch = getattr(model.args, "model_type", "?")
+    if arch != "llama":
+        raise NotmeError(f"export supports llama-architecture models, got {arch!r} from {model_spec}")
+    hf_tok = getattr(tokenizer, "_tokenizer", tokenizer)
+    if to == "ollama":
+        family_of(getattr(hf_tok, "chat_template", None))  # fail before writing anything
+    types = {}
+    with atomic_dir(out, force=force) as tmp:
+        if to in ("mlx", "hf"):
+            write_hf_dir(tmp, model, tokenizer, dtype=dtype)
+        else:
+            name = "model.gguf"
+            types = write_gguf(tmp / name, model, tokenizer, quant=quant,
+                               tokenizer_pre=info.get("tokenizer_pre"))
+            if to == "ollama":
+                (tmp / "Modelfile").write_text(modelfile(name, hf_tok.chat_template, system))
+        (tmp / "README.md").write_text(_model_card(info, layers, to, card_extra))
+        result = ExportResult(out, to, sorted(p.name for p in tmp.iterdir()), tensor_types=types)
+        if verify:
+            result.verify = verify_export(model, tokenizer, to, tmp)
+            (tmp / "verify.json").write_text(json.dumps(result.verify, indent=2))
+    result.out = out
+    return result

@@ -1,0 +1,203 @@
+"""Export: HF layout checked by an independent numpy llama forward; GGUF read back with
+gguf.GGUFReader and dequantized with gguf.quants; Modelfile from the chat template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from notme_mlx.errors import NotmeError
+from notme_mlx.export.gguf_export import write_gguf
+from notme_mlx.export.hf import permute_qk, unpermute_qk, write_hf_dir
+from notme_mlx.export.templates import family_of, modelfile
+
+# --- an independent llama forward in numpy, reading HF-layout safetensors --------------
+
+
+def _np_llama_logits(d: Path, ids: list[int]) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((d / "config.json").read_text())
+    w = {k: v.astype(np.float64) for k, v in load_file(str(d / "model.safetensors")).items()}
+    H, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    nkv, hd, eps = cfg["num_key_value_heads"], H // cfg["num_attention_heads"], cfg["rms_norm_eps"]
+    T = len(ids)
+    x = w["model.embed_tokens.weight"][ids]  # (T, H)
+
+    def rms(v, g):
+        return v / np.sqrt((v**2).mean(-1, keepdims=True) + eps) * g
+
+    inv = cfg["rope_theta"] ** (-np.arange(0, hd, 2) / hd)
+    ang = np.arange(T)[:, None] * inv[None]  # (T, hd/2)
+    cos, sin = np.cos(ang), np.sin(ang)
+
+    def rope(q):  # HF half-split: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+        a, b = q[..., : hd // 2], q[..., hd // 2 :]
+        return np.concatenate([a * cos - b * sin, b * cos + a * sin], -1)
+
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = rms(x, w[p + "input_layernorm.weight"])
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, nh, hd).transpose(1, 0, 2)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, nkv, hd).transpose(1, 0, 2)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, nkv, hd).transpose(1, 0, 2)
+        q, k = rope(q), rope(k)
+        k, v = np.repeat(k, nh // nkv, 0), np.repeat(v, nh // nkv, 0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + np.triu(np.full((T, T), -np.inf), 1)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        a = (s / s.sum(-1, keepdims=True)) @ v  # (nh, T, hd)
+        x = x + a.transpose(1, 0, 2).reshape(T, H) @ w[p + "self_attn.o_proj.weight"].T
+        h = rms(x, w[p + "post_attention_layernorm.weight"])
+        g, u = h @ w[p + "mlp.gate_proj.weight"].T, h @ w[p + "mlp.up_proj.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+    x = rms(x, w["model.norm.weight"])
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    return x @ head.T
+
+
+def test_qk_permutation_roundtrip():
+    w = mx.arange(8 * 6 * 3, dtype=mx.float32).reshape(8 * 6, 3)
+    np.testing.assert_array_equal(np.array(unpermute_qk(permute_qk(w, 8), 8)), np.array(w))
+    # interleaved order pairs row j with row j + head_dim/2 of the same head
+    p = np.array(permute_qk(w, 8))
+    np.testing.assert_array_equal(p[1], np.array(w)[3])
+
+
+@pytest.mark.parametrize("which", ["tiny_model_dir", "tiny_model_untied_dir"])
+def test_hf_export_matches_independent_numpy_llama(which, request, tmp_path):
+    from mlx_lm import load
+
+    model, tok = load(str(request.getfixturevalue(which)))
+    write_hf_dir(tmp_path, model, tok, dtype="float32")
+    ids = tok.encode("Does that make sense? I hope this helps!")
+    ref = np.array(model(mx.array([ids]))[0].astype(mx.float32))
+    got = _np_llama_logits(tmp_path, ids)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+    # mlx-lm reloads it and the config carries the HF llama keys
+    m2, t2 = load(str(tmp_path))
+    np.testing.assert_allclose(np.array(m2(mx.array([ids]))[0]), ref, atol=1e-5)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["torch_dtype"] == "float32"
+    assert t2.encode("Should I go ahead?") == tok.encode("Should I go ahead?")
+
+
+def test_hf_export_from_traditional_rope_unpermutes(tiny_model, tmp_path):
+    """A model holding GGUF-ordered Q/K (rope_traditional) exports to HF order."""
+    from mlx_lm import load
+    from mlx_lm.models import llama
+
+    model, tok = tiny_model
+    args = llama.ModelArgs.from_dict({**model.args.__dict__, "rope_traditional": True})
+    trad = llama.Model(args)
+    from mlx.utils import tree_flatten
+
+    flat = dict(tree_flatten(model.parameters()))
+    for k in list(flat):
+        if k.endswith("q_proj.weight"):
+            flat[k] = permute_qk(flat[k], args.num_attention_heads)
+        if k.endswith("k_proj.weight"):
+            flat[k] = permute_qk(flat[k], args.num_key_value_heads)
+    trad.load_weights(list(flat.items()))
+    ids = tok.encode("hello there, want me to fix the parser?")
+    ref = np.array(model(mx.array([ids]))[0])
+    np.testing.assert_allclose(np.array(trad(mx.array([ids]))[0]), ref, atol=1e-4)  # same function
+    write_hf_dir(tmp_path, trad, tok, dtype="float32")
+    np.testing.assert_allclose(_np_llama_logits(tmp_path, ids), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_sharding_writes_index(tiny_model, tmp_path):
+    from mlx_lm import load
+
+    model, tok = tiny_model
+    write_hf_dir(tmp_path, model, tok, dtype="float32", max_shard_bytes=64 * 1024)
+    idx = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(idx["weight_map"].values()))
+    assert len(shards) > 1 and all((tmp_path / s).exists() for s in shards)
+    m2, _ = load(str(tmp_path))
+    ids = mx.array([tok.encode("abc")])
+    np.testing.assert_allclose(np.array(m2(ids)), np.array(model(ids)), atol=1e-6)
+
+
+# --- GGUF --------------------------------------------------------------------------------
+
+REQUIRED_KEYS = [
+    "general.architecture", "llama.context_length", "llama.embedding_length", "llama.block_count",
+    "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",
+    "llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base", "llama.rope.dimension_count",
+    "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+    "tokenizer.chat_template",
+]
+TOL = {"f32": 1e-7, "f16": 2e-3, "q8_0": 1.5e-2, "q4_0": 0.25}
+
+
+@pytest.mark.parametrize("quant", ["f32", "f16", "q8_0", "q4_0"])
+def test_gguf_tensors_and_metadata_read_back(quant, tiny_model, tmp_path):
+    import gguf
+    from mlx.utils import tree_flatten
+
+    model, tok = tiny_model
+    path = tmp_path / "m.gguf"
+    types = write_gguf(path, model, tok, quant=quant)
+    r = gguf.GGUFReader(str(path))
+    for k in REQUIRED_KEYS:
+        assert k in r.fields, k
+    f = r.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(f.parts[i]).decode() for i in f.data]
+    vocab = tok._tokenizer.get_vocab()
+    assert len(tokens) == len(vocab) and all(tokens[i] == t for t, i in vocab.items())
+    assert int(r.fields["tokenizer.ggml.eos_token_id"].parts[-1][0]) == tok.eos_token_id
+    flat = dict(tree_flatten(model.parameters()))
+    args = model.args
+    byname = {t.name: t for t in r.tensors}
+    assert "output.weight" not in byname  # tied embeddings
+    for k, v in flat.items():
+        from notme_mlx.export.gguf_export import gguf_name
+
+        t = byname[gguf_name(k)]
+        arr = gguf.quants.dequantize(t.data, t.tensor_type).reshape(v.shape).astype(np.float32)
+        if k.endswith("q_proj.weight"):
+            arr = np.array(unpermute_qk(mx.array(arr), args.num_attention_heads))
+        if k.endswith("k_proj.weight"):
+            arr = np.array(unpermute_qk(mx.array(arr), args.num_key_value_heads))
+        ref = np.array(v)
+        err = np.max(np.abs(arr - ref)) / (np.max(np.abs(ref)) + 1e-12)
+        assert err <= TOL[quant] if v.ndim == 2 else err == 0, (k, err)
+    if quant in ("q8_0", "q4_0"):
+        assert types["blk.0.attn_q.weight"] == quant.upper() and types["output_norm.weight"] == "F32"
+
+
+def test_gguf_refuses_other_architectures(tiny_model, tmp_path):
+    model, tok = tiny_model
+
+    class Fake:
+        args = type("A", (), {"model_type": "mamba"})()
+
+    with pytest.raises(NotmeError, match="supports llama"):
+        write_gguf(tmp_path / "x.gguf", Fake(), tok)
+    assert not (tmp_path / "x.gguf").exists()
+
+
+# --- Ollama ------------------------------------------------------------------------------
+
+
+def test_modelfile_from_chatml(tiny_model):
+    _, tok = tiny_model
+    mf = modelfile("model.gguf", tok._tokenizer.chat_template, system='Be "direct".')
+    assert mf.startswith("FROM ./model.gguf\n")
+    assert 'PARAMETER stop "<|im_end|>"' in mf
+    assert "{{ .Content }}<|im_end|>" in mf and 'SYSTEM """Be "direct"."""' in mf
+
+
+def test_template_families_and_unknown():
+    assert family_of("{{ '<|start_header_id|>' }}").name == "llama3"
+    assert family_of("[INST] {{ m }} [/INST]").name == "mistral"
+    assert family_of("<start_of_turn>user").name == "gemma"
+    with pytest.raises(NotmeError, match="unrecognised chat template"):
+        family_of("{{ messages }}")
+    with pytest.raises(NotmeError, match="no chat template"):
+        family_of(None)
