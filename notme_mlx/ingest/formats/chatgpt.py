@@ -1,0 +1,130 @@
+"""ChatGPT data export: `conversations.json` (a top-level array of conversations).
+
+Each conversation has a `mapping` tree {node_id: {message, parent, children}}
+and a `current_node` (the leaf of the branch the user last saw). We walk from
+`current_node` to the root, so regenerated/edited branches are dropped, and skip
+system, hidden and `user_editable_context` nodes. Tool traffic (role `tool`, or
+assistant messages addressed to a tool) becomes kind="tool" and is dropped
+unless `ctx.tools`. Timestamps are epoch floats.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pathlib import PurePath
+
+from ...errors import InputError
+from ..jsonstream import iter_json_array
+from ..record import iso_utc, message, stable_id
+
+SOURCE = "chatgpt"
+_ME = {"user", "human"}
+_AI = {"assistant", "ai", "model"}
+_SKIP_CONTENT = {"user_editable_context", "thoughts", "reasoning_recap", "model_editable_context"}
+
+
+def sniff(head: bytes, name: str) -> bool:
+    h = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return h.startswith(b"[") and b'"mapping"' in head
+
+
+def parse(src, ctx):
+    with src.open() as f:
+        for i, conv in iter_json_array(f, src.name, on_bytes=ctx.advance):
+            yield from conversation(conv, src.name, i, ctx)
+
+
+def _part_text(part) -> str:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict):
+        ct = part.get("content_type", "")
+        if "image" in ct:
+            return "<media:image>"
+        if "audio" in ct:
+            return "<media:audio>"
+        if "video" in ct:
+            return "<media:video>"
+        if isinstance(part.get("text"), str):
+            return part["text"]
+        return "<media:file>"
+    return ""
+
+
+def _content_text(content: dict) -> tuple[str, bool]:
+    """(text, has_media) of a message content object."""
+    ct = content.get("content_type", "text")
+    if ct in ("code", "execution_output", "tether_quote", "tether_browsing_display"):
+        return str(content.get("text") or content.get("result") or ""), False
+    parts = content.get("parts") or []
+    texts = [_part_text(p) for p in parts]
+    media = any(t.startswith("<media:") for t in texts)
+    text = "\n".join(t for t in texts if t)
+    if not text and isinstance(content.get("text"), str):
+        text = content["text"]
+    return text, media
+
+
+def _branch(mapping: dict, current: str | None, where: str) -> list[dict]:
+    if current is None or current not in mapping:
+        # No current_node: take the newest leaf (no children), ties by order.
+        leaves = [k for k, n in mapping.items() if not (n or {}).get("children")]
+        if not leaves:
+            return []
+        def t(k):
+            m = (mapping[k] or {}).get("message") or {}
+            return m.get("create_time") or 0
+        current = max(leaves, key=t)
+    path, seen, node_id = [], set(), current
+    while node_id is not None:
+        if node_id in seen:
+            raise InputError(f"{where}: mapping has a parent cycle at node {node_id!r}")
+        seen.add(node_id)
+        node = mapping.get(node_id)
+        if node is None:
+            break
+        path.append(node)
+        node_id = node.get("parent")
+    path.reverse()
+    return path
+
+
+def conversation(conv, name: str, index: int, ctx):
+    """Message records of one conversation object (active branch only)."""
+    where = f"{name}: record {index}"
+    if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
+        raise InputError(f"{where}: not a ChatGPT conversation (no 'mapping' object)")
+    cid = conv.get("conversation_id") or conv.get("id") or stable_id(PurePath(name).name, index, conv.get("title"), conv.get("create_time"))
+    prev, n = None, 0
+    for node in _branch(conv["mapping"], conv.get("current_node"), where):
+        m = node.get("message")
+        if not m:
+            continue
+        author = m.get("author") or {}
+        role = (author.get("role") or "").lower()
+        meta = m.get("metadata") or {}
+        content = m.get("content") or {}
+        if role == "system" or meta.get("is_visually_hidden_from_conversation") or meta.get("is_user_system_message"):
+            continue
+        if content.get("content_type") in _SKIP_CONTENT:
+            continue
+        text, media = _content_text(content)
+        if not text.strip():
+            continue
+        recipient = m.get("recipient") or "all"
+        if role == "tool" or (role in _AI and recipient != "all"):
+            if not ctx.tools:
+                continue
+            r, kind, speaker = "ai", "tool", author.get("name") or recipient or "tool"
+        elif role in _ME:
+            r, kind, speaker = "me", "media" if media and not re.sub(r"<media:\w+>", "", text).strip() else "text", ctx.identity.display
+        elif role in _AI:
+            r, kind, speaker = "ai", "text", author.get("name") or "ChatGPT"
+        else:
+            continue
+        mid = m.get("id") or node.get("id")
+        rec = message(SOURCE, cid, mid, text, speaker, r, timestamp=iso_utc(m.get("create_time")),
+                      parent_id=prev, kind=kind, index=n)
+        prev, n = rec["message_id"], n + 1
+        yield rec

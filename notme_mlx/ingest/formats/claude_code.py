@@ -1,0 +1,150 @@
+"""Claude Code session logs: `~/.claude/projects/<dir>/<session>.jsonl`.
+
+One JSON object per line: `type` user/assistant (plus summary, system,
+file-history-snapshot, ... which we skip), `uuid`, `parentUuid`, `sessionId`,
+`timestamp`, `isSidechain`, `isMeta`, `isCompactSummary`, and `message` with
+string or block content. Streamed assistant replies are written as several
+lines sharing one `message.id` (one content block each, sometimes repeated);
+we merge them into one record and dedupe lines by `uuid`. tool_use /
+tool_result blocks become kind="tool" (dropped unless ctx.tools); meta lines,
+compact summaries, command-wrapper lines and interrupt notices are dropped;
+sidechain (sub-agent) lines only with ctx.sidechains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ...errors import InputError
+from ..record import iso_utc, message, parse_iso, stable_id
+
+SOURCE = "claude_code"
+_WRAPPER = re.compile(
+    r"^\s*<(command-name|command-message|command-args|local-command-stdout|local-command-stderr|"
+    r"local-command-caveat|bash-input|bash-stdout|bash-stderr|user-memory-input)>"
+)
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.S)
+_INTERRUPT = re.compile(r"^\[Request interrupted by user")
+
+
+def sniff(head: bytes, name: str) -> bool:
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
+    if not first.startswith(b"{"):
+        return False
+    return (b'"sessionId"' in head and b'"uuid"' in head) or (
+        b'"type":"summary"' in first.replace(b" ", b"") and b'"leafUuid"' in first
+    )
+
+
+def _blocks(content, role: str) -> tuple[list[str], list[str]]:
+    """(text parts, tool parts) of string or block content."""
+    if isinstance(content, str):
+        return [content], []
+    texts, tools = [], []
+    for b in content or []:
+        if isinstance(b, str):
+            texts.append(b)
+            continue
+        if not isinstance(b, dict):
+            continue
+        t = b.get("type")
+        if t == "text" and isinstance(b.get("text"), str):
+            texts.append(b["text"])
+        elif t == "image":
+            texts.append("<media:image>")
+        elif t == "tool_use":
+            tools.append(f"tool_use {b.get('name', '')}: {json.dumps(b.get('input', {}), ensure_ascii=False)[:2000]}")
+        elif t == "tool_result":
+            c = b.get("content")
+            if isinstance(c, list):
+                c = "\n".join(x.get("text", "") for x in c if isinstance(x, dict))
+            tools.append(f"tool_result: {str(c or '')[:2000]}")
+    return texts, tools
+
+
+def _clean_user(text: str) -> str:
+    if _WRAPPER.match(text) or _INTERRUPT.match(text.strip()):
+        return ""
+    return _REMINDER.sub("", text).strip("\n")
+
+
+class _Pending:
+    def __init__(self, key, obj, lineno):
+        self.key, self.obj, self.lineno = key, obj, lineno
+        self.texts: list[str] = []
+        self.tools: list[str] = []
+
+
+def parse(src, ctx):
+    seen: set[str] = set()
+    state = {"prev": None, "n": 0}
+    cid_default = stable_id(src.name)
+    pending: _Pending | None = None
+
+    def emit(p: _Pending):
+        o = p.obj
+        role = "me" if o["type"] == "user" else "ai"
+        speaker = ctx.identity.display if role == "me" else "Claude Code"
+        cid = o.get("sessionId") or cid_default
+        ts = o.get("timestamp")
+        try:
+            ts = iso_utc(parse_iso(ts)) if ts else None
+        except (ValueError, TypeError):
+            raise InputError(f"{src.name}:{p.lineno}: bad timestamp {ts!r} (expected ISO-8601)") from None
+        mid = p.key if role == "ai" else o.get("uuid")
+        text = "\n\n".join(t for t in p.texts if t.strip())
+        out = []
+        if text.strip():
+            out.append((text, "text" if text.replace("<media:image>", "").strip() else "media", mid))
+        if ctx.tools and p.tools:
+            out.append(("\n".join(p.tools), "tool", f"{mid}:tool" if mid else None))
+        for t, kind, m in out:
+            rec = message(SOURCE, cid, m, t, speaker, role, timestamp=ts, parent_id=state["prev"],
+                          kind=kind, index=state["n"])
+            state["prev"], state["n"] = rec["message_id"], state["n"] + 1
+            yield rec
+
+    with src.open() as f:
+        for lineno, raw in enumerate(f, 1):
+            ctx.advance(len(raw))
+            if not raw.strip():
+                continue
+            try:
+                o = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+                raise InputError(f"{src.name}:{lineno}: invalid JSON ({msg})") from None
+            if not isinstance(o, dict):
+                raise InputError(f"{src.name}:{lineno}: expected a JSON object")
+            if o.get("type") not in ("user", "assistant"):
+                continue
+            uid = o.get("uuid")
+            if uid is not None:
+                if uid in seen:
+                    continue
+                seen.add(uid)
+            if o.get("isMeta") or o.get("isCompactSummary") or o.get("isVisibleInTranscriptOnly"):
+                continue
+            if o.get("isSidechain") and not ctx.sidechains:
+                continue
+            msg = o.get("message") or {}
+            if not isinstance(msg, dict):
+                raise InputError(f"{src.name}:{lineno}: 'message' is not an object")
+            texts, tools = _blocks(msg.get("content"), o["type"])
+            if o["type"] == "user":
+                texts = [t for t in (_clean_user(t) for t in texts) if t]
+                key = ("user", uid)
+            else:
+                key = msg.get("id") or uid
+            if pending is not None and (o["type"] == "user" or pending.key != key):
+                yield from emit(pending)
+                pending = None
+            if pending is None:
+                pending = _Pending(key if o["type"] == "assistant" else uid, o, lineno)
+            for t in texts:
+                if t not in pending.texts:
+                    pending.texts.append(t)
+            pending.tools.extend(tools)
+        if pending is not None:
+            yield from emit(pending)

@@ -1,0 +1,189 @@
+"""WhatsApp "Export chat" text (`_chat.txt` / `WhatsApp Chat with X.txt`, or the zip).
+
+Header variants handled (each line starting a message):
+  iOS      `[15/01/2024, 09:05:12] Name: text`   `[1/15/24, 9:05:12 AM] Name: text`
+  Android  `15/01/2024, 09:05 - Name: text`      `1/15/24, 9:05 PM - Name: text`
+  dotted   `15.01.24, 09:05 - Name: text`        ISO-ish `2024-01-15, 09:05 - ...`
+with 2- or 4-digit years, 12-hour AM/PM (narrow no-break space U+202F before it on
+newer phones), and LRM (U+200E) marks before media/system lines. Day-first vs
+month-first is resolved from the whole file (a first pass reads only the
+headers). Lines that do not start with a header continue the previous message.
+Times are local to the exporting phone; `ctx.tz` (default UTC) says which zone.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import PurePath
+
+from ...errors import InputError
+from ..record import UNRESOLVED, iso_utc, message, stable_id
+
+SOURCE = "whatsapp"
+_DATE = r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
+_TIME = r"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:\s?[AaPp]\.?\s?[Mm]\.?)?"
+_HDR = re.compile(
+    rf"^[\u200e\u200f\ufeff]*(?:\[(?P<d1>{_DATE}),?\s(?P<t1>{_TIME})\]\s?|(?P<d2>{_DATE}),?\s(?P<t2>{_TIME})\s[-\u2013]\s)(?P<rest>.*)$",
+    re.S,
+)
+_NAME = re.compile(r"^(?P<name>[^:\n]{1,100}?): (?P<text>.*)$", re.S)
+_INVIS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\ufeff"), None)
+_SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " "})
+_MEDIA = [
+    (re.compile(r"^<Media omitted>$|^<Medien ausgeschlossen>$|^<Multimedia omitido>$|^<Médias omis>$", re.I), "media"),
+    (re.compile(r"^(image|photo) omitted$|^<attached: [^>]*\.(jpe?g|png|heic|webp)>$", re.I), "image"),
+    (re.compile(r"^video omitted$|^<attached: [^>]*\.(mp4|mov)>$", re.I), "video"),
+    (re.compile(r"^audio omitted$|^<attached: [^>]*\.(opus|m4a|mp3|aac)>$", re.I), "audio"),
+    (re.compile(r"^sticker omitted$|^<attached: [^>]*\.webp>$", re.I), "sticker"),
+    (re.compile(r"^GIF omitted$", re.I), "gif"),
+    (re.compile(r"^(document|Contact card) omitted$|^.* • \d+ pages? document omitted$|^<attached: [^>]*>$|"
+                r"^\S.*\.\w{2,4} \(file attached\)$", re.I), "file"),
+]
+_SYSTEM = re.compile(
+    r"end-to-end encrypted|created (the )?group|changed (the subject|this group's|the group)|"
+    r" added |^added | left$| joined using|changed their phone number|security code (with|changed)|"
+    r"removed |You're now an admin|disappearing messages|Missed (voice|video) call",
+    re.I,
+)
+_E2E = re.compile(r"^Messages (and calls )?(to this (group|chat) )?are (now )?(secured with )?end-to-end encrypt", re.I)
+_DELETED = re.compile(r"^(This message was deleted|You deleted this message)\.?$", re.I)
+_EDITED = re.compile(r"\s*<This message was edited>$")
+
+
+def sniff(head: bytes, name: str) -> bool:
+    try:
+        text = head.decode("utf-8", errors="ignore")
+    except Exception:  # pragma: no cover
+        return False
+    lines = [ln for ln in text.splitlines()[:20] if ln.strip()]
+    return bool(lines) and sum(bool(_HDR.match(ln.translate(_SPACES))) for ln in lines[:5]) >= min(2, len(lines))
+
+
+def _split_date(d: str) -> tuple[int, int, int, bool]:
+    p = [int(x) for x in re.split(r"[./-]", d)]
+    if len(p) != 3:
+        raise ValueError(d)
+    return p[0], p[1], p[2], len(re.split(r"[./-]", d)[0]) == 4
+
+
+def _resolve_order(src, ctx) -> str:
+    """'dmy', 'mdy' or 'ymd' from all header dates of the file (first pass)."""
+    day_first = month_first = ymd = ampm = False
+    n = 0
+    with src.open() as f:
+        for raw in f:
+            if not raw[:1].isdigit() and raw[:1] not in (b"[", b"\xe2", b"\xef"):
+                continue
+            m = _HDR.match(raw.decode("utf-8", errors="replace").translate(_SPACES))
+            if not m:
+                continue
+            n += 1
+            a, b, _y, iso = _split_date(m["d1"] or m["d2"])
+            t = m["t1"] or m["t2"]
+            ampm = ampm or bool(re.search(r"[AaPp]\.?\s?[Mm]", t))
+            if iso:
+                ymd = True
+            elif a > 12:
+                day_first = True
+            elif b > 12:
+                month_first = True
+    if n == 0:
+        raise InputError(f"{src.name}:1: no WhatsApp message header found (expected e.g. "
+                         f"'[15/01/2024, 09:05:12] Name: text' or '15/01/2024, 09:05 - Name: text')")
+    if ymd:
+        return "ymd"
+    if day_first and month_first:
+        raise InputError(f"{src.name}: dates are both day-first and month-first; is this two chats pasted together?")
+    if day_first:
+        return "dmy"
+    if month_first:
+        return "mdy"
+    return "mdy" if ampm else "dmy"
+
+
+def _timestamp(d: str, t: str, order: str, tz) -> str:
+    a, b, c, _ = _split_date(d)
+    y, mo, da = (a, b, c) if order == "ymd" else (c, b, a) if order == "dmy" else (c, a, b)
+    if y < 100:
+        y += 2000
+    t = t.strip()
+    pm = re.search(r"([AaPp])\.?\s?[Mm]\.?$", t)
+    hms = [int(x) for x in re.split(r"[:.]", re.sub(r"\s?[AaPp]\.?\s?[Mm]\.?$", "", t))]
+    h, mi, s = hms[0], hms[1], hms[2] if len(hms) > 2 else 0
+    if pm:
+        h = h % 12 + (12 if pm.group(1).lower() == "p" else 0)
+    return iso_utc(datetime(y, mo, da, h, mi, s, tzinfo=tz))
+
+
+def _chat_name(src) -> str:
+    name = PurePath(src.name.split("!")[0]).stem if src.name.endswith("_chat.txt") else PurePath(src.name).stem
+    return re.sub(r"^WhatsApp Chat (with|-) ", "", name)
+
+
+def _classify(name: str | None, text: str, raw_text: str) -> tuple[str, str]:
+    """(text, kind) for a message body."""
+    body = _EDITED.sub("", text.strip())
+    for pat, what in _MEDIA:
+        if pat.match(body):
+            return f"<media:{what}>", "media"
+    if name is None or (raw_text.startswith("\u200e") and _SYSTEM.search(body)) or _E2E.match(body):
+        return body, "system"
+    if _DELETED.match(body):
+        return body, "system"
+    return _EDITED.sub("", text.rstrip("\n")), "text"
+
+
+def parse(src, ctx):
+    order = _resolve_order(src, ctx)
+    cid = stable_id(SOURCE, PurePath(src.name).name, _chat_name(src))
+    state = {"prev": None, "n": 0}
+    cur: dict | None = None
+
+    def flush(c):
+        body = "\n".join(c["lines"])
+        text, kind = _classify(c["name"], body, c["raw"])
+        if not text.strip():
+            return
+        if kind == "system" and (c["name"] is None or c["raw"].startswith("\u200e") or _E2E.match(text)):
+            speaker, role = "WhatsApp", "system"
+        else:
+            speaker, role = c["name"], UNRESOLVED
+        rec = message(SOURCE, cid, None, text, speaker, role, timestamp=c["ts"], parent_id=state["prev"],
+                      kind=kind, index=state["n"])
+        state["prev"], state["n"] = rec["message_id"], state["n"] + 1
+        yield rec
+
+    with src.open() as f:
+        for lineno, raw in enumerate(f, 1):
+            ctx.advance(len(raw))
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{src.name}:{lineno}: not UTF-8 text ({e.reason})") from None
+            line = line.translate(_SPACES)
+            m = _HDR.match(line) if line[:1].isdigit() or line[:1] in "[\u200e\ufeff" else None
+            if m is None:
+                if cur is None:
+                    if not line.strip():
+                        continue
+                    raise InputError(f"{src.name}:{lineno}: expected a WhatsApp message header, got {line[:60]!r}")
+                cur["lines"].append(line)
+                continue
+            if cur is not None:
+                yield from flush(cur)
+            try:
+                ts = _timestamp(m["d1"] or m["d2"], m["t1"] or m["t2"], order, ctx.tz)
+            except ValueError:
+                raise InputError(f"{src.name}:{lineno}: impossible date/time {(m['d1'] or m['d2'])!r} "
+                                 f"{(m['t1'] or m['t2'])!r} (resolved order {order})") from None
+            rest = m["rest"]
+            nm = _NAME.match(rest)
+            if nm:
+                name, raw_text = nm["name"].translate(_INVIS).strip(), nm["text"]
+            else:
+                name, raw_text = None, rest.lstrip("\u200e")
+            text = raw_text.lstrip("\u200e\u200f")
+            cur = {"name": name, "lines": [text], "raw": raw_text, "ts": ts}
+        if cur is not None:
+            yield from flush(cur)

@@ -1,0 +1,192 @@
+"""Ingest orchestration: sources -> format parser -> role resolution -> filters -> scrub."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path, PurePath
+from typing import Callable, Iterable, Iterator
+
+from ..errors import ConfigError, InputError, NotmeError
+from .context import Context
+from .identity import Identity, load_identity
+from .record import UNRESOLVED, parse_iso
+from .registry import FORMATS, detect_format, get_format
+from .scrub import Scrubber
+from .sources import Source, iter_sources
+
+_TEXTLIKE = {".txt", ".json", ".jsonl", ".ndjson", ".md", ".markdown", ".db", ".sqlite"}
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did: per-file counts, skipped files with reasons, warnings."""
+
+    files: list[dict] = field(default_factory=list)  # {name, format, messages}
+    skipped: list[dict] = field(default_factory=list)  # {name, reason}
+    unrecognized: list[str] = field(default_factory=list)  # walked files of no known format
+    warnings: list[str] = field(default_factory=list)
+    messages: int = 0
+    bytes_total: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_date_bound(value: str | None, *, end: bool) -> datetime | None:
+    """--since/--until value -> aware datetime. A date-only --until includes that whole day."""
+    if not value:
+        return None
+    try:
+        dt = parse_iso(value)
+    except ValueError:
+        raise ConfigError(f"--{'until' if end else 'since'} {value!r}: expected a date like 2024-01-31 "
+                          f"or 2024-01-31T18:00:00Z") from None
+    if end and len(value.strip()) <= 10:
+        dt += timedelta(days=1)
+    return dt
+
+
+def _tz(name: str | None):
+    if not name or name.upper() == "UTC":
+        return timezone.utc
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"--tz {name!r}: unknown time zone (use an IANA name like Europe/Berlin)") from None
+
+
+def collect_sources(paths: Iterable) -> list[Source]:
+    """All inputs under `paths` (files, walked directories, zip members), in a stable order."""
+    return list(iter_sources(paths))
+
+
+def ingest_paths(
+    paths: Iterable,
+    *,
+    fmt: str = "auto",
+    me: Iterable[str] = (),
+    identity: Identity | str | Path | None = None,
+    skip_bad: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    sidechains: bool = False,
+    tools: bool = False,
+    tz: str | None = None,
+    scrub: bool | Scrubber = False,
+    report: IngestReport | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    sources: list[Source] | None = None,
+) -> Iterator[dict]:
+    """Yield Message records (DESIGN §3) from every export under `paths`.
+
+    Args:
+        paths: files, directories (walked) and .zip archives (read in place).
+        fmt: "auto" (detect from content) or a name in FORMATS, forced for the named files.
+        me: the owner's names (--me); merged with `identity` (an Identity or identity.yaml path;
+            None reads the default ~/.config/notme/identity.yaml when it exists).
+        skip_bad: a bad file is recorded in `report.skipped` instead of raising.
+        since, until: keep messages in [since, until] (ISO date/time; null timestamps are kept).
+        sidechains, tools: keep Claude Code sidechains / tool traffic (kind="tool").
+        tz: IANA zone for exports with zone-less local times (WhatsApp); default UTC.
+        scrub: True or a Scrubber -> PII placeholders and pseudonyms for other people.
+        report: filled with per-file counts, skipped files and warnings.
+        on_bytes: progress callback (bytes consumed).
+    Returns:
+        Iterator of dicts, ordered by file, then conversation, then thread order.
+    """
+    ident = identity if isinstance(identity, Identity) else load_identity(identity, list(me))
+    if isinstance(identity, Identity) and me:
+        ident = Identity(names=list(me) + identity.names, handles=identity.handles, phones=identity.phones,
+                         emails=identity.emails)
+    if fmt != "auto":
+        get_format(fmt)
+    lo, hi = parse_date_bound(since, end=False), parse_date_bound(until, end=True)
+    ctx = Context(identity=ident, sidechains=sidechains, tools=tools, tz=_tz(tz), on_bytes=on_bytes)
+    scrubber = scrub if isinstance(scrub, Scrubber) else Scrubber(keep=ident.names) if scrub else None
+    report = report if report is not None else IngestReport()
+    srcs = sources if sources is not None else collect_sources(paths)
+    report.bytes_total = sum(s.size for s in srcs)
+    for src in srcs:
+        try:
+            if src.error:
+                raise InputError(src.error)
+            name = _choose_format(src, fmt, report)
+            if name is None:
+                continue
+            records = _one_source(src, FORMATS[name], ctx, lo, hi, scrubber)
+            if skip_bad:
+                with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:  # 0600, deleted on close
+                    n = 0
+                    for r in records:
+                        spool.write(json.dumps(r, ensure_ascii=False) + "\n")
+                        n += 1
+                    spool.seek(0)
+                    for line in spool:
+                        yield json.loads(line)
+            else:
+                n = 0
+                for r in records:
+                    n += 1
+                    yield r
+            report.files.append({"name": src.name, "format": name, "messages": n})
+            report.messages += n
+        except NotmeError as e:
+            if not skip_bad or isinstance(e, ConfigError):
+                raise
+            report.skipped.append({"name": src.name, "reason": str(e)})
+
+
+def _choose_format(src: Source, fmt: str, report: IngestReport) -> str | None:
+    if fmt != "auto":
+        if src.explicit or PurePath(src.name).suffix.lower() in _TEXTLIKE:
+            if src.size == 0:
+                raise InputError(f"{src.name}: empty file")
+            return fmt
+        report.unrecognized.append(src.name)
+        return None
+    name = detect_format(src)
+    if name is not None:
+        return name
+    if src.explicit:
+        if src.size == 0:
+            raise InputError(f"{src.name}: empty file")
+        raise InputError(f"{src.name}: unknown export format (not ChatGPT, Claude, Claude Code, iMessage, WhatsApp, "
+                         f"Telegram or JSONL); pass --format one of {', '.join(FORMATS)}")
+    report.unrecognized.append(src.name)
+    return None
+
+
+def _one_source(src, fmt, ctx, lo, hi, scrubber) -> Iterator[dict]:
+    ident = ctx.identity
+    unresolved: dict[str, int] = {}
+    matched = False
+    for r in fmt.parse(src, ctx):
+        if r["role"] == UNRESOLVED:
+            unresolved[r["speaker"]] = unresolved.get(r["speaker"], 0) + 1
+            if not ident.configured:
+                continue  # collect every speaker, then fail below with the full list
+            if ident.is_me(r["speaker"]):
+                r["role"], r["speaker"], matched = "me", ident.display, True
+            else:
+                r["role"] = "other"
+        if (lo or hi) and r["timestamp"]:
+            t = parse_iso(r["timestamp"])
+            if (lo and t < lo) or (hi and t >= hi):
+                continue
+        if scrubber is not None:
+            if r["role"] in ("other",):
+                r["speaker"] = scrubber.pseudonym(r["speaker"])
+            r["text"] = scrubber.scrub(r["text"])
+        yield r
+    if unresolved and not ident.configured:
+        found = ", ".join(f"{s!r} ({n})" for s, n in sorted(unresolved.items(), key=lambda x: -x[1])[:20])
+        raise InputError(f"{src.name}: person-to-person chat and no owner given; speakers found: {found}. "
+                         f"Say which one is you with --me NAME (or names in ~/.config/notme/identity.yaml)")
+    if unresolved and not matched:
+        raise InputError(f"{src.name}: none of the speakers {sorted(unresolved)[:20]} matches --me/identity "
+                         f"{ident.names}; add your name as it appears in this chat with --me")
