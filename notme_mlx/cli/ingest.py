@@ -84,6 +84,8 @@ def _show_stats(path: Path) -> None:
             table.add_row(src if i == 0 else "", speaker, role, f"{s.messages:,}", f"{s.words:,}",
                           (s.first or "")[:10], (s.last or "")[:10], share if i == 0 else "")
         table.add_section()
+    if not ui.out.is_terminal:  # piped/captured output: don't squeeze names into 80 columns
+        ui.out.width = max(ui.out.width, 120)
     ui.out.print(table)
 
 

@@ -41,7 +41,12 @@ def _connect(src) -> sqlite3.Connection:
     try:
         if src.path is not None:
             uri = Path(src.path).resolve().as_uri() + "?mode=ro"
-            con = sqlite3.connect(uri, uri=True)
+            try:
+                con = sqlite3.connect(uri, uri=True)
+                con.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            except sqlite3.OperationalError:
+                # WAL database in a read-only folder: open as immutable (skips the -wal file).
+                con = sqlite3.connect(uri + "&immutable=1", uri=True)
         else:  # a zip member: load the bytes into an in-memory database, never to disk
             con = sqlite3.connect(":memory:")
             con.deserialize(src.read_bytes())
@@ -85,7 +90,9 @@ def parse(src, ctx):
                 continue  # tapback / reaction
             if text is None:
                 text = decode_attributed_body(body)
-            text = (text or "").replace(_OBJ, "<media:attachment>").strip()
+            text = (text or "").replace(_OBJ, "<media:attachment>")
+            if not text.strip():
+                text = ""
             kind = "text"
             if item_type:
                 kind = "system"

@@ -32,8 +32,8 @@ _AI = {"ai", "assistant", "model", "chatgpt", "claude"}
 
 def sniff(head: bytes, name: str) -> bool:
     text = head.decode("utf-8", errors="ignore")
-    return bool(re.search(r"^##[ \t]+\S", text, re.M)) and bool(_SPEAKER.search(text.split("\n##", 1)[-1].lstrip("\n"))) \
-        or (name.lower().endswith(".md") and bool(re.search(r"^\*\*[^*\n]{1,60}?:\*\*", text, re.M)))
+    speaker = re.search(r"^\*\*[^*\n]{1,60}?(?::\*\*|\*\*:)", text, re.M)
+    return bool(speaker) and (bool(re.search(r"^##[ \t]+\S", text, re.M)) or name.lower().endswith(".md"))
 
 
 def parse(src, ctx):

@@ -1,0 +1,174 @@
+"""`notme ingest` end to end: outputs, bad inputs, --skip-bad, zips, filters, stats, no input modified."""
+
+import hashlib
+import json
+import os
+import stat
+import zipfile
+
+import pytest
+from click.testing import CliRunner
+
+from notme_mlx.cli import main
+from notme_mlx.samples import OWNER, SAMPLES_DIR, sample_paths
+
+GOOD_WA = "15/01/2024, 09:00 - Alex Rivera: hi\n15/01/2024, 09:01 - Sam: yo\n"
+
+
+def run(*args):
+    r = CliRunner().invoke(main, ["ingest", *map(str, args)], catch_exceptions=False)
+    return r.exit_code, r.output
+
+
+def _snapshot(paths):
+    out = {}
+    for p in paths:
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())):
+            out[str(f)] = (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
+    return out
+
+
+def _read(p):
+    return [json.loads(x) for x in p.read_text().splitlines()]
+
+
+def test_samples_end_to_end_inputs_untouched(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    paths = sample_paths()
+    before = _snapshot(paths)
+    out = tmp_path / "messages.jsonl"
+    code, text = run(*paths, "-o", out, "--me", OWNER)
+    assert code == 0, text
+    recs = _read(out)
+    assert len(recs) == len(list(__import__("notme_mlx.ingest", fromlist=["x"]).ingest_paths(paths, me=[OWNER])))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert _snapshot(paths) == before
+    assert {r["source"] for r in recs} == {"chatgpt", "claude", "claude_code", "imessage", "whatsapp", "telegram",
+                                           "openai_jsonl", "sharegpt", "mlx_jsonl", "notme_md"}
+    code, table = run("--stats", out)
+    assert code == 0 and "chatgpt" in table and OWNER.split()[0] in table
+
+
+def test_identity_file_replaces_me(tmp_path):
+    out = tmp_path / "m.jsonl"
+    code, text = run(SAMPLES_DIR / "whatsapp", "-o", out, "--identity", SAMPLES_DIR / "identity.yaml")
+    assert code == 0, text
+    recs = _read(out)
+    assert {r["speaker"] for r in recs if r["role"] == "me"} == {"Alex Rivera"}
+
+
+def test_missing_me_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    code, text = run(SAMPLES_DIR / "whatsapp" / "WhatsApp Chat with Sam Okafor.txt", "-o", tmp_path / "m.jsonl")
+    assert code == 1 and "speakers found" in text and "'Alex Rivera'" in text and "'Sam Okafor'" in text
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+@pytest.mark.parametrize("name,data,fmt,expect", [
+    ("trunc.json", b'[{"title": "x", "mapping": {"a": {"id": "a"', "auto", r"trunc.json:1: record 0: truncated JSON"),
+    ("conversations.json", b'[{"mapping": {}}, {"mapping": {}, }]', "chatgpt", r"conversations.json:1: record 1: invalid JSON"),
+    ("wrong.txt", GOOD_WA.encode(), "chatgpt", r"wrong.txt:1: expected a JSON array"),
+    ("garbage.bin", bytes(range(256)) * 8, "auto", r"garbage.bin: unknown export format"),
+    ("empty.json", b"", "auto", r"empty.json: empty file"),
+    ("empty2.json", b"", "claude", r"empty2.json: empty file"),
+    ("bad.jsonl", b'{"messages": [{"role": "user", "content": "a"}]}\n{"messages": [\n', "auto", r"bad.jsonl:2: invalid JSON"),
+    ("chat.db", b"SQLite format 3\x00" + b"\x00" * 100, "auto", r"chat.db: cannot read as an iMessage chat.db"),
+    ("notutf8.txt", b"15/01/2024, 09:00 - A: \xff\xfe\n15/01/2024, 09:01 - A: x\n", "whatsapp", r"notutf8.txt:1: not UTF-8"),
+])
+def test_bad_inputs_one_line_error(tmp_path, name, data, fmt, expect):
+    import re
+
+    f = tmp_path / name
+    f.write_bytes(data)
+    before = _snapshot([f])
+    code, text = run(f, "-o", tmp_path / "out.jsonl", "--format", fmt, "--me", "A")
+    assert code == 1
+    line = [x for x in text.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and re.search(expect, line[0]), text
+    assert not (tmp_path / "out.jsonl").exists()
+    assert _snapshot([f]) == before
+
+
+def test_zip_with_dotdot_member_refused(tmp_path):
+    z = tmp_path / "evil.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("_chat.txt", GOOD_WA)
+        zf.writestr("../../etc/evil.txt", GOOD_WA)
+    code, text = run(z, "-o", tmp_path / "o.jsonl", "--me", "Alex Rivera")
+    assert code == 1 and "member '../../etc/evil.txt' is an absolute or '..' path" in text
+    z2 = tmp_path / "abs.zip"
+    with zipfile.ZipFile(z2, "w") as zf:
+        zf.writestr("/abs/chat.txt", GOOD_WA)
+    code, text = run(z2, "-o", tmp_path / "o.jsonl", "--me", "Alex Rivera")
+    assert code == 1 and "absolute or '..' path" in text
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "o.jsonl").exists()
+
+
+def test_skip_bad_keeps_good_files_and_reports(tmp_path):
+    d = tmp_path / "exports"
+    d.mkdir()
+    (d / "a_chat.txt").write_text(GOOD_WA)
+    (d / "b_trunc.json").write_bytes(b'[{"chat_messages": [')
+    with zipfile.ZipFile(d / "c_evil.zip", "w") as zf:
+        zf.writestr("../x.txt", GOOD_WA)
+    (d / "d_bad.jsonl").write_bytes(b'{"messages": [{"role": "user", "content": "ok"}]}\nnot json\n')
+    (d / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)
+    before = _snapshot([d])
+    out = tmp_path / "m.jsonl"
+    code, text = run(d, "-o", out, "--me", "Alex Rivera", "--skip-bad")
+    assert code == 0, text
+    recs = _read(out)
+    assert [(r["speaker"], r["text"]) for r in recs] == [("Alex Rivera", "hi"), ("Sam", "yo")]
+    rep = json.loads((tmp_path / "m.jsonl.report.json").read_text())
+    reasons = {os.path.basename(s["name"]): s["reason"] for s in rep["skipped"]}
+    assert sorted(reasons) == ["b_trunc.json", "c_evil.zip", "d_bad.jsonl"]
+    assert "record 0: truncated JSON" in reasons["b_trunc.json"] and "d_bad.jsonl:2: invalid JSON" in reasons["d_bad.jsonl"]
+    assert [os.path.basename(u) for u in rep["unrecognized"]] == ["photo.jpg"]
+    assert "skipped 3 bad file(s)" in text
+    assert _snapshot([d]) == before
+    # without --skip-bad the first bad file stops the run
+    code, text = run(d, "-o", tmp_path / "m2.jsonl", "--me", "Alex Rivera")
+    assert code == 1 and "b_trunc.json" in text and not (tmp_path / "m2.jsonl").exists()
+
+
+def test_since_until_filter(tmp_path):
+    out = tmp_path / "m.jsonl"
+    code, text = run(SAMPLES_DIR / "chatgpt", "-o", out, "--since", "2024-03-02", "--until", "2024-03-03")
+    assert code == 0, text
+    days = sorted({r["timestamp"][:10] for r in _read(out)})
+    assert days == ["2024-03-02", "2024-03-03"]
+    code, text = run(SAMPLES_DIR / "chatgpt", "-o", out, "--since", "March")
+    assert code == 1 and "--since 'March'" in text
+
+
+def test_whatsapp_zip_read_in_place(tmp_path):
+    out = tmp_path / "m.jsonl"
+    code, _ = run(SAMPLES_DIR / "whatsapp" / "WhatsApp Chat - Climbing crew.zip", "-o", out, "--me", OWNER)
+    recs = _read(out)
+    assert code == 0 and len(recs) == 11
+    assert recs[0]["kind"] == "system" and recs[-1]["text"] == "Fine. Coffee for three"
+    assert {r["speaker"] for r in recs if r["role"] == "other"} == {"Jordan Lee", "Priya Nair"}
+
+
+def test_output_not_an_input_and_help(tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"text": "a", "role": "me"}\n')
+    code, text = run(f, "-o", f)
+    assert code == 1 and "also an input" in text
+    code, text = run("--help")
+    assert code == 0 and "Example" in text and "--skip-bad" in text
+
+
+def test_scrub_flag(tmp_path):
+    f = tmp_path / "chat.txt"
+    f.write_text("15/01/2024, 09:00 - Alex Rivera: mail me at alex@example.com or call +1 555 010 0199\n"
+                 "15/01/2024, 09:01 - Sam Okafor: ok Alex, card 4111 1111 1111 1111\n"
+                 "15/01/2024, 09:02 - Alex Rivera: thanks Sam\n")
+    out = tmp_path / "m.jsonl"
+    code, text = run(f, "-o", out, "--me", "Alex Rivera", "--scrub")
+    assert code == 0, text
+    recs = _read(out)
+    assert recs[0]["text"] == "mail me at <EMAIL> or call <PHONE>"
+    pseudo = recs[1]["speaker"]
+    assert pseudo != "Sam Okafor" and recs[1]["text"] == "ok Alex, card <CARD>"
+    assert recs[2]["text"] == f"thanks {pseudo.split()[0]}"
