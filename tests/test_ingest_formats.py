@@ -50,7 +50,7 @@ def test_detection_by_content_not_name(path, fmt, tmp_path):
 def test_chatgpt_active_branch_only_and_skips():
     recs = _ingest("chatgpt/conversations.json")
     convs = _convs(recs)
-    assert len(convs) == 8 and len(recs) == sum(len(t) for _, t in AI_CHATS[:8])
+    assert len(convs) == 10 and len(recs) == sum(len(t) for _, t in AI_CHATS[:10])
     first = convs[0]
     assert [r["text"] for r in first] == [t for _, t in AI_CHATS[0][1]]
     assert all("(regenerated)" not in r["text"] for r in recs)  # abandoned branch dropped
@@ -87,10 +87,10 @@ def test_chatgpt_without_current_node_takes_newest_leaf():
 def test_claude_export():
     recs = _ingest("claude/conversations.json")
     convs = _convs(recs)
-    assert len(convs) == 6
-    assert [r["text"] for r in convs[0]] == [t for _, t in AI_CHATS[8][1]]
+    assert len(convs) == 7
+    assert [r["text"] for r in convs[0]] == [t for _, t in AI_CHATS[10][1]]
     assert [(r["speaker"], r["role"]) for r in convs[0][:2]] == [("Alex Rivera", "me"), ("Claude", "ai")]
-    assert convs[0][0]["timestamp"] == "2024-03-11T14:00:00Z"
+    assert convs[0][0]["timestamp"] == "2024-03-13T14:00:00Z"
 
 
 def test_claude_branches_keep_newest_path():
@@ -147,9 +147,9 @@ def test_claude_code_chunk_merge_inline():
 
 def test_telegram_full_export_owner_and_entities():
     recs = _ingest("telegram/result.json")
-    assert len(recs) == 18
+    turns = P2P_CHATS[2][1] + P2P_CHATS[7][1] + P2P_CHATS[11][1] + P2P_CHATS[15][1]
+    assert len(recs) == len(turns) + 1  # + one service message
     msgs = [r for r in recs if r["kind"] != "system"]
-    turns = P2P_CHATS[2][1] + P2P_CHATS[7][1] + P2P_CHATS[11][1]
     assert [r["text"] for r in msgs] == [t for _, t in turns]  # bold entity flattened back to plain text
     assert [r["role"] for r in msgs] == ["me" if w == "me" else "other" for w, _ in turns]
     assert {r["speaker"] for r in msgs if r["role"] == "other"} == {"Priya Nair"}
@@ -178,13 +178,14 @@ def test_telegram_entity_list_and_media_inline():
 
 def test_jsonl_formats():
     oa = _ingest("openai/chats.jsonl")
-    assert len(_convs(oa)) == 4 and [r["role"] for r in oa[:3]] == ["system", "me", "ai"]
-    assert oa[1]["text"] == AI_CHATS[14][1][0][1]
+    assert len(_convs(oa)) == 5 and [r["role"] for r in oa[:3]] == ["system", "me", "ai"]
+    assert oa[1]["text"] == AI_CHATS[17][1][0][1]
     sg = _ingest("sharegpt/sharegpt.json")
-    assert [c[0]["conversation_id"] for c in _convs(sg)] == ["sg-0", "sg-1", "sg-2"]
-    assert sg[0]["text"] == AI_CHATS[18][1][0][1] and sg[1]["role"] == "ai"
+    assert [c[0]["conversation_id"] for c in _convs(sg)] == ["sg-0", "sg-1", "sg-2", "sg-3"]
+    assert sg[0]["text"] == AI_CHATS[22][1][0][1] and sg[1]["role"] == "ai"
     mx = _ingest("mlx/completions.jsonl")
-    assert len(_convs(mx)) == 6 and [r["role"] for r in mx[:2]] == ["me", "ai"]
+    assert len(_convs(mx)) == 7 and [r["role"] for r in mx[:2]] == ["me", "ai"]
+    assert mx[0]["text"] == AI_CHATS[26][1][0][1] and mx[1]["text"] == AI_CHATS[26][1][1][1]
     assert mx[-1]["text"].startswith("I'd rather ship") and mx[-1]["role"] == "me"
 
 
@@ -199,7 +200,7 @@ def test_sharegpt_jsonl_and_unknown_role():
 def test_notme_md_handwritten():
     recs = _ingest("handwritten/conversations.md")
     convs = _convs(recs)
-    assert len(convs) == len(MD_CHATS) == 5
+    assert len(convs) == len(MD_CHATS) == 9
     assert [(r["speaker"], r["text"]) for r in convs[1]] == [
         ("Ines Marlowe" if w != "me" else "Alex Rivera", t) for w, t in MD_CHATS[1][1]]
     assert [r["role"] for r in convs[2]] == ["ai", "me"]

@@ -59,6 +59,14 @@ class Identity:
         """True when `speaker` (a display name, handle, phone or email) is the owner."""
         if not speaker:
             return False
+        memo = self.__dict__.setdefault("_memo", {})
+        if speaker not in memo:
+            if len(memo) > 100_000:
+                memo.clear()
+            memo[speaker] = self._match(speaker)
+        return memo[speaker]
+
+    def _match(self, speaker: str) -> bool:
         n = norm_name(speaker)
         if n in {norm_name(x) for x in self.names + self.emails}:
             return True

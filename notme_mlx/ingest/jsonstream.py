@@ -82,7 +82,7 @@ def iter_json_array(
                 obj, end = decoder.raw_decode(buf, pos)
                 break
             except json.JSONDecodeError as e:
-                if not fill(len(buf) * 2):
+                if not fill(2 * (len(buf) - pos)):  # grow with the pending element, not the file
                     kind = "truncated JSON" if e.pos >= len(buf) - 1 or "Unterminated" in e.msg else "invalid JSON"
                     raise InputError(f"{where()}: record {i}: {kind} ({e.msg})") from None
         pos = end

@@ -175,12 +175,14 @@ def imessage(path: Path, chats):
             PRIMARY KEY (chat_id, message_id));
     """)
     apple = datetime(2001, 1, 1, tzinfo=timezone.utc)
-    for c, (who, day, turns) in enumerate(chats):
+    for c, (who, parts) in enumerate(chats):
         phone = f"+1555010{c + 1:04d}"
         hid = con.execute("INSERT INTO handle (id, service) VALUES (?, 'iMessage')", (phone,)).lastrowid
         cid = con.execute("INSERT INTO chat (guid, chat_identifier, service_name, display_name) VALUES (?,?,?,?)",
                           (f"iMessage;-;{phone}", phone, "iMessage", "")).lastrowid
-        times = _times(day, len(turns) + 2, hour=19, step_min=2)
+        turns = [t for _, ts in parts for t in ts]
+        times = [t for day, ts in parts for t in _times(day, len(ts), hour=19, step_min=2)]
+        times += [times[-1] + timedelta(minutes=1), times[-1] + timedelta(minutes=2)]
         last_guid = None
         for i, ((w, text), t) in enumerate(zip(turns, times)):
             guid = _uid("imsg", c, i).upper()
@@ -275,16 +277,16 @@ def markdown(chats):
 def build(out: Path = HERE) -> None:
     ai = AI_CHATS
     w = lambda p, s: (out / p).parent.mkdir(parents=True, exist_ok=True) or (out / p).write_text(s, encoding="utf-8")  # noqa: E731
-    w("chatgpt/conversations.json", json.dumps(chatgpt(ai[0:8], 0), indent=1, ensure_ascii=False) + "\n")
-    w("claude/conversations.json", json.dumps(claude(ai[8:14], 10), indent=1, ensure_ascii=False) + "\n")
+    w("chatgpt/conversations.json", json.dumps(chatgpt(ai[0:10], 0), indent=1, ensure_ascii=False) + "\n")
+    w("claude/conversations.json", json.dumps(claude(ai[10:17], 12), indent=1, ensure_ascii=False) + "\n")
     w("openai/chats.jsonl", "".join(json.dumps({"messages": [
         {"role": "system", "content": "You are a helpful assistant."}] + [
         {"role": "user" if who == "me" else "assistant", "content": t} for who, t in turns]}, ensure_ascii=False) + "\n"
-        for _, turns in ai[14:18]))
+        for _, turns in ai[17:22]))
     w("sharegpt/sharegpt.json", json.dumps([{"id": f"sg-{k}", "conversations": [
         {"from": "human" if who == "me" else "gpt", "value": t} for who, t in turns]}
-        for k, (_, turns) in enumerate(ai[18:21])], indent=1, ensure_ascii=False) + "\n")
-    mlx_lines = [{"prompt": turns[0][1], "completion": turns[1][1]} for _, turns in ai[21:24]]
+        for k, (_, turns) in enumerate(ai[22:26])], indent=1, ensure_ascii=False) + "\n")
+    mlx_lines = [{"prompt": turns[0][1], "completion": turns[1][1]} for _, turns in ai[26:30]]
     mlx_lines += [{"text": "Rain gardens are not ponds. They drain within a day, and that is the whole point."},
                   {"text": "Feedback rule: say what works, name the one thing to change, stop."},
                   {"text": "I'd rather ship the simple version on Friday than the perfect one in March."}]
@@ -294,16 +296,18 @@ def build(out: Path = HERE) -> None:
     p = P2P_CHATS
     (out / "imessage").mkdir(parents=True, exist_ok=True)
     imessage(out / "imessage" / "chat.db", [
-        ("Jordan Lee", 30, p[0][1] + p[5][1]), ("Mom", 32, p[3][1]), ("Theo Rivera", 34, p[4][1] + p[10][1])])
+        ("Jordan Lee", [(30, p[0][1]), (36, p[5][1]), (47, p[12][1])]), ("Mom", [(32, p[3][1]), (38, p[13][1])]),
+        ("Theo Rivera", [(34, p[4][1]), (41, p[10][1])])])
     w("whatsapp/WhatsApp Chat with Sam Okafor.txt",
       "\n".join(whatsapp_android("Sam Okafor", 40, p[1][1]) + whatsapp_android("Sam Okafor", 44, p[6][1])[1:]
-                + whatsapp_android("Sam Okafor", 50, p[9][1])[1:]) + "\n")
+                + whatsapp_android("Sam Okafor", 50, p[9][1])[1:] + whatsapp_android("Sam Okafor", 70, p[14][1])[1:])
+      + "\n")
     zpath = out / "whatsapp" / "WhatsApp Chat - Climbing crew.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:  # fixed member time -> identical bytes
         z.writestr(zipfile.ZipInfo("_chat.txt", date_time=(2024, 4, 12, 20, 0, 0)),
                    "\n".join(whatsapp_ios("Climbing crew", 42, p[8][1])) + "\n")
     w("telegram/result.json", json.dumps(telegram([
-        ("Priya Nair", 5550133, [(60, p[2][1]), (75, p[7][1]), (90, p[11][1])])], 60), indent=1, ensure_ascii=False) + "\n")
+        ("Priya Nair", 5550133, [(60, p[2][1]), (75, p[7][1]), (90, p[11][1]), (95, p[15][1])])], 60), indent=1, ensure_ascii=False) + "\n")
     w("handwritten/conversations.md", markdown(MD_CHATS))
     w("identity.yaml", "# Sample owner for `make quickstart` (fictional)\nnames: [\"Alex Rivera\", \"Alex\"]\n"
       "handles: [\"@alexr\"]\nphones: [\"+1 555 010 0199\"]\nemails: [\"alex.rivera@example.com\"]\n")

@@ -296,3 +296,99 @@ P2P_CHATS += [
         ("me", "Hope that's helpful, I might be wrong about the order though"),
     ]),
 ]
+
+AI_CHATS += [
+    ("Pitch for the bioswale budget", [
+        ("me", "Three sentences to convince the council to fund a bioswale on Harbor Street."),
+        ("ai", "Harbor Street floods four times a year and every flood costs the city cleanup money. A bioswale soaks up the runoff before it reaches the drains, for less than two years of those cleanup bills. It also cools the street and looks better than a gutter. I hope this is persuasive enough! Would you like me to add numbers?"),
+        ("me", "Add one number: 2023 cleanup cost was 61k."),
+        ("ai", "Harbor Street floods four times a year; cleanup alone cost the city 61,000 in 2023. A bioswale soaks up that runoff before it reaches the drains, for less than two years of those bills. It also cools the street and looks better than a gutter."),
+    ]),
+    ("Why is my bread dense", [
+        ("me", "Loaf came out dense and gummy in the middle. Starter was bubbly."),
+        ("ai", "Most likely underproofed or cut too early. Let the bulk ferment go until the dough has grown about 50% and feels airy, and wait at least an hour after baking before slicing. Does that sound like it could be the issue?"),
+        ("me", "I cut it after 10 minutes. That's it."),
+    ]),
+    ("Kids' questions about rain", [
+        ("me", "My niece asked where rain comes from. Answer for a six-year-old, two sentences."),
+        ("ai", "The sun warms up water in lakes and oceans until it floats up into the sky as tiny invisible drops. Up high it gets cold, the drops stick together into clouds, and when they get too heavy they fall back down as rain! I hope she likes it!"),
+    ]),
+    ("Pandas groupby", [
+        ("me", "pandas: mean rainfall per month from a daily dataframe with a 'date' column."),
+        ("ai", "df.groupby(pd.to_datetime(df['date']).dt.to_period('M'))['rainfall'].mean()\n\nThat groups by calendar month. Would you like me to explain how to_period works?"),
+        ("me", "No, that's fine."),
+        ("ai", "Sounds good! Let me know if you run into anything else."),
+    ]),
+    ("Saying no to a project", [
+        ("me", "Help me say no to leading the intranet redesign. I'm at capacity with the Harbor Street project."),
+        ("ai", "Here's a draft:\n\n'Thanks for thinking of me. I'm going to pass on leading the intranet redesign: Harbor Street needs my full attention until it ships in June. Happy to review the plan once it exists.'\n\nIs this the tone you want, or should I soften it?"),
+        ("me", "Don't soften it. Sending as is."),
+    ]),
+    ("Soil infiltration test", [
+        ("me", "How do I do a simple infiltration test in a backyard?"),
+        ("ai", "Dig a hole about 30 cm deep and 15 cm wide, fill it with water and let it drain once to saturate the soil. Fill it again, measure the depth with a ruler, and check every 15 minutes for an hour. The drop per hour is your infiltration rate. Does that make sense? I can also explain what the numbers mean if that would help!"),
+        ("me", "I know what they mean. 25 mm/h is fine for a rain garden?"),
+        ("ai", "Yes, 25 mm/h is comfortably above the usual 13 mm/h minimum."),
+    ]),
+]
+
+P2P_CHATS += [
+    ("Jordan Lee", [
+        ("me", "Found your headlamp in my car"),
+        ("them", "I've been looking everywhere for that"),
+        ("me", "Dropping it off tomorrow on my way to the site"),
+        ("them", "Legend"),
+    ]),
+    ("Mom", [
+        ("them", "Did you get the photos from Sunday?"),
+        ("me", "Yes! The one of Dad with the paella pan is going on the fridge"),
+        ("them", "He says he wants a copy too"),
+        ("me", "Printing two. Maybe that's too many? Let me know if that's ok"),
+        ("them", "Print three, your aunt will ask"),
+    ]),
+    ("Sam Okafor", [
+        ("them", "Council meeting moved to the 14th"),
+        ("me", "Good, more time for the cost table"),
+        ("them", "Can you present the bioswale part?"),
+        ("me", "Yes. Ten minutes, three slides, one number"),
+        ("them", "Which number"),
+        ("me", "61k. What flooding cost us last year"),
+    ]),
+    ("Priya Nair", [
+        ("them", "I got the job!!!"),
+        ("me", "PRIYA. The bridge project did it"),
+        ("them", "They literally asked about it first"),
+        ("me", "Celebration dinner on me. Friday?"),
+        ("them", "Friday. You're the best"),
+    ]),
+]
+
+MD_CHATS += [
+    ("Texting a contractor about the fence", [
+        ("Rui Castelo", "We can start the fence Monday but the posts will be 10 cm shorter than planned."),
+        ("me", "Not fine. The drawing says 180 cm above ground; that's the height the permit is for."),
+        ("Rui Castelo", "The supplier is out of the long posts."),
+        ("me", "Then start when they're back. I'd rather wait a week than redo it."),
+        ("Rui Castelo", "Understood. I'll call when they arrive."),
+        ("me", "Thanks. Text me the delivery date when you have it."),
+    ]),
+    ("Advice I gave Theo about his first job", [
+        ("Theo Rivera", "first week at the new job. everyone's so fast"),
+        ("me", "They've been there for years. Write down every question, ask them in one batch each afternoon."),
+        ("Theo Rivera", "won't that look like I don't know anything"),
+        ("me", "You don't know anything yet. That's what week one is for. Nobody expects more."),
+        ("Theo Rivera", "ok that actually helps"),
+    ]),
+    ("Asking an assistant to check my math", [
+        ("me", "Roof 85 m², 40 mm storm, garden depth 150 mm, infiltration 20 mm/h over 24 h. Garden area?"),
+        ("ai", "85 × 40 / (150 + 20 × 24) = 3400 / 630 ≈ 5.4 m². Great question! Would you like me to double-check with a different storm?"),
+        ("me", "No. 5.4 m² matches mine."),
+    ]),
+    ("Weekend plan with Jordan", [
+        ("Jordan Lee", "Saturday: crag or gym?"),
+        ("me", "Crag if it's dry. Forecast says dry until 3."),
+        ("Jordan Lee", "Leave at 7 then"),
+        ("me", "7:15. I need coffee to function, that's non-negotiable."),
+        ("Jordan Lee", "7:15 it is"),
+    ]),
+]

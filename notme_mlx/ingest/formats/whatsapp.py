@@ -14,7 +14,8 @@ Times are local to the exporting phone; `ctx.tz` (default UTC) says which zone.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import PurePath
 
 from ...errors import InputError
@@ -27,6 +28,10 @@ _HDR = re.compile(
     rf"^[\u200e\u200f\ufeff]*(?:\[(?P<d1>{_DATE}),?\s(?P<t1>{_TIME})\]\s?|(?P<d2>{_DATE}),?\s(?P<t2>{_TIME})\s[-\u2013]\s)(?P<rest>.*)$",
     re.S,
 )
+# First pass (bytes, headers only): day/month fields and an AM/PM marker.
+_BHDR = re.compile(
+    rb"^(?:\xe2\x80[\x8e\x8f]|\xef\xbb\xbf)*\[?(\d{1,4})[./-](\d{1,2})[./-](\d{1,4}),?\s"
+    rb"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:\s|\xe2\x80\xaf|\xc2\xa0)?([AaPp]\.?\s?[Mm]\.?)?(?:\]|\s[-\xe2])")
 _NAME = re.compile(r"^(?P<name>[^:\n]{1,100}?): (?P<text>.*)$", re.S)
 _INVIS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\ufeff"), None)
 _SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " "})
@@ -60,11 +65,14 @@ def sniff(head: bytes, name: str) -> bool:
     return bool(lines) and sum(bool(_HDR.match(ln.translate(_SPACES))) for ln in lines[:5]) >= min(2, len(lines))
 
 
+_SEP = re.compile(r"[./-]")
+
+
 def _split_date(d: str) -> tuple[int, int, int, bool]:
-    p = [int(x) for x in re.split(r"[./-]", d)]
-    if len(p) != 3:
+    parts = _SEP.split(d)
+    if len(parts) != 3:
         raise ValueError(d)
-    return p[0], p[1], p[2], len(re.split(r"[./-]", d)[0]) == 4
+    return int(parts[0]), int(parts[1]), int(parts[2]), len(parts[0]) == 4
 
 
 def _resolve_order(src, ctx) -> str:
@@ -73,16 +81,13 @@ def _resolve_order(src, ctx) -> str:
     n = 0
     with src.open() as f:
         for raw in f:
-            if not raw[:1].isdigit() and raw[:1] not in (b"[", b"\xe2", b"\xef"):
-                continue
-            m = _HDR.match(raw.decode("utf-8", errors="replace").translate(_SPACES))
+            m = _BHDR.match(raw)
             if not m:
                 continue
             n += 1
-            a, b, _y, iso = _split_date(m["d1"] or m["d2"])
-            t = m["t1"] or m["t2"]
-            ampm = ampm or bool(re.search(r"[AaPp]\.?\s?[Mm]", t))
-            if iso:
+            a, b = int(m[1]), int(m[2])
+            ampm = ampm or m[4] is not None
+            if len(m[1]) == 4:
                 ymd = True
             elif a > 12:
                 day_first = True
@@ -102,17 +107,32 @@ def _resolve_order(src, ctx) -> str:
     return "mdy" if ampm else "dmy"
 
 
-def _timestamp(d: str, t: str, order: str, tz) -> str:
+@lru_cache(maxsize=4096)
+def _date(d: str, order: str) -> tuple[int, int, int]:
     a, b, c, _ = _split_date(d)
     y, mo, da = (a, b, c) if order == "ymd" else (c, b, a) if order == "dmy" else (c, a, b)
     if y < 100:
         y += 2000
-    t = t.strip()
-    pm = re.search(r"([AaPp])\.?\s?[Mm]\.?$", t)
-    hms = [int(x) for x in re.split(r"[:.]", re.sub(r"\s?[AaPp]\.?\s?[Mm]\.?$", "", t))]
+    datetime(y, mo, da)  # validates (ValueError on 31/02)
+    return y, mo, da
+
+
+_AMPM = re.compile(r"\s?([AaPp])\.?\s?[Mm]\.?$")
+
+
+def _timestamp(d: str, t: str, order: str, tz) -> str:
+    y, mo, da = _date(d, order)
+    pm = _AMPM.search(t)
+    hms = [int(x) for x in re.split(r"[:.]", t[: pm.start()] if pm else t)]
     h, mi, s = hms[0], hms[1], hms[2] if len(hms) > 2 else 0
     if pm:
+        if not 1 <= h <= 12:
+            raise ValueError(t)
         h = h % 12 + (12 if pm.group(1).lower() == "p" else 0)
+    if tz is timezone.utc:
+        if h > 23 or mi > 59 or s > 59:
+            raise ValueError(t)
+        return f"{y:04d}-{mo:02d}-{da:02d}T{h:02d}:{mi:02d}:{s:02d}Z"
     return iso_utc(datetime(y, mo, da, h, mi, s, tzinfo=tz))
 
 
@@ -123,15 +143,18 @@ def _chat_name(src) -> str:
 
 def _classify(name: str | None, text: str, raw_text: str) -> tuple[str, str]:
     """(text, kind) for a message body."""
-    body = _EDITED.sub("", text.strip())
-    for pat, what in _MEDIA:
-        if pat.match(body):
-            return f"<media:{what}>", "media"
-    if name is None or (raw_text.startswith("\u200e") and _SYSTEM.search(body)) or _E2E.match(body):
+    body = text.strip()
+    if body.endswith(">"):
+        body = _EDITED.sub("", body)
+    if len(body) < 160 and ("omitted" in body or body.startswith("<") or "attached" in body or "ausgeschlossen" in body):
+        for pat, what in _MEDIA:
+            if pat.match(body):
+                return f"<media:{what}>", "media"
+    if name is None or (raw_text.startswith("\u200e") and _SYSTEM.search(body)):
         return body, "system"
-    if _DELETED.match(body):
+    if body[:1] in "MmTtY" and (_E2E.match(body) or _DELETED.match(body)):
         return body, "system"
-    return _EDITED.sub("", text.rstrip("\n")), "text"
+    return (_EDITED.sub("", text.rstrip("\n")) if text.endswith(">") else text.rstrip("\n")), "text"
 
 
 def parse(src, ctx):
@@ -161,7 +184,8 @@ def parse(src, ctx):
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise InputError(f"{src.name}:{lineno}: not UTF-8 text ({e.reason})") from None
-            line = line.translate(_SPACES)
+            if "\u202f" in line or "\u00a0" in line or "\u2009" in line:
+                line = line.translate(_SPACES)
             m = _HDR.match(line) if line[:1].isdigit() or line[:1] in "[\u200e\ufeff" else None
             if m is None:
                 if cur is None:

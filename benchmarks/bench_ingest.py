@@ -1,0 +1,121 @@
+"""Ingest throughput and memory: a generated 50 MB WhatsApp .txt and a 100 MB ChatGPT export.
+
+Run: .venv/bin/python benchmarks/bench_ingest.py [--wa-mb 50] [--gpt-mb 100] [--tmp /tmp/notme-bench]
+Files are generated into --tmp (never committed). Each case runs `ingest_to_file` in a
+fresh child process and reports MB/s of input and the child's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORDS = ("the rain garden drains within a day so mosquitoes never breed there and the plants do the work "
+         "climbing tonight bring the rope coffee for three sorry is that ok does that make sense").split()
+
+
+def _sentence(rng, lo=3, hi=25):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def gen_whatsapp(path: Path, mb: float, seed=0):
+    rng = random.Random(seed)
+    target = int(mb * 1e6)
+    names = ["Alex Rivera", "Jordan Lee", "Priya Nair"]
+    t, n = 1_700_000_000, 0
+    with open(path, "w", encoding="utf-8") as f:
+        while f.tell() < target:
+            t += rng.randint(5, 900)
+            tm = time.gmtime(t)
+            body = _sentence(rng)
+            if rng.random() < 0.1:
+                body += "\n" + _sentence(rng)
+            f.write(f"{tm.tm_mday:02d}/{tm.tm_mon:02d}/{tm.tm_year}, {tm.tm_hour:02d}:{tm.tm_min:02d} - "
+                    f"{rng.choice(names)}: {body}\n")
+            n += 1
+    return n
+
+
+def gen_chatgpt(path: Path, mb: float, seed=0):
+    rng = random.Random(seed)
+    target = int(mb * 1e6)
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("[")
+        while f.tell() < target:
+            cid = f"conv-{n}"
+            mapping, prev = {"root": {"id": "root", "message": None, "parent": None, "children": []}}, "root"
+            for i in range(rng.randint(4, 40)):
+                mid = f"{cid}-m{i}"
+                role = "user" if i % 2 == 0 else "assistant"
+                mapping[mid] = {"id": mid, "parent": prev, "children": [], "message": {
+                    "id": mid, "author": {"role": role, "name": None, "metadata": {}},
+                    "create_time": 1.7e9 + n * 1000 + i, "content": {"content_type": "text",
+                    "parts": ["\n".join(_sentence(rng, 5, 60) for _ in range(rng.randint(1, 4)))]},
+                    "status": "finished_successfully", "metadata": {}, "recipient": "all"}}
+                mapping[prev]["children"].append(mid)
+                prev = mid
+            f.write(("," if n else "") + json.dumps({"title": cid, "create_time": 1.7e9, "mapping": mapping,
+                                                       "current_node": prev, "id": cid}))
+            n += 1
+        f.write("]")
+    return n
+
+
+def run_case(path: str, out: str, me: str):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from notme_mlx.ingest import ingest_to_file
+
+    t0 = time.perf_counter()
+    rep = ingest_to_file([path], out, me=[me], progress=True)
+    dt = time.perf_counter() - t0
+    size = os.path.getsize(path)
+    print(json.dumps({"bytes": size, "seconds": dt, "mb_s": size / 1e6 / dt, "messages": rep.messages,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wa-mb", type=float, default=50)
+    ap.add_argument("--gpt-mb", type=float, default=100)
+    ap.add_argument("--tmp", default="/tmp/notme-bench")
+    ap.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.case:
+        return run_case(*a.case)
+    tmp = Path(a.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    wa, gpt = tmp / "whatsapp_chat.txt", tmp / "conversations.json"
+    if not wa.exists() or abs(wa.stat().st_size - a.wa_mb * 1e6) > 1e6:
+        print(f"generating {wa} ...", file=sys.stderr)
+        gen_whatsapp(wa, a.wa_mb)
+    if not gpt.exists() or abs(gpt.stat().st_size - a.gpt_mb * 1e6) > 2e6:
+        print(f"generating {gpt} ...", file=sys.stderr)
+        gen_chatgpt(gpt, a.gpt_mb)
+    rows = []
+    for name, path in [("whatsapp", wa), ("chatgpt", gpt)]:
+        env = {**os.environ, "NOTME_PLAIN": "1"}
+        r = subprocess.run([sys.executable, __file__, "--case", str(path), str(tmp / f"{name}.jsonl"), "Alex Rivera"],
+                           capture_output=True, text=True, env=env, check=True)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res["case"] = name
+        res["progress_lines"] = sum("ingest:" in x for x in r.stderr.splitlines())
+        rows.append(res)
+        print(json.dumps(res))
+    print(f"\npython {platform.python_version()} on {platform.machine()} {platform.system()}")
+    print("| input | size (MB) | messages | seconds | MB/s | peak RSS (MB) |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['bytes'] / 1e6:.1f} | {r['messages']:,} | {r['seconds']:.1f} | {r['mb_s']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

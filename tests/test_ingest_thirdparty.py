@@ -1,0 +1,33 @@
+"""Real sample exports written by others (LangChain's test/doc data, MIT; see ingest_fixtures/third_party)."""
+
+from pathlib import Path
+
+from notme_mlx.ingest import ingest_paths
+
+LC = Path(__file__).parent / "ingest_fixtures" / "third_party" / "langchain"
+
+
+def test_langchain_whatsapp_ios_12h():
+    recs = list(ingest_paths([LC / "whatsapp_chat.txt"], me=["Jungle Jane"]))
+    assert len(recs) == 12
+    assert recs[0]["kind"] == "system" and recs[0]["role"] == "system"
+    assert [r["kind"] for r in recs].count("media") == 3
+    assert recs[1]["speaker"] == "Dr. Feather" and recs[1]["text"].startswith("I spotted a rare Hyacinth Macaw")
+    assert recs[-1]["role"] == "me" and recs[-1]["text"] == "Looking forward to it! Keep up the great work."
+    # "[8/15/23, 9:25:16 PM]" month-first 12h -> 21:25:16 (zone-less, taken as UTC)
+    assert recs[-1]["timestamp"] == "2023-08-15T21:25:16Z"
+
+
+def test_langchain_telegram_single_chat():
+    recs = list(ingest_paths([LC / "telegram_chat_json" / "result.json"], me=["Jimmeny Marvelton"]))
+    assert [(r["role"], r["text"]) for r in recs] == [
+        ("me", "i refuse to converse with you"), ("other", "Hi nemesis"),
+        ("me", "we meet again"), ("me", "you will not trick me this time")]
+    assert recs[0]["timestamp"] == "2023-08-23T20:11:23Z"  # date_unixtime 1692821483
+
+
+def test_langchain_chatgpt_shape_without_current_node():
+    recs = list(ingest_paths([LC / "fake_conversations.json"]))
+    assert [(r["speaker"], r["role"]) for r in recs] == [
+        ("Hal 9000", "ai"), ("me", "me"), ("Ava", "ai"), ("me", "me")]
+    assert recs[0]["timestamp"] == "2065-01-24T05:20:50Z"  # create_time 3000000050.0
