@@ -31,3 +31,20 @@ def test_langchain_chatgpt_shape_without_current_node():
     assert [(r["speaker"], r["role"]) for r in recs] == [
         ("Hal 9000", "ai"), ("me", "me"), ("Ava", "ai"), ("me", "me")]
     assert recs[0]["timestamp"] == "2065-01-24T05:20:50Z"  # create_time 3000000050.0
+
+
+def test_plaso_real_chat_db_old_schema(tmp_path):
+    import gzip
+    import hashlib
+
+    db = tmp_path / "chat.db"
+    db.write_bytes(gzip.decompress((Path(__file__).parent / "ingest_fixtures/third_party/plaso/imessage_chat.db.gz").read_bytes()))
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == "2931db3b556e33728867726f5bfd56464c4c2955cbe2e795660bda2ad631127d"
+    recs = list(ingest_paths([db], me=["Kenneth"]))
+    assert len(recs) == 10  # plaso's own test expects 10 message events
+    assert len({r["conversation_id"] for r in recs}) == 2
+    assert [r["role"] for r in recs].count("me") == 5 and all(r["speaker"] == "Kenneth" for r in recs if r["role"] == "me")
+    hit = [r for r in recs if r["text"] == "Did you try to send me a message?"]
+    assert len(hit) == 1 and hit[0]["timestamp"] == "2015-11-30T10:48:40Z"  # plaso: 2015-11-30T10:48:40
+    assert hit[0]["speaker"] == "xxxxxx2015@icloud.com" and hit[0]["role"] == "other"
+    assert recs[-1]["text"] == "Yes, did you get it?"
