@@ -65,7 +65,7 @@ def test_missing_me_is_one_clear_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name,data,fmt,expect", [
-    ("trunc.json", b'[{"title": "x", "mapping": {"a": {"id": "a"', "auto", r"trunc.json:1: record 0: truncated JSON"),
+    ("trunc.json", b'[{"title": "x", "mapping": {"a": {"id": "a", "children": [', "auto", r"trunc.json:1: record 0: truncated JSON"),
     ("conversations.json", b'[{"mapping": {}}, {"mapping": {}, }]', "chatgpt", r"conversations.json:1: record 1: invalid JSON"),
     ("wrong.txt", GOOD_WA.encode(), "chatgpt", r"wrong.txt:1: expected a JSON array"),
     ("garbage.bin", bytes(range(256)) * 8, "auto", r"garbage.bin: unknown export format"),
@@ -172,3 +172,15 @@ def test_scrub_flag(tmp_path):
     pseudo = recs[1]["speaker"]
     assert pseudo != "Sam Okafor" and recs[1]["text"] == "ok Alex, card <CARD>"
     assert recs[2]["text"] == f"thanks {pseudo.split()[0]}"
+
+
+def test_same_export_twice_is_read_once(tmp_path):
+    d = tmp_path / "unpacked"
+    d.mkdir()
+    (d / "_chat.txt").write_text(GOOD_WA)
+    z = tmp_path / "WhatsApp Chat - Sam.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("_chat.txt", GOOD_WA)
+    out = tmp_path / "m.jsonl"
+    code, text = run(z, d, "-o", out, "--me", "Alex Rivera")
+    assert code == 0 and len(_read(out)) == 2 and "skipped 1 duplicate input" in text

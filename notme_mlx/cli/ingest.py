@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-_FORMATS = ["auto", "chatgpt", "claude", "claude_code", "imessage", "whatsapp", "telegram", "openai_jsonl",
-            "sharegpt", "mlx_jsonl", "notme_jsonl", "notme_md"]
+from ..ingest.registry import FORMATS as _REGISTRY
+
+_FORMATS = ["auto", *_REGISTRY]
 
 
 @click.command("ingest")
@@ -54,6 +55,9 @@ def ingest_cmd(paths, out, fmt, me, identity, skip_bad, since, until, sidechains
                             until=until, sidechains=sidechains, tools=tools, tz=tz, scrub=scrub)
     for f in report.files:
         ui.info(f"  {f['format']:<12} {f['messages']:>7} messages  {f['name']}")
+    if report.duplicates:
+        ui.info(f"  skipped {len(report.duplicates)} duplicate input(s) (same bytes as an earlier one, e.g. "
+                f"{report.duplicates[0]})")
     if report.unrecognized:
         ui.info(f"  ignored {len(report.unrecognized)} file(s) of no known format (e.g. {report.unrecognized[0]})")
     if report.skipped:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ class IngestReport:
     files: list[dict] = field(default_factory=list)  # {name, format, messages}
     skipped: list[dict] = field(default_factory=list)  # {name, reason}
     unrecognized: list[str] = field(default_factory=list)  # walked files of no known format
+    duplicates: list[str] = field(default_factory=list)  # byte-identical to an earlier input, not read again
     warnings: list[str] = field(default_factory=list)
     messages: int = 0
     bytes_total: int = 0
@@ -111,6 +113,7 @@ def ingest_paths(
     report = report if report is not None else IngestReport()
     srcs = sources if sources is not None else collect_sources(paths)
     report.bytes_total = sum(s.size for s in srcs)
+    seen: set[bytes] = set()
     for src in srcs:
         try:
             if src.error:
@@ -118,6 +121,12 @@ def ingest_paths(
             name = _choose_format(src, fmt, report)
             if name is None:
                 continue
+            digest = _digest(src)
+            if digest in seen:  # the same export given twice (e.g. the zip and its unpacked folder)
+                report.duplicates.append(src.name)
+                ctx.advance(src.size)
+                continue
+            seen.add(digest)
             records = _one_source(src, FORMATS[name], ctx, lo, hi, scrubber)
             if skip_bad:
                 with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:  # 0600, deleted on close
@@ -139,6 +148,14 @@ def ingest_paths(
             if not skip_bad or isinstance(e, ConfigError):
                 raise
             report.skipped.append({"name": src.name, "reason": str(e)})
+
+
+def _digest(src: Source) -> bytes:
+    h = hashlib.sha256()
+    with src.open() as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
 
 
 def _choose_format(src: Source, fmt: str, report: IngestReport) -> str | None:

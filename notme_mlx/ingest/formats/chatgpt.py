@@ -26,7 +26,7 @@ _SKIP_CONTENT = {"user_editable_context", "thoughts", "reasoning_recap", "model_
 
 def sniff(head: bytes, name: str) -> bool:
     h = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return h.startswith(b"[") and b'"mapping"' in head
+    return h.startswith(b"[") and b'"mapping"' in head and (b'"children"' in head or b'"current_node"' in head)
 
 
 def parse(src, ctx):
@@ -40,6 +40,8 @@ def _part_text(part) -> str:
         return part
     if isinstance(part, dict):
         ct = part.get("content_type", "")
+        if ct == "audio_transcription" and isinstance(part.get("text"), str):
+            return part["text"]
         if "image" in ct:
             return "<media:image>"
         if "audio" in ct:

@@ -55,7 +55,7 @@ def _text(m: dict, tools: bool) -> tuple[str, str]:
         parts.append(m["text"])
     for a in (m.get("attachments") or []) + (m.get("files") or []):
         if isinstance(a, dict):
-            parts.append(f"<media:file {a.get('file_name') or ''}>".replace(" >", ">"))
+            parts.append("<media:file>")
     text = "\n\n".join(p for p in parts if p)
     if text.strip():
         media_only = all(p.startswith("<media:") for p in parts)

@@ -154,7 +154,8 @@ def _classify(name: str | None, text: str, raw_text: str) -> tuple[str, str]:
         return body, "system"
     if body[:1] in "MmTtY" and (_E2E.match(body) or _DELETED.match(body)):
         return body, "system"
-    return (_EDITED.sub("", text.rstrip("\n")) if text.endswith(">") else text.rstrip("\n")), "text"
+    text = text.strip("\n")
+    return (_EDITED.sub("", text) if text.endswith(">") else text), "text"
 
 
 def parse(src, ctx):
