@@ -20,7 +20,9 @@ quickstart: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Slow end-to-end tests; the [verify] extra builds llama.cpp's Python binding (minutes, once per machine).
 test-slow: setup
+	$(BIN)/python -m pip install -q -e '.[dev,verify]'
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup

@@ -201,3 +201,23 @@ def test_template_families_and_unknown():
         family_of("{{ messages }}")
     with pytest.raises(NotmeError, match="no chat template"):
         family_of(None)
+
+
+# --- llama.cpp itself (optional [verify] extra) --------------------------------------------
+
+
+@pytest.mark.parametrize("quant,tol", [("f32", 5e-3), ("f16", 1e-2), ("q8_0", 0.15)])
+def test_gguf_runs_in_llama_cpp_with_same_logits(quant, tol, tiny_model_untied_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    from mlx_lm import load
+
+    from notme_mlx.export import verify_llama_cpp
+
+    model, tok = load(str(tiny_model_untied_dir))
+    write_gguf(tmp_path / "m.gguf", model, tok, quant=quant)
+    res = verify_llama_cpp(model, tok, tmp_path / "m.gguf", n_tokens=8)
+    # logits at every prompt position, computed by llama.cpp's own graph, match MLX's
+    assert res["logits_max_abs_diff"] < tol, res["logits_max_abs_diff"]
+    assert res["position_top1_agreement"] >= (1.0 if quant != "q8_0" else 0.9)
+    if quant == "f32":
+        assert res["all_match"], res["prompts"]

@@ -100,6 +100,63 @@ def _logits(model, tokenizer, prompts=VERIFY_PROMPTS) -> list[np.ndarray]:
     return out
 
 
+def mlx_greedy_ids(model, prompt_ids: list[int], n: int) -> list[int]:
+    """Greedy continuation of `prompt_ids` for `n` tokens (no cache; short prompts only)."""
+    ids = list(prompt_ids)
+    for _ in range(n):
+        ids.append(int(mx.argmax(model(mx.array([ids]))[0, -1]).item()))
+    return ids[len(prompt_ids):]
+
+
+def llama_cpp_greedy_ids(gguf_path: Path, prompt_ids: list[int], n: int) -> list[int]:
+    """Greedy continuation in llama.cpp itself (needs the optional `[verify]` extra)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=512, verbose=False, seed=0, n_threads=2)
+    out = []
+    for tok in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0, reset=True):
+        out.append(int(tok))
+        if len(out) == n:
+            break
+    return out
+
+
+def llama_cpp_logits(gguf_path: Path, prompt_ids: list[int]) -> np.ndarray:
+    """Logits at every position of `prompt_ids` computed by llama.cpp. Shape [T, V]."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    llm.eval(prompt_ids)
+    return np.array(llm.scores[: len(prompt_ids)])
+
+
+def verify_llama_cpp(model, tokenizer, gguf_path: Path, n_tokens: int = 16) -> dict | None:
+    """Compare MLX and llama.cpp: logits on every prompt position and greedy continuations.
+
+    Returns None when llama_cpp (the `[verify]` extra) is not installed.
+    """
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return None
+    max_diff, agree = 0.0, []
+    for p in VERIFY_PROMPTS:
+        ids = tokenizer.encode(p)
+        ref = np.array(model(mx.array([ids]))[0].astype(mx.float32))
+        got = llama_cpp_logits(gguf_path, ids)
+        max_diff = max(max_diff, float(np.abs(got - ref).max()))
+        agree.extend((got.argmax(-1) == ref.argmax(-1)).tolist())
+    rows = []
+    for p in VERIFY_PROMPTS:
+        ids = tokenizer.encode(p)
+        a, b = mlx_greedy_ids(model, ids, n_tokens), llama_cpp_greedy_ids(gguf_path, ids, n_tokens)
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        rows.append({"prompt": p, "mlx": a, "llama_cpp": b, "matching_prefix": same})
+    return {"n_tokens": n_tokens, "prompts": rows, "logits_max_abs_diff": max_diff,
+            "position_top1_agreement": sum(agree) / len(agree),
+            "all_match": all(r["matching_prefix"] >= n_tokens for r in rows)}
+
+
 def verify_export(model, tokenizer, target: str, path: Path) -> dict:
     """Reload the export and compare next-token logits on fixed prompts.
 
@@ -120,8 +177,11 @@ def verify_export(model, tokenizer, target: str, path: Path) -> dict:
     diffs = [float(np.max(np.abs(a - b))) for a, b in zip(ref, got)]
     top1 = [int(np.argmax(a) == np.argmax(b)) for a, b in zip(ref, got)]
     ids_same = all(tokenizer.encode(p) == t2.encode(p) for p in VERIFY_PROMPTS)
-    return {"max_abs_diff": max(diffs), "top1_agreement": sum(top1) / len(top1),
-            "n_prompts": len(top1), "loader": loader, "tokenizer_ids_identical": ids_same}
+    res = {"max_abs_diff": max(diffs), "top1_agreement": sum(top1) / len(top1),
+           "n_prompts": len(top1), "loader": loader, "tokenizer_ids_identical": ids_same}
+    if target in ("gguf", "ollama"):
+        res["llama_cpp"] = verify_llama_cpp(model, tokenizer, gg)
+    return res
 
 
 def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(), stack: str | None = None,
