@@ -224,3 +224,12 @@ def test_notme_jsonl_roundtrip(tmp_path):
     p.write_text("".join(json.dumps(r) + "\n" for r in recs))
     again = list(ingest_paths([p], me=ME))
     assert again == recs
+
+
+def test_claude_code_system_reminder_stripped():
+    line = {"type": "user", "uuid": "u", "sessionId": "s", "timestamp": "2025-06-14T12:00:00Z", "message": {
+        "role": "user", "content": [{"type": "text", "text":
+            "Please review.\n<system-reminder>\ncwd changed.\n</system-reminder>\n# Notes\ntail"}]}}
+    only = {**line, "uuid": "u2", "message": {"role": "user", "content": "<system-reminder>x</system-reminder>"}}
+    recs = parse_bytes("claude_code", (json.dumps(line) + "\n" + json.dumps(only) + "\n").encode())
+    assert [r["text"] for r in recs] == ["Please review.\n# Notes\ntail"]

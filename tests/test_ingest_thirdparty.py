@@ -48,3 +48,16 @@ def test_plaso_real_chat_db_old_schema(tmp_path):
     assert len(hit) == 1 and hit[0]["timestamp"] == "2015-11-30T10:48:40Z"  # plaso: 2015-11-30T10:48:40
     assert hit[0]["speaker"] == "xxxxxx2015@icloud.com" and hit[0]["role"] == "other"
     assert recs[-1]["text"] == "Yes, did you get it?"
+
+
+def test_claude_code_log_representative_session():
+    f = Path(__file__).parent / "ingest_fixtures/third_party/claude_code_log/representative_messages.jsonl"
+    recs = list(ingest_paths([f]))
+    # 11 user/assistant lines: 4 are tool_use/tool_result only -> dropped; summary line skipped
+    assert [r["message_id"] for r in recs] == ["msg_001", "msg_002", "msg_003", "msg_006", "msg_007", "msg_010", "msg_011"]
+    assert [r["role"] for r in recs] == ["me", "ai", "me", "ai", "me", "ai", "me"]
+    assert recs[0]["text"] == "Hello Claude! Can you help me understand how Python decorators work?"
+    assert recs[0]["timestamp"] == "2025-06-14T10:00:00Z" and recs[0]["conversation_id"] == "test_session"
+    assert recs[3]["parent_id"] == "msg_003"  # tool turns removed from the thread
+    with_tools = list(ingest_paths([f], tools=True))
+    assert sum(r["kind"] == "tool" for r in with_tools) == 4
