@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath
@@ -144,6 +145,12 @@ def ingest_paths(
                     yield r
             report.files.append({"name": src.name, "format": name, "messages": n})
             report.messages += n
+        except (OSError, EOFError, NotImplementedError, RuntimeError, zipfile.BadZipFile) as e:
+            # unreadable file, encrypted/unsupported zip member, ...: one line naming the file
+            err = InputError(f"{src.name}: cannot read ({type(e).__name__}: {e})")
+            if not skip_bad:
+                raise err from None
+            report.skipped.append({"name": src.name, "reason": str(err)})
         except NotmeError as e:
             if not skip_bad or isinstance(e, ConfigError):
                 raise

@@ -134,14 +134,14 @@ def parse(src, ctx):
             texts, tools = _blocks(msg.get("content"), o["type"])
             if o["type"] == "user":
                 texts = [t for t in (_clean_user(t) for t in texts) if t]
-                key = ("user", uid)
+                key = uid
             else:
                 key = msg.get("id") or uid
             if pending is not None and (o["type"] == "user" or pending.key != key):
                 yield from emit(pending)
                 pending = None
             if pending is None:
-                pending = _Pending(key if o["type"] == "assistant" else uid, o, lineno)
+                pending = _Pending(key, o, lineno)
             for t in texts:
                 if t not in pending.texts:
                     pending.texts.append(t)

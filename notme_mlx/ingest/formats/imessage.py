@@ -49,6 +49,8 @@ def _connect(src) -> sqlite3.Connection:
                 con = sqlite3.connect(uri + "&immutable=1", uri=True)
         else:  # a zip member: load the bytes into an in-memory database, never to disk
             con = sqlite3.connect(":memory:")
+            if not hasattr(con, "deserialize"):
+                raise InputError(f"{src.name}: reading a chat.db inside a zip needs Python 3.11+; unzip it first")
             con.deserialize(src.read_bytes())
         con.execute("SELECT 1 FROM message LIMIT 1")
         return con
