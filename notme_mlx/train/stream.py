@@ -1,0 +1,136 @@
+"""A resumable, epoch-seeded batch stream over tokenized examples.
+
+The order of epoch e is a pure function of (seed, e), so the stream's whole state is
+its cursor {"epoch", "index"}: a resumed run rebuilds the epoch's plan and skips to
+the saved batch. Plans come from `bucket_plan` (length-bucketed: shuffle, cut into
+pools of `pool_size` batches, sort each pool by length, shuffle the batches) or
+`pack_plan` (greedy first-fit rows of several examples, block-diagonal causal mask).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import mlx.core as mx
+
+
+def bucket_plan(lengths: list[int], batch_size: int, rng: np.random.Generator, pool_size: int = 64) -> list[list[int]]:
+    """Batches of example indices, similar lengths together. Returns [[i, ...], ...]."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_size
+    batches = []
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s:s + pool].tolist(), key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pack_plan(lengths: list[int], batch_size: int, rng: np.random.Generator, max_len: int) -> list[list[list[int]]]:
+    """Batches of rows, each row a list of example indices whose lengths sum to <= max_len."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in rng.permutation(len(lengths)).tolist():
+        n = min(lengths[i], max_len)
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(max_len - n)
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    return [rows[j:j + batch_size] for j in range(0, len(rows), batch_size)]
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def collate(examples, rows: list[list[int]], pad_multiple: int, pad_id: int = 0, max_len: int | None = None) -> dict:
+    """Rows of example indices -> training arrays.
+
+    Each example gives inputs = tokens[:-1], targets = tokens[1:], labels = labels[1:].
+    Returns {"inputs", "targets", "labels": int32 [B, T], "mask": bool [B, 1, T, T] or None,
+    "tokens": real tokens, "padded": pad positions, "n_learn", "n_penalize"} (counts are ints).
+    """
+    seqs = []
+    for row in rows:
+        toks, tgts, labs, seg = [], [], [], []
+        for k, i in enumerate(row):
+            ex = examples[i]
+            toks += ex.tokens[:-1]
+            tgts += ex.tokens[1:]
+            labs += ex.labels[1:]
+            seg += [k] * (len(ex.tokens) - 1)
+        seqs.append((toks, tgts, labs, seg))
+    T = _round_up(max(len(s[0]) for s in seqs), pad_multiple)
+    if max_len is not None:
+        T = min(T, max(max_len, max(len(s[0]) for s in seqs)))
+    B = len(seqs)
+    inp = np.full((B, T), pad_id, np.int32)
+    tgt = np.full((B, T), pad_id, np.int32)
+    lab = np.zeros((B, T), np.int32)
+    segs = np.full((B, T), -1, np.int32)
+    for b, (t, y, l, s) in enumerate(seqs):
+        n = len(t)
+        inp[b, :n], tgt[b, :n], lab[b, :n], segs[b, :n] = t, y, l, s
+    packed = any(len(r) > 1 for r in rows)
+    mask = None
+    if packed:
+        causal = np.tril(np.ones((T, T), bool))
+        same = (segs[:, :, None] == segs[:, None, :]) & (segs[:, :, None] >= 0)
+        mask = mx.array((same | np.eye(T, dtype=bool)[None]) & causal[None])[:, None]  # [B, 1, T, T]
+    real = int((segs >= 0).sum())
+    return {"inputs": mx.array(inp), "targets": mx.array(tgt), "labels": mx.array(lab), "mask": mask,
+            "tokens": real, "padded": B * T - real,
+            "n_learn": int((lab == 1).sum()), "n_penalize": int((lab == -1).sum())}
+
+
+class BatchStream:
+    """Endless micro-batches over epochs with a saveable cursor.
+
+    Args:
+        examples: tokenized examples (`.tokens`, `.labels`); batch_size: rows per batch;
+        seed: order seed; batching: "bucket" | "pack"; max_len: row length for packing.
+    """
+
+    def __init__(self, examples, batch_size: int, seed: int, batching: str = "bucket", pad_multiple: int = 32,
+                 pool_size: int = 64, max_len: int = 1024, pad_id: int = 0, cursor: dict | None = None):
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.batching, self.pad_multiple, self.pool_size = batching, pad_multiple, pool_size
+        self.max_len, self.pad_id = max_len, pad_id
+        self.lengths = [len(e.tokens) - 1 for e in examples]
+        self.epoch, self.index = (cursor or {}).get("epoch", 0), (cursor or {}).get("index", 0)
+        self._plan_epoch, self._plan = None, None
+
+    def plan(self, epoch: int) -> list[list[list[int]]]:
+        """The epoch's batches, each a list of rows of example indices."""
+        if self._plan_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            if self.batching == "pack":
+                self._plan = pack_plan(self.lengths, self.batch_size, rng, self.max_len)
+            else:
+                self._plan = [[[i] for i in b] for b in bucket_plan(self.lengths, self.batch_size, rng, self.pool_size)]
+            self._plan_epoch = epoch
+        return self._plan
+
+    def batches_per_epoch(self) -> int:
+        return len(self.plan(0))
+
+    def cursor(self) -> dict:
+        """State to checkpoint: the next batch is batch `index` of epoch `epoch`."""
+        return {"epoch": self.epoch, "index": self.index}
+
+    def next(self) -> dict:
+        plan = self.plan(self.epoch)
+        if self.index >= len(plan):
+            self.epoch, self.index = self.epoch + 1, 0
+            plan = self.plan(self.epoch)
+        rows = plan[self.index]
+        self.index += 1
+        return collate(self.examples, rows, self.pad_multiple, self.pad_id,
+                       self.max_len if self.batching == "pack" else None)
+
+    def peek(self, n: int) -> list[dict]:
+        """The next n batches (advancing the cursor)."""
+        return [self.next() for _ in range(n)]
