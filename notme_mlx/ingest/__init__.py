@@ -59,8 +59,9 @@ def ingest_to_file(paths, out: str | Path, *, progress: bool = True, **kw) -> In
     if progress:
         from .. import ui
 
-        with ui.progress("ingest", total=total, unit="B") as bar:
-            write_jsonl(out, ingest_paths(paths, sources=srcs, report=report, on_bytes=bar.advance, **kw))
+        with ui.progress("ingest", total=total / 1e6, unit="MB") as bar:
+            write_jsonl(out, ingest_paths(paths, sources=srcs, report=report,
+                                          on_bytes=lambda n: bar.advance(n / 1e6), **kw))
     else:
         write_jsonl(out, ingest_paths(paths, sources=srcs, report=report, **kw))
     return report

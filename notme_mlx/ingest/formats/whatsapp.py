@@ -120,8 +120,9 @@ def _date(d: str, order: str) -> tuple[int, int, int]:
 _AMPM = re.compile(r"\s?([AaPp])\.?\s?[Mm]\.?$")
 
 
-def _timestamp(d: str, t: str, order: str, tz) -> str:
-    y, mo, da = _date(d, order)
+@lru_cache(maxsize=8192)
+def _clock(t: str) -> tuple[int, int, int]:
+    """'9:05:12 PM' / '21:05' / '21.05' -> (h, m, s) in 24 h."""
     pm = _AMPM.search(t)
     hms = [int(x) for x in re.split(r"[:.]", t[: pm.start()] if pm else t)]
     h, mi, s = hms[0], hms[1], hms[2] if len(hms) > 2 else 0
@@ -129,9 +130,15 @@ def _timestamp(d: str, t: str, order: str, tz) -> str:
         if not 1 <= h <= 12:
             raise ValueError(t)
         h = h % 12 + (12 if pm.group(1).lower() == "p" else 0)
+    if h > 23 or mi > 59 or s > 59:
+        raise ValueError(t)
+    return h, mi, s
+
+
+def _timestamp(d: str, t: str, order: str, tz) -> str:
+    y, mo, da = _date(d, order)
+    h, mi, s = _clock(t)
     if tz is timezone.utc:
-        if h > 23 or mi > 59 or s > 59:
-            raise ValueError(t)
         return f"{y:04d}-{mo:02d}-{da:02d}T{h:02d}:{mi:02d}:{s:02d}Z"
     return iso_utc(datetime(y, mo, da, h, mi, s, tzinfo=tz))
 
