@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from notme_mlx.cli import main
 from notme_mlx.samples import OWNER, SAMPLES_DIR, sample_paths
 
+WA_SAMPLES = [SAMPLES_DIR / "WhatsApp Chat with Sam Okafor.txt", SAMPLES_DIR / "WhatsApp Chat - Climbing crew.zip"]
 GOOD_WA = "15/01/2024, 09:00 - Alex Rivera: hi\n15/01/2024, 09:01 - Sam: yo\n"
 
 
@@ -51,7 +52,7 @@ def test_samples_end_to_end_inputs_untouched(tmp_path, monkeypatch):
 
 def test_identity_file_replaces_me(tmp_path):
     out = tmp_path / "m.jsonl"
-    code, text = run(SAMPLES_DIR / "whatsapp", "-o", out, "--identity", SAMPLES_DIR / "identity.yaml")
+    code, text = run(*WA_SAMPLES, "-o", out, "--identity", SAMPLES_DIR / "identity.yaml")
     assert code == 0, text
     recs = _read(out)
     assert {r["speaker"] for r in recs if r["role"] == "me"} == {"Alex Rivera"}
@@ -59,7 +60,7 @@ def test_identity_file_replaces_me(tmp_path):
 
 def test_missing_me_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    code, text = run(SAMPLES_DIR / "whatsapp" / "WhatsApp Chat with Sam Okafor.txt", "-o", tmp_path / "m.jsonl")
+    code, text = run(SAMPLES_DIR / "WhatsApp Chat with Sam Okafor.txt", "-o", tmp_path / "m.jsonl")
     assert code == 1 and "speakers found" in text and "'Alex Rivera'" in text and "'Sam Okafor'" in text
     assert not (tmp_path / "m.jsonl").exists()
 
@@ -133,17 +134,17 @@ def test_skip_bad_keeps_good_files_and_reports(tmp_path):
 
 def test_since_until_filter(tmp_path):
     out = tmp_path / "m.jsonl"
-    code, text = run(SAMPLES_DIR / "chatgpt", "-o", out, "--since", "2024-03-02", "--until", "2024-03-03")
+    code, text = run(SAMPLES_DIR / "chatgpt_conversations.json", "-o", out, "--since", "2024-03-02", "--until", "2024-03-03")
     assert code == 0, text
     days = sorted({r["timestamp"][:10] for r in _read(out)})
     assert days == ["2024-03-02", "2024-03-03"]
-    code, text = run(SAMPLES_DIR / "chatgpt", "-o", out, "--since", "March")
+    code, text = run(SAMPLES_DIR / "chatgpt_conversations.json", "-o", out, "--since", "March")
     assert code == 1 and "--since 'March'" in text
 
 
 def test_whatsapp_zip_read_in_place(tmp_path):
     out = tmp_path / "m.jsonl"
-    code, _ = run(SAMPLES_DIR / "whatsapp" / "WhatsApp Chat - Climbing crew.zip", "-o", out, "--me", OWNER)
+    code, _ = run(SAMPLES_DIR / "WhatsApp Chat - Climbing crew.zip", "-o", out, "--me", OWNER)
     recs = _read(out)
     assert code == 0 and len(recs) == 11
     assert recs[0]["kind"] == "system" and recs[-1]["text"] == "Fine. Coffee for three"

@@ -14,7 +14,8 @@ ME = ["Alex Rivera"]
 
 
 def _ingest(rel, **kw):
-    return list(ingest_paths([SAMPLES_DIR / rel], me=ME, **kw))
+    paths = sorted(SAMPLES_DIR.glob("claude_code_*.jsonl")) if rel == "claude_code" else [SAMPLES_DIR / rel]
+    return list(ingest_paths(paths, me=ME, **kw))
 
 
 def _convs(recs):
@@ -35,11 +36,11 @@ def test_every_record_has_exactly_the_design_fields():
 
 
 @pytest.mark.parametrize("path,fmt", [
-    ("chatgpt/conversations.json", "chatgpt"), ("claude/conversations.json", "claude"),
-    ("imessage/chat.db", "imessage"), ("whatsapp/WhatsApp Chat with Sam Okafor.txt", "whatsapp"),
-    ("telegram/result.json", "telegram"), ("openai/chats.jsonl", "openai_jsonl"),
-    ("sharegpt/sharegpt.json", "sharegpt"), ("mlx/completions.jsonl", "mlx_jsonl"),
-    ("handwritten/conversations.md", "notme_md"),
+    ("chatgpt_conversations.json", "chatgpt"), ("claude_conversations.json", "claude"),
+    ("imessage_chat.db", "imessage"), ("WhatsApp Chat with Sam Okafor.txt", "whatsapp"),
+    ("telegram_result.json", "telegram"), ("openai_chats.jsonl", "openai_jsonl"),
+    ("sharegpt.json", "sharegpt"), ("mlx_completions.jsonl", "mlx_jsonl"),
+    ("handwritten.md", "notme_md"),
 ])
 def test_detection_by_content_not_name(path, fmt, tmp_path):
     renamed = tmp_path / "export.bin"
@@ -48,7 +49,7 @@ def test_detection_by_content_not_name(path, fmt, tmp_path):
 
 
 def test_chatgpt_active_branch_only_and_skips():
-    recs = _ingest("chatgpt/conversations.json")
+    recs = _ingest("chatgpt_conversations.json")
     convs = _convs(recs)
     assert len(convs) == 10 and len(recs) == sum(len(t) for _, t in AI_CHATS[:10])
     first = convs[0]
@@ -60,7 +61,7 @@ def test_chatgpt_active_branch_only_and_skips():
     assert first[0]["speaker"] == "Alex Rivera" and first[1]["speaker"] == "ChatGPT"
     assert first[0]["timestamp"] == "2024-03-01T09:00:00Z"
     assert "\n\n" in first[1]["text"]  # multiline body kept
-    with_tools = _ingest("chatgpt/conversations.json", tools=True)
+    with_tools = _ingest("chatgpt_conversations.json", tools=True)
     tool = [r for r in with_tools if r["kind"] == "tool"]
     assert [r["text"] for r in tool] == ["print(25 * 1.3)", "32.5"]
 
@@ -85,7 +86,7 @@ def test_chatgpt_without_current_node_takes_newest_leaf():
 
 
 def test_claude_export():
-    recs = _ingest("claude/conversations.json")
+    recs = _ingest("claude_conversations.json")
     convs = _convs(recs)
     assert len(convs) == 7
     assert [r["text"] for r in convs[0]] == [t for _, t in AI_CHATS[10][1]]
@@ -146,7 +147,7 @@ def test_claude_code_chunk_merge_inline():
 
 
 def test_telegram_full_export_owner_and_entities():
-    recs = _ingest("telegram/result.json")
+    recs = _ingest("telegram_result.json")
     turns = P2P_CHATS[2][1] + P2P_CHATS[7][1] + P2P_CHATS[11][1] + P2P_CHATS[15][1]
     assert len(recs) == len(turns) + 1  # + one service message
     msgs = [r for r in recs if r["kind"] != "system"]
@@ -177,13 +178,13 @@ def test_telegram_entity_list_and_media_inline():
 
 
 def test_jsonl_formats():
-    oa = _ingest("openai/chats.jsonl")
+    oa = _ingest("openai_chats.jsonl")
     assert len(_convs(oa)) == 5 and [r["role"] for r in oa[:3]] == ["system", "me", "ai"]
     assert oa[1]["text"] == AI_CHATS[17][1][0][1]
-    sg = _ingest("sharegpt/sharegpt.json")
+    sg = _ingest("sharegpt.json")
     assert [c[0]["conversation_id"] for c in _convs(sg)] == ["sg-0", "sg-1", "sg-2", "sg-3"]
     assert sg[0]["text"] == AI_CHATS[22][1][0][1] and sg[1]["role"] == "ai"
-    mx = _ingest("mlx/completions.jsonl")
+    mx = _ingest("mlx_completions.jsonl")
     assert len(_convs(mx)) == 7 and [r["role"] for r in mx[:2]] == ["me", "ai"]
     assert mx[0]["text"] == AI_CHATS[26][1][0][1] and mx[1]["text"] == AI_CHATS[26][1][1][1]
     assert mx[-1]["text"].startswith("I'd rather ship") and mx[-1]["role"] == "me"
@@ -198,7 +199,7 @@ def test_sharegpt_jsonl_and_unknown_role():
 
 
 def test_notme_md_handwritten():
-    recs = _ingest("handwritten/conversations.md")
+    recs = _ingest("handwritten.md")
     convs = _convs(recs)
     assert len(convs) == len(MD_CHATS) == 9
     assert [(r["speaker"], r["text"]) for r in convs[1]] == [
@@ -219,7 +220,7 @@ def test_notme_md_inline_rules():
 
 
 def test_notme_jsonl_roundtrip(tmp_path):
-    recs = _ingest("handwritten/conversations.md")
+    recs = _ingest("handwritten.md")
     p = tmp_path / "m.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in recs))
     again = list(ingest_paths([p], me=ME))

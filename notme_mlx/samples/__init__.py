@@ -17,13 +17,12 @@ from pathlib import Path
 SAMPLES_DIR = Path(__file__).parent
 OWNER = "Alex Rivera"
 IDENTITY_FILE = SAMPLES_DIR / "identity.yaml"
-_DATA_DIRS = ("chatgpt", "claude", "claude_code", "imessage", "whatsapp", "telegram", "openai", "sharegpt",
-              "mlx", "handwritten")
+_SUFFIXES = {".json", ".jsonl", ".db", ".txt", ".zip", ".md"}
 
 
 def sample_paths() -> list[Path]:
-    """The bundled sample export files (sorted), one or more per format."""
-    out = []
-    for d in _DATA_DIRS:
-        out += sorted(p for p in (SAMPLES_DIR / d).rglob("*") if p.is_file() and not p.name.startswith("."))
-    return out
+    """The bundled sample export files (sorted), one or more per format.
+
+    All live directly in the package folder (so wheel package-data patterns pick them up).
+    """
+    return sorted(p for p in SAMPLES_DIR.iterdir() if p.is_file() and p.suffix in _SUFFIXES)

@@ -153,7 +153,7 @@ def claude_code(sessions, day0):
                     {"type": "tool_result", "tool_use_id": tu, "content": "ok (42 lines)"}]}}, t)
         add({"type": "user", "uuid": _uid(sid, "side"), "isSidechain": True, "message": {"role": "user",
              "content": "Sub-agent: list the files in tests/"}}, times[-1])
-        name = f"-Users-alex-code-{proj}/{sid}.jsonl"
+        name = f"claude_code_{proj}.jsonl"  # real location: ~/.claude/projects/-Users-alex-code-<proj>/<sid>.jsonl
         files[name] = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
     return files
 
@@ -277,38 +277,37 @@ def markdown(chats):
 def build(out: Path = HERE) -> None:
     ai = AI_CHATS
     w = lambda p, s: (out / p).parent.mkdir(parents=True, exist_ok=True) or (out / p).write_text(s, encoding="utf-8")  # noqa: E731
-    w("chatgpt/conversations.json", json.dumps(chatgpt(ai[0:10], 0), indent=1, ensure_ascii=False) + "\n")
-    w("claude/conversations.json", json.dumps(claude(ai[10:17], 12), indent=1, ensure_ascii=False) + "\n")
-    w("openai/chats.jsonl", "".join(json.dumps({"messages": [
+    w("chatgpt_conversations.json", json.dumps(chatgpt(ai[0:10], 0), indent=1, ensure_ascii=False) + "\n")
+    w("claude_conversations.json", json.dumps(claude(ai[10:17], 12), indent=1, ensure_ascii=False) + "\n")
+    w("openai_chats.jsonl", "".join(json.dumps({"messages": [
         {"role": "system", "content": "You are a helpful assistant."}] + [
         {"role": "user" if who == "me" else "assistant", "content": t} for who, t in turns]}, ensure_ascii=False) + "\n"
         for _, turns in ai[17:22]))
-    w("sharegpt/sharegpt.json", json.dumps([{"id": f"sg-{k}", "conversations": [
+    w("sharegpt.json", json.dumps([{"id": f"sg-{k}", "conversations": [
         {"from": "human" if who == "me" else "gpt", "value": t} for who, t in turns]}
         for k, (_, turns) in enumerate(ai[22:26])], indent=1, ensure_ascii=False) + "\n")
     mlx_lines = [{"prompt": turns[0][1], "completion": turns[1][1]} for _, turns in ai[26:30]]
     mlx_lines += [{"text": "Rain gardens are not ponds. They drain within a day, and that is the whole point."},
                   {"text": "Feedback rule: say what works, name the one thing to change, stop."},
                   {"text": "I'd rather ship the simple version on Friday than the perfect one in March."}]
-    w("mlx/completions.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in mlx_lines))
+    w("mlx_completions.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in mlx_lines))
     for name, text in claude_code(CODE_SESSIONS, 20).items():
-        w(f"claude_code/{name}", text)
+        w(name, text)
     p = P2P_CHATS
-    (out / "imessage").mkdir(parents=True, exist_ok=True)
-    imessage(out / "imessage" / "chat.db", [
+    imessage(out / "imessage_chat.db", [
         ("Jordan Lee", [(30, p[0][1]), (36, p[5][1]), (47, p[12][1])]), ("Mom", [(32, p[3][1]), (38, p[13][1])]),
         ("Theo Rivera", [(34, p[4][1]), (41, p[10][1])])])
-    w("whatsapp/WhatsApp Chat with Sam Okafor.txt",
+    w("WhatsApp Chat with Sam Okafor.txt",
       "\n".join(whatsapp_android("Sam Okafor", 40, p[1][1]) + whatsapp_android("Sam Okafor", 44, p[6][1])[1:]
                 + whatsapp_android("Sam Okafor", 50, p[9][1])[1:] + whatsapp_android("Sam Okafor", 70, p[14][1])[1:])
       + "\n")
-    zpath = out / "whatsapp" / "WhatsApp Chat - Climbing crew.zip"
+    zpath = out / "WhatsApp Chat - Climbing crew.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:  # fixed member time -> identical bytes
         z.writestr(zipfile.ZipInfo("_chat.txt", date_time=(2024, 4, 12, 20, 0, 0)),
                    "\n".join(whatsapp_ios("Climbing crew", 42, p[8][1])) + "\n")
-    w("telegram/result.json", json.dumps(telegram([
+    w("telegram_result.json", json.dumps(telegram([
         ("Priya Nair", 5550133, [(60, p[2][1]), (75, p[7][1]), (90, p[11][1]), (95, p[15][1])])], 60), indent=1, ensure_ascii=False) + "\n")
-    w("handwritten/conversations.md", markdown(MD_CHATS))
+    w("handwritten.md", markdown(MD_CHATS))
     w("identity.yaml", "# Sample owner for `make quickstart` (fictional)\nnames: [\"Alex Rivera\", \"Alex\"]\n"
       "handles: [\"@alexr\"]\nphones: [\"+1 555 010 0199\"]\nemails: [\"alex.rivera@example.com\"]\n")
 
