@@ -234,3 +234,18 @@ def test_claude_code_system_reminder_stripped():
     only = {**line, "uuid": "u2", "message": {"role": "user", "content": "<system-reminder>x</system-reminder>"}}
     recs = parse_bytes("claude_code", (json.dumps(line) + "\n" + json.dumps(only) + "\n").encode())
     assert [r["text"] for r in recs] == ["Please review.\n# Notes\ntail"]
+
+
+def test_chatgpt_null_mapping_skipped_and_bad_record_named():
+    data = json.dumps([{"id": "a", "mapping": None, "current_node": None}, {"id": "b", "title": "no mapping"}]).encode()
+    with pytest.raises(InputError, match=r"x.json: record 1: not a ChatGPT conversation"):
+        parse_bytes("chatgpt", data, name="x.json")
+    assert parse_bytes("chatgpt", json.dumps([{"id": "a", "mapping": None}]).encode()) == []
+
+
+def test_samples_are_reproducible_from_content(tmp_path):
+    from notme_mlx.samples._build import build
+
+    build(tmp_path)
+    for p in sample_paths() + [SAMPLES_DIR / "identity.yaml"]:
+        assert (tmp_path / p.name).read_bytes() == p.read_bytes(), p.name

@@ -48,6 +48,8 @@ def ingest_cmd(paths, out, fmt, me, identity, skip_bad, since, until, sidechains
         raise ConfigError("give at least one PATH to ingest (or --stats FILE); see notme ingest --help")
     if out is None:
         raise ConfigError("missing -o/--out FILE (where to write messages.jsonl)")
+    if out.is_dir():
+        raise ConfigError(f"-o {out}: is a directory; give a file name like {out / 'messages.jsonl'}")
     from ..ingest import ingest_to_file
     from ..io import atomic_write_text
 

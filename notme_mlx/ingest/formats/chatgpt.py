@@ -95,6 +95,8 @@ def _branch(mapping: dict, current: str | None, where: str) -> list[dict]:
 def conversation(conv, name: str, index: int, ctx):
     """Message records of one conversation object (active branch only)."""
     where = f"{name}: record {index}"
+    if isinstance(conv, dict) and "mapping" in conv and conv["mapping"] is None:
+        return  # placeholder entries (e.g. unfinished async chats) carry no messages
     if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
         raise InputError(f"{where}: not a ChatGPT conversation (no 'mapping' object)")
     cid = conv.get("conversation_id") or conv.get("id") or stable_id(PurePath(name).name, index, conv.get("title"), conv.get("create_time"))
