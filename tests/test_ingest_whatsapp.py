@@ -118,3 +118,12 @@ def test_ids_are_stable_across_runs():
     b = parse_bytes("whatsapp", VARIANTS["german_dotted"].encode(), name="x.txt", me=["Alex Rivera"])
     assert [r["message_id"] for r in a] == [r["message_id"] for r in b]
     assert len({r["message_id"] for r in a}) == 3
+
+
+def test_android_system_line_with_colon_in_subject():
+    text = ('15/01/2024, 09:00 - Jordan Lee changed the subject from "Climbing" to "Trip: Lisbon"\n'
+            "15/01/2024, 09:01 - Jordan Lee: booked\n15/01/2024, 09:02 - Alex Rivera: nice\n")
+    recs = parse_bytes("whatsapp", text.encode(), me=["Alex Rivera"])
+    assert [(r["speaker"], r["role"], r["kind"]) for r in recs] == [
+        ("WhatsApp", "system", "system"), ("Jordan Lee", "other", "text"), ("Alex Rivera", "me", "text")]
+    assert recs[0]["text"] == 'Jordan Lee changed the subject from "Climbing" to "Trip: Lisbon"'

@@ -51,6 +51,9 @@ _SYSTEM = re.compile(
     r"removed |You're now an admin|disappearing messages|Missed (voice|video) call",
     re.I,
 )
+_SYSTEM_NAME = re.compile(
+    r" (changed (the subject|the group|this group's|their phone number)|added|removed|created group|left|joined using)\b",
+    re.I)
 _E2E = re.compile(r"^Messages (and calls )?(to this (group|chat) )?are (now )?(secured with )?end-to-end encrypt", re.I)
 _DELETED = re.compile(r"^(This message was deleted|You deleted this message)\.?$", re.I)
 _EDITED = re.compile(r"\s*<This message was edited>$")
@@ -211,6 +214,8 @@ def parse(src, ctx):
                                  f"{(m['t1'] or m['t2'])!r} (resolved order {order})") from None
             rest = m["rest"]
             nm = _NAME.match(rest)
+            if nm and _SYSTEM_NAME.search(nm["name"]):
+                nm = None  # "Ann changed the subject to "Trip: Lisbon"": a system line with a colon inside
             if nm:
                 name, raw_text = nm["name"].translate(_INVIS).strip(), nm["text"]
             else:
