@@ -61,3 +61,25 @@ def test_claude_code_log_representative_session():
     assert recs[3]["parent_id"] == "msg_003"  # tool turns removed from the thread
     with_tools = list(ingest_paths([f], tools=True))
     assert sum(r["kind"] == "tool" for r in with_tools) == 4
+
+
+WCP = Path(__file__).parent / "ingest_fixtures" / "third_party" / "whatsapp_chat_parser"
+
+
+def test_whatsapp_chat_parser_short_chat():
+    import pytest
+
+    from notme_mlx.errors import InputError
+
+    recs = list(ingest_paths([WCP / "short-chat.txt"], me=["Sample User"]))
+    assert len(recs) == 5  # upstream expects 5 entries (system lines included)
+    assert [(r["role"], r["kind"]) for r in recs] == [
+        ("system", "system"), ("system", "system"), ("me", "text"), ("other", "text"), ("other", "text")]
+    assert recs[1]["text"] == 'You created group "ShortChat"'
+    assert recs[4]["speaker"] == "+410123456789" and recs[4]["text"] == "How are you?\nIs everything alright?"
+    # every date is ambiguous (fields <= 12): month-first is the reading that runs forward in time
+    assert [r["timestamp"] for r in recs[2:]] == ["2017-06-03T00:45:00Z", "2017-08-05T01:48:00Z", "2017-09-04T01:50:00Z"]
+    with pytest.raises(InputError, match=r"not-a-whatsapp-chat.txt: unknown export format"):
+        list(ingest_paths([WCP / "not-a-whatsapp-chat.txt"], me=["x"]))
+    with pytest.raises(InputError, match=r"not-a-whatsapp-chat.txt:1: no WhatsApp message header"):
+        list(ingest_paths([WCP / "not-a-whatsapp-chat.txt"], fmt="whatsapp", me=["x"]))

@@ -127,3 +127,12 @@ def test_android_system_line_with_colon_in_subject():
     assert [(r["speaker"], r["role"], r["kind"]) for r in recs] == [
         ("WhatsApp", "system", "system"), ("Jordan Lee", "other", "text"), ("Alex Rivera", "me", "text")]
     assert recs[0]["text"] == 'Jordan Lee changed the subject from "Climbing" to "Trip: Lisbon"'
+
+
+def test_ambiguous_dates_resolved_by_chronology():
+    dmy = "01/02/2024, 10:00 - A: x\n02/02/2024, 10:00 - B: y\n01/03/2024, 10:00 - A: z\n"  # 1 Feb, 2 Feb, 1 Mar
+    assert [r["timestamp"][:10] for r in parse_bytes("whatsapp", dmy.encode(), me=["A"])] == [
+        "2024-02-01", "2024-02-02", "2024-03-01"]
+    mdy = "01/02/2024, 10:00 - A: x\n02/01/2024, 10:00 - B: y\n03/01/2024, 10:00 - A: z\n"  # Jan 2, Feb 1, Mar 1
+    assert [r["timestamp"][:10] for r in parse_bytes("whatsapp", mdy.encode(), me=["A"])] == [
+        "2024-01-02", "2024-02-01", "2024-03-01"]

@@ -79,16 +79,23 @@ def _split_date(d: str) -> tuple[int, int, int, bool]:
 
 
 def _resolve_order(src, ctx) -> str:
-    """'dmy', 'mdy' or 'ymd' from all header dates of the file (first pass)."""
+    """'dmy', 'mdy' or 'ymd' from all header dates of the file (first pass).
+
+    A field above 12 decides. When every date is ambiguous (both fields <= 12), the reading
+    under which the dates run forward in time (fewer backwards steps) wins, since exports are
+    chronological; a tie falls back to month-first for 12-hour (AM/PM) files, else day-first.
+    """
     day_first = month_first = ymd = ampm = False
     n = 0
+    prev_dmy = prev_mdy = None
+    back_dmy = back_mdy = 0
     with src.open() as f:
         for raw in f:
             m = _BHDR.match(raw)
             if not m:
                 continue
             n += 1
-            a, b = int(m[1]), int(m[2])
+            a, b, y = int(m[1]), int(m[2]), int(m[3])
             ampm = ampm or m[4] is not None
             if len(m[1]) == 4:
                 ymd = True
@@ -96,6 +103,10 @@ def _resolve_order(src, ctx) -> str:
                 day_first = True
             elif b > 12:
                 month_first = True
+            dmy, mdy = (y, b, a), (y, a, b)
+            back_dmy += prev_dmy is not None and dmy < prev_dmy
+            back_mdy += prev_mdy is not None and mdy < prev_mdy
+            prev_dmy, prev_mdy = dmy, mdy
     if n == 0:
         raise InputError(f"{src.name}:1: no WhatsApp message header found (expected e.g. "
                          f"'[15/01/2024, 09:05:12] Name: text' or '15/01/2024, 09:05 - Name: text')")
@@ -107,6 +118,8 @@ def _resolve_order(src, ctx) -> str:
         return "dmy"
     if month_first:
         return "mdy"
+    if back_dmy != back_mdy:
+        return "dmy" if back_dmy < back_mdy else "mdy"
     return "mdy" if ampm else "dmy"
 
 
