@@ -185,3 +185,17 @@ def test_same_export_twice_is_read_once(tmp_path):
     out = tmp_path / "m.jsonl"
     code, text = run(z, d, "-o", out, "--me", "Alex Rivera")
     assert code == 0 and len(_read(out)) == 2 and "skipped 1 duplicate input" in text
+
+
+def test_progress_counts_every_input_byte(tmp_path):
+    from notme_mlx.ingest import collect_sources, ingest_paths
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "a.txt").write_text(GOOD_WA)
+    (d / "b.json").write_bytes(b'[{"chat_messages": [')  # bad
+    (d / "c.jpg").write_bytes(b"\xff\xd8" * 100)  # ignored
+    paths = sample_paths() + [d]
+    seen = []
+    list(ingest_paths(paths, me=[OWNER, "Alex Rivera"], skip_bad=True, on_bytes=seen.append))
+    assert sum(seen) == sum(s.size for s in collect_sources(paths))

@@ -116,6 +116,14 @@ def ingest_paths(
     report.bytes_total = sum(s.size for s in srcs)
     seen: set[bytes] = set()
     for src in srcs:
+        done = [0]
+
+        def count(n: int, done=done) -> None:
+            done[0] += n
+            if on_bytes:
+                on_bytes(n)
+
+        ctx.on_bytes = count
         try:
             if src.error:
                 raise InputError(src.error)
@@ -125,7 +133,6 @@ def ingest_paths(
             digest = _digest(src)
             if digest in seen:  # the same export given twice (e.g. the zip and its unpacked folder)
                 report.duplicates.append(src.name)
-                ctx.advance(src.size)
                 continue
             seen.add(digest)
             records = _one_source(src, FORMATS[name], ctx, lo, hi, scrubber)
@@ -155,6 +162,9 @@ def ingest_paths(
             if not skip_bad or isinstance(e, ConfigError):
                 raise
             report.skipped.append({"name": src.name, "reason": str(e)})
+        finally:
+            if on_bytes and src.size > done[0]:  # skipped/ignored/partly read: the bar still ends at 100%
+                on_bytes(src.size - done[0])
 
 
 def _digest(src: Source) -> bytes:
