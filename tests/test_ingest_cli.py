@@ -199,3 +199,9 @@ def test_progress_counts_every_input_byte(tmp_path):
     seen = []
     list(ingest_paths(paths, me=[OWNER, "Alex Rivera"], skip_bad=True, on_bytes=seen.append))
     assert sum(seen) == sum(s.size for s in collect_sources(paths))
+
+
+@pytest.fixture(autouse=True)
+def _no_user_identity(monkeypatch, tmp_path):
+    """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

@@ -249,3 +249,9 @@ def test_samples_are_reproducible_from_content(tmp_path):
     build(tmp_path)
     for p in sample_paths() + [SAMPLES_DIR / "identity.yaml"]:
         assert (tmp_path / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+@pytest.fixture(autouse=True)
+def _no_user_identity(monkeypatch, tmp_path):
+    """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

@@ -108,3 +108,9 @@ def test_chat_db_inside_zip_read_in_memory(tmp_path):
         zf.write(db, "Messages/chat.db")
     recs = list(ingest_paths([z], me=["A"]))
     assert len(recs) == 5 and recs[1]["text"] == "Yes, just made coffee"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_identity(monkeypatch, tmp_path):
+    """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

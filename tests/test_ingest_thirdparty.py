@@ -1,6 +1,9 @@
-"""Real sample exports written by others (LangChain's test/doc data, MIT; see ingest_fixtures/third_party)."""
+"""Real sample exports written by others (LangChain, whatsapp-chat-parser, claude-code-log: MIT;
+plaso: Apache-2.0). Sources and licenses: tests/ingest_fixtures/third_party/*/SOURCE.md."""
 
 from pathlib import Path
+
+import pytest
 
 from notme_mlx.ingest import ingest_paths
 
@@ -67,8 +70,6 @@ WCP = Path(__file__).parent / "ingest_fixtures" / "third_party" / "whatsapp_chat
 
 
 def test_whatsapp_chat_parser_short_chat():
-    import pytest
-
     from notme_mlx.errors import InputError
 
     recs = list(ingest_paths([WCP / "short-chat.txt"], me=["Sample User"]))
@@ -83,3 +84,9 @@ def test_whatsapp_chat_parser_short_chat():
         list(ingest_paths([WCP / "not-a-whatsapp-chat.txt"], me=["x"]))
     with pytest.raises(InputError, match=r"not-a-whatsapp-chat.txt:1: no WhatsApp message header"):
         list(ingest_paths([WCP / "not-a-whatsapp-chat.txt"], fmt="whatsapp", me=["x"]))
+
+
+@pytest.fixture(autouse=True)
+def _no_user_identity(monkeypatch, tmp_path):
+    """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

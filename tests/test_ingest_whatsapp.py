@@ -136,3 +136,9 @@ def test_ambiguous_dates_resolved_by_chronology():
     mdy = "01/02/2024, 10:00 - A: x\n02/01/2024, 10:00 - B: y\n03/01/2024, 10:00 - A: z\n"  # Jan 2, Feb 1, Mar 1
     assert [r["timestamp"][:10] for r in parse_bytes("whatsapp", mdy.encode(), me=["A"])] == [
         "2024-01-02", "2024-02-01", "2024-03-01"]
+
+
+@pytest.fixture(autouse=True)
+def _no_user_identity(monkeypatch, tmp_path):
+    """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
