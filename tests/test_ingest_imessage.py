@@ -78,6 +78,22 @@ def test_old_db_seconds_dates(tmp_path):
     assert apple_time(0) is None
 
 
+# An NSArchiver (typedstream) attributedBody of "Hello, world" as macOS writes it, as published in
+# open-source iMessage readers' test data: header, class chain, NSString with '+' type and length
+# 0x0c, the UTF-8 bytes, then the attribute run (NSDictionary ...).
+REAL_HELLO = bytes.fromhex(
+    "040b73747265616d747970656481e803840140848484124e5341747472696275746564537472696e67008484"
+    "084e534f626a656374008592848484084e53537472696e67019484012b0c48656c6c6f2c20776f726c6486"
+    "84026949010c928484840c4e5344696374696f6e6172790094840169008686")
+
+
+def test_typedstream_real_blob_and_fixture_layout():
+    assert decode_attributed_body(REAL_HELLO) == "Hello, world"
+    # the blobs our fixtures synthesize share the real layout up to the attribute dictionary
+    mine = encode_attributed_body("Hello, world")
+    assert mine[:115] == REAL_HELLO[:115]
+
+
 def test_typedstream_roundtrip_and_garbage():
     for s in ["", "hi", "x" * 127, "y" * 128, LONG, "z" * 40000]:
         assert decode_attributed_body(encode_attributed_body(s)) == s
