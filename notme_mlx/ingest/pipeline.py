@@ -24,13 +24,12 @@ _TEXTLIKE = {".txt", ".json", ".jsonl", ".ndjson", ".md", ".markdown", ".db", ".
 
 @dataclass
 class IngestReport:
-    """What an ingest run did: per-file counts, skipped files with reasons, warnings."""
+    """What an ingest run did: per-file counts, skipped files with reasons, ignored inputs."""
 
     files: list[dict] = field(default_factory=list)  # {name, format, messages}
     skipped: list[dict] = field(default_factory=list)  # {name, reason}
     unrecognized: list[str] = field(default_factory=list)  # walked files of no known format
     duplicates: list[str] = field(default_factory=list)  # byte-identical to an earlier input, not read again
-    warnings: list[str] = field(default_factory=list)
     messages: int = 0
     bytes_total: int = 0
 
