@@ -205,3 +205,29 @@ def test_progress_counts_every_input_byte(tmp_path):
 def _no_user_identity(monkeypatch, tmp_path):
     """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
+def test_chatgpt_export_zip_layout(tmp_path):
+    # The ChatGPT export zip holds conversations.json next to chat.html, user.json, images...
+    z = tmp_path / "chatgpt-export.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(SAMPLES_DIR / "chatgpt_conversations.json", "conversations.json")
+        zf.writestr("chat.html", "<html><script>var jsonData = [];</script></html>")
+        zf.writestr("user.json", '{"id": "user-1", "email": "alex@example.com"}')
+        zf.writestr("shared_conversations.json", '[{"id": "s", "conversation_id": "c", "title": "t"}]')
+        zf.writestr("file-abc.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+        zf.writestr("__MACOSX/._conversations.json", b"\x00\x05\x16\x07")
+    out = tmp_path / "m.jsonl"
+    code, text = run(z, "-o", out)
+    assert code == 0, text
+    recs = _read(out)
+    assert {r["source"] for r in recs} == {"chatgpt"} and len({r["conversation_id"] for r in recs}) == 10
+    assert "ignored 4 file(s)" in text
+
+
+def test_nothing_recognized_is_an_error(tmp_path):
+    z = tmp_path / "photos.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a.png", b"\x89PNG\r\n\x1a\n")
+    code, text = run(z, "-o", tmp_path / "m.jsonl")
+    assert code == 1 and "no supported export found in 1 input file(s)" in text

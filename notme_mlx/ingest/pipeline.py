@@ -96,7 +96,7 @@ def ingest_paths(
         sidechains, tools: keep Claude Code sidechains / tool traffic (kind="tool").
         tz: IANA zone for exports with zone-less local times (WhatsApp); default UTC.
         scrub: True or a Scrubber -> PII placeholders and pseudonyms for other people.
-        report: filled with per-file counts, skipped files and warnings.
+        report: filled with per-file counts, skipped, ignored and duplicate inputs.
         on_bytes: progress callback (bytes consumed).
     Returns:
         Iterator of dicts, ordered by file, then conversation, then thread order.
@@ -164,6 +164,9 @@ def ingest_paths(
         finally:
             if on_bytes and src.size > done[0]:  # skipped/ignored/partly read: the bar still ends at 100%
                 on_bytes(src.size - done[0])
+    if srcs and not (report.files or report.skipped or report.duplicates):
+        raise InputError(f"no supported export found in {len(srcs)} input file(s) (e.g. {srcs[0].name}); "
+                         f"see `notme ingest --help` for the formats, or force one with --format")
 
 
 def _digest(src: Source) -> bytes:

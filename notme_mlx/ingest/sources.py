@@ -81,7 +81,8 @@ def zip_sources(path: Path, explicit: bool = False) -> list[Source]:
             z = zipfile.ZipFile(path)
             return _ZipMember(z, z.open(member))
 
-        out.append(Source(f"{path}!{info.filename}", info.file_size, opener, explicit=explicit))
+        # Members are discovered, not named: unknown ones (chat.html, images) are ignored like walked files.
+        out.append(Source(f"{path}!{info.filename}", info.file_size, opener, explicit=False))
     return out
 
 
