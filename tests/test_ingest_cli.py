@@ -231,3 +231,11 @@ def test_nothing_recognized_is_an_error(tmp_path):
         zf.writestr("a.png", b"\x89PNG\r\n\x1a\n")
     code, text = run(z, "-o", tmp_path / "m.jsonl")
     assert code == 1 and "no supported export found in 1 input file(s)" in text
+
+
+def test_telegram_html_export_hint(tmp_path):
+    d = tmp_path / "ChatExport_2024-05-01"
+    d.mkdir()
+    (d / "messages.html").write_text("<html><body><div class='message'>hi</div></body></html>")
+    code, text = run(d, "-o", tmp_path / "m.jsonl")
+    assert code == 1 and "Telegram HTML export" in text and "Machine-readable JSON" in text

@@ -165,8 +165,12 @@ def ingest_paths(
             if on_bytes and src.size > done[0]:  # skipped/ignored/partly read: the bar still ends at 100%
                 on_bytes(src.size - done[0])
     if srcs and not (report.files or report.skipped or report.duplicates):
-        raise InputError(f"no supported export found in {len(srcs)} input file(s) (e.g. {srcs[0].name}); "
-                         f"see `notme ingest --help` for the formats, or force one with --format")
+        hint = "see `notme ingest --help` for the formats, or force one with --format"
+        if any(PurePath(s.name).name == "messages.html" for s in srcs):
+            hint = "this looks like a Telegram HTML export; export again with format 'Machine-readable JSON'"
+        elif any(PurePath(s.name).name == "chat.html" for s in srcs):
+            hint = "ChatGPT's chat.html is not read; point notme at conversations.json (same export)"
+        raise InputError(f"no supported export found in {len(srcs)} input file(s) (e.g. {srcs[0].name}); {hint}")
 
 
 def _digest(src: Source) -> bytes:
