@@ -1,19 +1,49 @@
-"""`notme train`: the trainer (issue #6)."""
+"""`notme train RECIPE [--resume] [--set key=value ...]`: the trainer (issue #6)."""
+
+from __future__ import annotations
 
 import click
 
 
-@click.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def train_cmd():
-    """Not built yet: the trainer (issue #6).
+@click.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field (repeatable), e.g. --set lora.rank=32 --set phases.1.penalty_weight=5.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in runs/<name>/checkpoints/.")
+@click.option("--force", is_flag=True, help="Start over even if runs/<name>/ has checkpoints (deletes them).")
+@click.option("--check", is_flag=True, help="Validate the recipe, print the resolved YAML and exit.")
+def train_cmd(recipe, overrides, resume, force, check):
+    """Train LoRA adapters as RECIPE says (YAML; see docs/train.md for every field).
+
+    Precedence: --set > the recipe (and its `base:` chain) > defaults. Writes
+    runs/<name>/ with recipe.yaml, metrics.jsonl, checkpoints/step-N/, phases/<phase>/
+    and adapters/ (mlx-lm layout). Ctrl-C saves a checkpoint; --resume continues it.
 
     \b
-    Example:
-      notme train recipes/quickstart.yaml --set lora.rank=32
+    Examples:
+      notme train recipes/default.yaml
+      notme train recipes/quickstart.yaml --set lora.rank=32 --set max_steps=200
+      notme train recipes/default.yaml --resume
+      notme train recipes/mac.yaml --check
     """
-    from . import not_implemented
+    from .. import ui
+    from ..train.config import dump_recipe, load_recipe
 
-    not_implemented("the trainer (issue #6)")
+    r = load_recipe(recipe, list(overrides))
+    if check:
+        ui.out.print(dump_recipe(r), end="", markup=False, highlight=False)
+        return
+    from ..train.trainer import train
+
+    res = train(r, resume=resume, force=force)
+    ui.info(f"[green]done[/green]: {res.steps} steps ({res.skipped} skipped), "
+            f"{res.trainable_params:,} trainable parameters")
+    for p in res.phases:
+        v = p.get("val")
+        val = f", val ce {v['val_ce']:.4f} pen {v['val_ul']:.4f}" if v else ""
+        ui.info(f"  phase {p['name']} ({p['type']}): {p['steps']} steps{val} -> {p.get('adapter_dir', '-')}")
+    ui.info(f"  adapters: {res.adapter_dir}\n  metrics:  {res.run_dir}/metrics.jsonl\n"
+            f"  try it:   mlx_lm.generate --model {r.model} --adapter-path {res.adapter_dir} --prompt 'hi'")
 
 
 COMMANDS = [train_cmd]

@@ -161,15 +161,15 @@ def _type_name(tp) -> str:
     return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
 
 
-def _convert(value, tp, path: str, errors: list[str]):
+def _convert(value, tp, path: str, errors: list[str], shown=None):
     """Check `value` against type `tp`; return the converted value (errors appended, not raised)."""
     origin = typing.get_origin(tp)
-    bad = f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+    bad = f"{path}: expected {_type_name(shown or tp)}, got {type(value).__name__} {value!r}"
     if origin is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(value, args[0], path, errors)
+        return _convert(value, args[0], path, errors, shown=tp)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value in choices:
