@@ -85,11 +85,3 @@ def message(
         "kind": kind,
     }
 
-
-def chain(records, parent_of_first: str | None = None):
-    """Set parent_id of each record to the previous record's message_id (linear threads)."""
-    prev = parent_of_first
-    for r in records:
-        r["parent_id"] = prev
-        prev = r["message_id"]
-        yield r
