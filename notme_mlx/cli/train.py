@@ -31,7 +31,7 @@ def train_cmd(recipe, overrides, resume, force, check):
 
     r = load_recipe(recipe, list(overrides))
     if check:
-        ui.out.print(dump_recipe(r), end="", markup=False, highlight=False)
+        ui.out.print(dump_recipe(r), end="", markup=False, highlight=False, soft_wrap=True)
         return
     from ..train.trainer import train
 
