@@ -177,3 +177,15 @@ def test_cli_stats(tmp_path):
     assert st["n"] == 3 and st["flagged"] == 2
     assert st["by_speaker"]["Alex"] == [2, 1] and st["by_source"]["chatgpt"] == [2, 1]
     assert st["messages_with_category"] == {"sycophancy": 1, "permission_seeking": 1}
+
+
+def test_prefilter_matches_unfiltered_reference():
+    import dataclasses
+
+    det = Detector.from_config()
+    ref = Detector.from_config()
+    ref.cues = [dataclasses.replace(c, needs=None) for c in ref.cues]
+    assert sum(c.needs is not None for c in det.cues) > 0.8 * len(det.cues)
+    for f in ("detector_eval.jsonl", "detector_heldout.jsonl", "detector_samples.jsonl"):
+        for r in load_eval_set(DATA / f):
+            assert det.detect(r["text"]) == ref.detect(r["text"]), r["text"]

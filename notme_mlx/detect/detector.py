@@ -71,6 +71,53 @@ class Cue:
     span: str
     question: bool
     anchor: bool
+    needs: object = None  # prefilter: a lower-case substring (str) or a literal-alternation regex that
+    #                       every match contains; None = always run
+
+
+try:  # Python >= 3.11
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+
+def _required(seq) -> set | None:
+    """Substrings one of which every match of the parsed `seq` contains (None: unknown)."""
+    best, run = None, ""
+
+    def consider(cand):
+        nonlocal best
+        if cand and (best is None or min(map(len, cand)) > min(map(len, best))):
+            best = cand
+
+    for op, av in seq:
+        name = str(op)
+        if name == "LITERAL":
+            run += chr(av).lower()
+            continue
+        consider({run} if run else None)
+        run = ""
+        if name == "SUBPATTERN":
+            consider(_required(av[-1]))
+        elif name == "BRANCH":
+            alts = [_required(a) for a in av[1]]
+            consider(None if any(a is None for a in alts) else set().union(*alts))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+            consider(_required(av[2]))
+    consider({run} if run else None)
+    return best
+
+
+def _needs(pattern: str):
+    try:
+        req = _required(_sre_parse.parse(pattern, re.I))
+    except Exception:  # the prefilter is an optimization only
+        return None
+    if not req or min(map(len, req)) < 3:
+        return None
+    if len(req) == 1:
+        return next(iter(req))
+    return re.compile("|".join(re.escape(k) for k in sorted(req, key=lambda k: (-len(k), k))))
 
 
 def _is_trailer(ch: str) -> bool:
@@ -189,8 +236,9 @@ class Detector:
                 anchor = cue.get("anchor")
                 if anchor not in (None, "start", False):
                     raise ConfigError(f"{source}: {where}: anchor must be 'start', got {anchor!r}")
-                self.cues.append(Cue(cat, compile_(cue["pattern"], where), float(cue.get("weight", w)), sp,
-                                     bool(cue.get("question", False)), anchor == "start"))
+                rx = compile_(cue["pattern"], where)
+                self.cues.append(Cue(cat, rx, float(cue.get("weight", w)), sp, bool(cue.get("question", False)),
+                                     anchor == "start", _needs(rx.pattern)))
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -286,9 +334,13 @@ class Detector:
         if not text or not text.strip():
             return Detection(False, 0.0, [])
         masked = self.mask(text)
+        low = masked.lower()
         sents = None
         hits: list[tuple[int, int, str, str, float]] = []
         for cue in self.cues:
+            nd = cue.needs
+            if nd is not None and (nd not in low if nd.__class__ is str else nd.search(low) is None):
+                continue
             for m in cue.rx.finditer(masked):
                 if m.end() == m.start() or _MASK in m.group(0):
                     continue

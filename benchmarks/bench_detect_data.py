@@ -1,0 +1,91 @@
+"""Throughput of `notme detect` and `notme data build` on N synthetic Message records.
+
+    .venv/bin/python benchmarks/bench_detect_data.py --n 100000
+
+Messages are generated deterministically from our labelled detector sentences and the bundled
+sample conversations (1-4 sentences each, mirror chats and AI chats, 50 messages per
+conversation, a 2-hour gap every 12 messages). Prints messages/s for: the detector alone
+(library), the `notme detect` CLI (JSONL in, JSONL out to /dev/null) and `notme data build`
+(CLI, estimated token lengths; optionally `--model DIR` for tokenizer lengths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pool() -> list[str]:
+    out = [json.loads(x)["text"] for f in ("detector_eval.jsonl", "detector_heldout.jsonl", "detector_samples.jsonl")
+           for x in (ROOT / "tests" / "data" / f).read_text(encoding="utf-8").splitlines()]
+    return [t for t in out if "```" not in t]
+
+
+def make_messages(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    sents = pool()
+    per_conv = 50
+    for c in range((n + per_conv - 1) // per_conv):
+        ai = c % 2 == 1
+        src = "chatgpt" if ai else "whatsapp"
+        t = 1_700_000_000 + c * 86400
+        for i in range(min(per_conv, n - c * per_conv)):
+            t += 7200 if i % 12 == 11 else rng.randint(10, 300)
+            role = ("me" if i % 2 == 0 else "ai") if ai else rng.choice(["me", "other"])
+            text = " ".join(rng.choice(sents) for _ in range(rng.randint(1, 4)))
+            yield {"source": src, "conversation_id": f"{src}-{c:06d}", "message_id": f"{c}-{i}", "parent_id": None,
+                   "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
+                   "speaker": {"me": "Alex", "ai": "ChatGPT", "other": "Sam"}[role], "role": role,
+                   "text": f"{text} ({c}.{i})", "kind": "text"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--model", default=None, help="tokenizer dir for token-exact lengths in data build")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from notme_mlx.detect import default_detector
+
+    with tempfile.TemporaryDirectory() as td:
+        src = Path(td) / "messages.jsonl"
+        msgs = list(make_messages(args.n))
+        src.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in msgs), encoding="utf-8")
+        det = default_detector()
+        t0 = time.perf_counter()
+        flagged = sum(det.detect(m["text"]).flagged for m in msgs)
+        dt_lib = time.perf_counter() - t0
+        notme = [str(Path(sys.executable).parent / "notme")]
+        env = dict(os.environ)
+        t0 = time.perf_counter()
+        with open(os.devnull, "w") as devnull:
+            subprocess.run(notme + ["detect", str(src)], check=True, stdout=devnull, env=env)
+        dt_cli = time.perf_counter() - t0
+        cmd = notme + ["data", "build", str(src), "-o", str(Path(td) / "data")]
+        if args.model:
+            cmd += ["--model", args.model]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env)
+        dt_build = time.perf_counter() - t0
+        rep = json.loads((Path(td) / "data" / "build_report.json").read_text())
+    n = len(msgs)
+    print(f"messages: {n:,}  flagged: {flagged:,} ({flagged / n:.1%})")
+    print(f"| step | seconds | messages/s |\n|---|---:|---:|")
+    print(f"| detector (library, 1 process) | {dt_lib:.1f} | {n / dt_lib:,.0f} |")
+    print(f"| `notme detect FILE` (CLI, incl. startup + JSON out) | {dt_cli:.1f} | {n / dt_cli:,.0f} |")
+    print(f"| `notme data build` (CLI{', --model' if args.model else ''}) | {dt_build:.1f} | {n / dt_build:,.0f} |")
+    print("build counts:", json.dumps({k: rep["counts"][k] for k in sorted(rep["counts"])}))
+    print("splits:", json.dumps({k: v["examples"] for k, v in rep["splits"].items()}), "pairs:", rep["pairs"])
+
+
+if __name__ == "__main__":
+    main()
