@@ -111,3 +111,14 @@ def test_frozen_roundtrip_and_docs():
             "detect.extra_cues"} <= keys
     assert all(row[3] for row in field_docs()), "every field has help text"
     assert isinstance(Recipe(), Recipe)
+
+
+def test_data_builder_options_share_the_data_section():
+    r = load_recipe(None, {"data.session_gap": "45m", "data.mode": "mirror", "data.max_seq_len": 512})
+    assert r.data.builder == {"session_gap": "45m", "mode": "mirror"} and r.data.max_seq_len == 512
+    assert yaml.safe_load(dump_recipe(r))["data"]["session_gap"] == "45m"  # flat again on dump
+    assert recipe_from_dict(yaml.safe_load(dump_recipe(r))) == r
+    with pytest.raises(ConfigError, match="data: mode: expected one of"):
+        load_recipe(None, {"data.mode": "mirorr"})
+    with pytest.raises(ConfigError, match=r"data.sesion_gap: unknown key \(did you mean 'data.session_gap'\?\)"):
+        load_recipe(None, {"data.sesion_gap": "1h"})

@@ -46,6 +46,21 @@ class DataConfig:
     pad_multiple: int = _f(32, "Pad each batch's length up to a multiple of this (fewer compiled shapes).")
     pool_size: int = _f(64, "Bucketing pool in batches: examples are sorted by length within random pools.")
     max_valid_examples: Optional[int] = _f(256, "Cap on validation examples per evaluation (null = all).")
+    builder: dict = _f({}, "`notme data build` options that share this section (session_gap, mode, "
+                           "safety_fraction, ...); validated by the builder, ignored by the trainer.")
+
+
+# Keys of the `data:` section the trainer reads; `notme data build` ignores these.
+TRAINER_DATA_KEYS = ("train", "valid", "pairs", "max_seq_len", "batching", "pad_multiple", "pool_size",
+                     "max_valid_examples")
+
+
+def _builder_fields() -> dict:
+    try:
+        from ..data.config import DataConfig as BuildConfig
+    except ImportError:
+        return {}
+    return {f.name: f for f in dataclasses.fields(BuildConfig)}
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    extra_cues: tuple[str, ...] = _f((), "Extra validation-seeking phrases for the detector (quickstart eval).")
+    extra_cues: tuple[str, ...] = _f((), "Extra validation-seeking phrases for the detector.")
+    extra_yaml: Optional[str] = _f(None, "Extra detector lexicon YAML (used by `notme data build`).")
 
 
 @dataclass(frozen=True)
@@ -141,7 +157,10 @@ class Recipe:
 def to_dict(obj) -> Any:
     """Plain YAML-able dict of a recipe (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, DataConfig):  # builder options live flat in the data section
+            out.update(out.pop("builder"))
+        return out
     if isinstance(obj, (list, tuple)):
         return [to_dict(x) for x in obj]
     return obj
@@ -158,7 +177,7 @@ def _type_name(tp) -> str:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
+    return {int: "integer", float: "number", str: "string", bool: "true/false", dict: "a mapping"}.get(tp, str(tp))
 
 
 def _convert(value, tp, path: str, errors: list[str], shown=None):
@@ -207,6 +226,11 @@ def _convert(value, tp, path: str, errors: list[str], shown=None):
             errors.append(bad)
             return 0.0
         return float(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            errors.append(bad)
+            return {}
+        return dict(value)
     if tp is str:
         if not isinstance(value, str):
             errors.append(bad)
@@ -219,10 +243,15 @@ def _build(cls, data: dict, path: str, errors: list[str]):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
+    builder = _builder_fields() if cls is DataConfig else {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
+        if key in builder and key not in names:
+            kwargs.setdefault("builder", {})[key] = value
+            continue
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            names_ = names + list(builder)
+            near = difflib.get_close_matches(str(key), names_, n=1, cutoff=0.5)
             hint = f" (did you mean {(path + '.' if path else '') + near[0]!r}?)" if near else ""
             errors.append(f"{where}: unknown key{hint}")
             continue
@@ -255,6 +284,16 @@ def _check_values(r: Recipe, errors: list[str]) -> None:
     need(r.keep_last >= 1, "keep_last: must be >= 1")
     need(r.max_bad_steps >= 1, "max_bad_steps: must be >= 1")
     need(r.log_every >= 1, "log_every: must be >= 1")
+    if r.data.builder:
+        try:
+            from ..data.config import DataConfig as BuildConfig
+            from ..data.config import _check as check_build
+
+            check_build(BuildConfig(**r.data.builder))
+        except ImportError:
+            pass
+        except (ConfigError, TypeError, ValueError) as e:
+            errors.append(f"data: {e}")
     from .phases import PHASE_TYPES
 
     for i, p in enumerate(r.phases):
@@ -324,7 +363,7 @@ def parse_override(item: str) -> tuple[list, Any]:
     except yaml.YAMLError:
         value = raw
     parts = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
-    if not all(parts):
+    if any(p == "" for p in parts):
         raise ConfigError(f"--set {item!r}: empty key part")
     return parts, value
 

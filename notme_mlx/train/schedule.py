@@ -26,7 +26,7 @@ def lr_at(step: int, lr: float, total_steps: int, sched: ScheduleConfig) -> floa
     """
     w = sched.warmup_steps
     if w > 0 and step < w:
-        return lr * step / w
+        return lr * (step + 1) / (w + 1)  # never a zero-lr step
     if sched.type == "constant":
         return lr
     decay = max(total_steps - w, 1)
@@ -50,7 +50,7 @@ def build_schedule(lr: float, total_steps: int, sched: ScheduleConfig):
         main = optim.cosine_decay(lr, decay, lo)
     if w == 0:
         return main
-    return optim.join_schedules([optim.linear_schedule(0.0, lr, w), main], [w])
+    return optim.join_schedules([optim.linear_schedule(lr / (w + 1), lr, w), main], [w])
 
 
 def build_optimizer(cfg: OptimizerConfig, sched: ScheduleConfig, total_steps: int, lr: float | None = None):
