@@ -1,0 +1,147 @@
+"""Reference-free preference phases (ORPO, SimPO) on the builder's pairs.jsonl.
+
+A pair {"prompt": [messages], "chosen": str, "rejected": str} becomes two rows (prompt +
+reply); only reply tokens count. Per pair, with mean reply log-probs c (chosen) and r
+(rejected) from the fused `sequence_logprobs`:
+
+    orpo:  NLL_chosen + beta * -log sigmoid(log_odds(c) - log_odds(r)),  log_odds(x) = x - log(1 - e^x)
+    simpo: -log sigmoid(beta * (c - r) - gamma)
+
+The loss is a sum over pairs divided by the GLOBAL pair count of the accumulated batch, so
+accumulation is exact like the token loss. (The loss helper's `notme_mlx.train.preference`,
+not landed when this was written, is meant to hold these formulas and DPO; `pair_terms` is
+tested against a NumPy reference here.)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import mlx.core as mx
+import numpy as np
+
+from .stream import BatchStream, _round_up, bucket_plan
+
+
+def _log_odds(x):
+    from ..loss import log1mexp
+
+    return x - log1mexp(mx.minimum(x, -1e-6))
+
+
+def pair_terms(c, r, kind: str, beta: float, gamma: float, nll_chosen):
+    """Per-pair (nll, preference) terms [P] from mean log-probs c, r [P]."""
+    if kind == "orpo":
+        pref = mx.logaddexp(0.0, -(_log_odds(c) - _log_odds(r)))  # -log sigmoid
+        return nll_chosen, beta * pref
+    pref = mx.logaddexp(0.0, -(beta * (c - r) - gamma))
+    return mx.zeros_like(pref), pref
+
+
+def preference_loss(model, batch, n_pairs, _unused=None, *, kind="orpo", beta=0.1, gamma=0.5,
+                    chunk_size=8192, grad_checkpoint=False):
+    """Rows [chosen_0..chosen_{P-1}, rejected_0..rejected_{P-1}] -> (loss, stats).
+
+    batch: {"inputs", "targets", "labels": [2P, T]}; labels 1 on reply tokens.
+    Returns stats with ce_sum = sum of chosen NLL, ul_sum = sum of preference terms, counts = P.
+    """
+    from ..loss import output_head, sequence_logprobs
+    from . import _resolve
+
+    h = _resolve.hidden_states(model, batch["inputs"], checkpoint=grad_checkpoint)  # [2P, T, H]
+    mask = batch["labels"] == 1
+    lp = sequence_logprobs(h, output_head(model), batch["targets"], mask, chunk_size, average=True)  # [2P]
+    P = lp.shape[0] // 2
+    c, r = lp[:P], lp[P:]
+    nll, pref = pair_terms(c, r, kind, beta, gamma, -c)
+    p = mask[:P].any(axis=1).sum().astype(mx.float32)  # pairs, derived from the inputs
+    n = p if n_pairs is None else n_pairs
+    # Build each sum once and reuse it: mx.compile merges duplicate subgraphs and then fails
+    # on the duplicate output (`_Map_base::at` in mlx 0.32).
+    nll_sum, pref_sum = nll.sum(), pref.sum()
+    loss = (nll_sum + pref_sum) / mx.maximum(n, 1.0)
+    return loss, {"ce_sum": nll_sum, "ul_sum": pref_sum, "n_learn": p, "n_penalize": p}
+
+
+class PairStream(BatchStream):
+    """BatchStream over tokenized pairs (each item: (chosen, rejected) TokenizedExample)."""
+
+    def __init__(self, pairs, batch_size, seed, pad_multiple=32, pad_id=0, cursor=None, pool_size=64):
+        self.pairs = pairs
+        super().__init__([], batch_size, seed, "bucket", pad_multiple, pool_size, 0, pad_id, cursor)
+        self.lengths = [max(len(a.tokens), len(b.tokens)) - 1 for a, b in pairs]
+
+    def plan(self, epoch):
+        if self._plan_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._plan = bucket_plan(self.lengths, self.batch_size, rng, self.pool_size)
+            self._plan_epoch = epoch
+        return self._plan
+
+    def next(self):
+        plan = self.plan(self.epoch)
+        if self.index >= len(plan):
+            self.epoch, self.index = self.epoch + 1, 0
+            plan = self.plan(self.epoch)
+        idx = plan[self.index]
+        self.index += 1
+        rows = [self.pairs[i][0] for i in idx] + [self.pairs[i][1] for i in idx]
+        T = _round_up(max(len(e.tokens) - 1 for e in rows), self.pad_multiple)
+        inp = np.full((len(rows), T), self.pad_id, np.int32)
+        tgt, lab = inp.copy(), np.zeros_like(inp)
+        real = 0
+        for b, e in enumerate(rows):
+            n = len(e.tokens) - 1
+            inp[b, :n], tgt[b, :n], lab[b, :n] = e.tokens[:-1], e.tokens[1:], e.labels[1:]
+            real += n
+        P = len(idx)
+        return {"inputs": mx.array(inp), "targets": mx.array(tgt), "labels": mx.array(lab),
+                "tokens": real, "padded": inp.size - real, "n_learn": P, "n_penalize": P}
+
+
+def load_pairs(run, path: str) -> list:
+    """pairs.jsonl -> [(chosen, rejected)] tokenized with reply tokens labelled +1."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..io import read_jsonl
+    from . import _resolve
+
+    if not Path(path).exists():
+        raise InputError(f"{path}: preference pairs not found; `notme data build` writes data/pairs.jsonl")
+    out = []
+    for i, p in enumerate(read_jsonl(path), 1):
+        if not all(k in p for k in ("prompt", "chosen", "rejected")):
+            raise InputError(f"{path}:{i}: a pair needs prompt, chosen and rejected")
+        two = []
+        for reply in (p["chosen"], p["rejected"]):
+            ex = {"messages": [dict(m, train=False) for m in p["prompt"]]
+                  + [{"role": "assistant", "content": reply, "train": True}]}
+            two.append(_resolve.tokenize_example(run.tokenizer, ex, run.recipe.data.max_seq_len))
+        if all(1 in t.labels for t in two):
+            out.append(tuple(two))
+    if not out:
+        raise InputError(f"{path}: no usable preference pairs")
+    return out
+
+
+def preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind: str) -> dict:
+    """Run an orpo/simpo phase with the shared loop."""
+    from .phases import _optimizer, phase_total_steps
+    from .trainer import train_loop
+
+    r = run.recipe
+    pairs = load_pairs(run, phase.data or r.data.pairs)
+    stream = PairStream(pairs, r.batch_size, r.seed + 7919 * idx, r.data.pad_multiple, run.pad_id,
+                        state.cursor if resume_from is not None else None, r.data.pool_size)
+    total = phase_total_steps(r, phase, stream.batches_per_epoch())
+    opt = _optimizer(run, phase, total, resume_from)
+    loss_fn = partial(preference_loss, kind=kind, beta=phase.beta, gamma=phase.gamma,
+                      chunk_size=r.loss.chunk_size, grad_checkpoint=r.grad_checkpoint)
+    res = train_loop(run.model, opt, stream, loss_fn, total_steps=total, state=state, grad_accum=r.grad_accum,
+                     grad_clip=r.grad_clip, seed=r.seed, max_bad_steps=r.max_bad_steps,
+                     save=lambda st: run.save_checkpoint(st, opt), log=run.log.write, save_every=r.save_every,
+                     phase_name=phase.name, group=run.group, compile=r.compile, stop_at_step=stop_at_step,
+                     log_every=r.log_every)
+    return {"name": phase.name, "type": kind, "steps": res.steps_done, "total": total, "last": res.last_metrics,
+            "stopped_early": res.stopped_early}
