@@ -24,15 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pool() -> list[str]:
+def pool(negatives_only: bool = False) -> list[str]:
     out = [json.loads(x)["text"] for f in ("detector_eval.jsonl", "detector_heldout.jsonl", "detector_samples.jsonl")
-           for x in (ROOT / "tests" / "data" / f).read_text(encoding="utf-8").splitlines()]
+           for x in (ROOT / "tests" / "data" / f).read_text(encoding="utf-8").splitlines()
+           if not (negatives_only and json.loads(x)["categories"])]
     return [t for t in out if "```" not in t]
 
 
-def make_messages(n: int, seed: int = 0):
+def make_messages(n: int, seed: int = 0, negatives_only: bool = False):
     rng = random.Random(seed)
-    sents = pool()
+    sents = pool(negatives_only)
     per_conv = 50
     for c in range((n + per_conv - 1) // per_conv):
         ai = c % 2 == 1
@@ -64,6 +65,11 @@ def main() -> None:
         t0 = time.perf_counter()
         flagged = sum(det.detect(m["text"]).flagged for m in msgs)
         dt_lib = time.perf_counter() - t0
+        clean = [m["text"] for m in make_messages(min(args.n, 20_000), negatives_only=True)]
+        t0 = time.perf_counter()
+        for x in clean:
+            det.detect(x)
+        dt_clean = time.perf_counter() - t0
         notme = [str(Path(sys.executable).parent / "notme")]
         env = dict(os.environ)
         t0 = time.perf_counter()
@@ -81,6 +87,8 @@ def main() -> None:
     print(f"messages: {n:,}  flagged: {flagged:,} ({flagged / n:.1%})")
     print(f"| step | seconds | messages/s |\n|---|---:|---:|")
     print(f"| detector (library, 1 process) | {dt_lib:.1f} | {n / dt_lib:,.0f} |")
+    print(f"| detector (library) on text without cues ({len(clean):,} msgs) | {dt_clean:.1f} | "
+          f"{len(clean) / dt_clean:,.0f} |")
     print(f"| `notme detect FILE` (CLI, incl. startup + JSON out) | {dt_cli:.1f} | {n / dt_cli:,.0f} |")
     print(f"| `notme data build` (CLI{', --model' if args.model else ''}) | {dt_build:.1f} | {n / dt_build:,.0f} |")
     print("build counts:", json.dumps({k: rep["counts"][k] for k in sorted(rep["counts"])}))

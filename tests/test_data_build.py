@@ -227,3 +227,20 @@ def test_cli_build_stats_and_stubs(tmp_path, tiny_model_dir):
     for sub in ("synth", "revise"):
         r = CliRunner().invoke(main, ["data", sub])
         assert r.exit_code == 2 and "not implemented yet" in r.output
+
+
+def test_data_stats_char_counts(tmp_path, tiny_model_dir):
+    from notme_mlx.data.stats import data_stats, histogram, load_tokenizer
+
+    build_dataset(write(tmp_path / "m.jsonl", corpus(6)), tmp_path / "o", DataConfig())
+    st = data_stats(tmp_path / "o")
+    for s, r in st["splits"].items():
+        exs = read(tmp_path / "o" / f"{s}.jsonl")
+        assert r["examples"] == len(exs)
+        assert r["total"] == sum(len(m["content"]) for e in exs for m in e["messages"])
+        pen = sum(b - a for e in exs for m in e["messages"] for a, b, _ in m["spans"])
+        assert r["penalize"] == pen and r["learn"] + r["context"] + r["penalize"] == r["total"]
+    assert sum(c for _, _, c in histogram([1, 2, 3, 10], bins=3)) == 4
+    tok = load_tokenizer(str(tiny_model_dir))
+    st = data_stats(tmp_path / "o", tok)
+    assert st["unit"] == "tokens" and all(r["learn"] > 0 for r in st["splits"].values())

@@ -154,3 +154,15 @@ def test_mlx_tokenizer_wrapper(tiny_model_dir):
     te = tokenize_example(wrapper, ex)
     ids = [t for t, l in zip(te.tokens, te.labels) if l == 1]
     assert wrapper._tokenizer.decode(ids, skip_special_tokens=False) == "Hello there.<|im_end|>"
+
+
+def test_ignore_spans_are_zero(base_dir):
+    tok = make_tokenizer(base_dir, "chatml")
+    content = "Keep this. Skip this part. Keep that."
+    a = content.index("Skip this part.")
+    ex = {"messages": [{"role": "user", "content": "q", "train": False, "spans": []},
+                       {"role": "assistant", "content": content, "train": True,
+                        "spans": [[a, a + len("Skip this part."), "ignore"]]}]}
+    te = tokenize_example(tok, ex)
+    plus = tok.decode([t for t, l in zip(te.tokens, te.labels) if l == 1], skip_special_tokens=False)
+    assert plus.replace(" ", "") == "Keepthis.Keepthat.<|im_end|>" and -1 not in te.labels

@@ -5,7 +5,8 @@ rendered string (char offsets) and the string is tokenized with offsets, so ever
 gets a label from the characters it covers:
 
   * region labels per char: target content (+1), penalize spans and whole messages with
-    `train: "penalize"` (-1, wins over +1), everything else 0 (headers, context, system);
+    `train: "penalize"` (-1, wins over +1), `ignore` spans and everything else 0 (headers,
+    context, system);
   * a token takes -1 if more than half of its non-whitespace chars are -1, else +1 if more
     than half are +1, else 0 (whitespace-only tokens: the same over all their chars). So a
     token " Does" whose word lies in a span is -1: the -1 tokens decode to the span plus at
@@ -154,10 +155,13 @@ def tokenize_example(tokenizer, example: dict, max_seq_len: int | None = None) -
         tgt[a:b] = 1
         trainable_ends.append(b)
         for s in m.get("spans", []):
+            sa, sb = max(a, a + s[0] - shift), min(b, a + s[1] - shift)
+            if sb <= sa:
+                continue
             if len(s) < 3 or s[2] == "penalize":
-                sa, sb = max(a, a + s[0] - shift), min(b, a + s[1] - shift)
-                if sb > sa:
-                    pen[sa:sb] = 1
+                pen[sa:sb] = 1
+            elif s[2] == "ignore":  # neither learned nor penalized
+                tgt[sa:sb] = 0
     enc = hf(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     offs = enc["offset_mapping"]

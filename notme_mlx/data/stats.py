@@ -18,7 +18,7 @@ def load_tokenizer(spec: str):
     """A tokenizer for token-exact lengths and label dumps: an HF/mlx-lm model dir, or any spec
     `notme_mlx.models.load_model` understands (when that module provides it)."""
     p = Path(spec).expanduser()
-    if p.is_dir() and (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists():
+    if p.is_dir() and ((p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(p))
