@@ -201,6 +201,8 @@ def test_recipe_precedence_and_errors(tmp_path):
     cfg, det = load_data_config(r, seed=9, max_seq_len=None)
     assert (cfg.seed, cfg.session_gap, cfg.max_seq_len, cfg.gap_seconds()) == (9, "2h", 512, 7200.0)
     assert det["extra_cues"][0]["category"] == "hedging"
+    r.write_text("data:\n  train: data/train.jsonl\n  max_valid_examples: 16\n  seed: 2\n")
+    assert load_data_config(r)[0].seed == 2  # trainer keys share the section and are ignored here
     r.write_text("data:\n  sesion_gap: 2h\n")
     with pytest.raises(ConfigError, match="did you mean 'session_gap'"):
         load_data_config(r)

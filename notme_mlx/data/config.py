@@ -76,6 +76,19 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError("; ".join(errs))
 
 
+_TRAINER_KEYS = ("train", "valid", "pairs", "max_seq_len", "batching", "pad_multiple", "pool_size",
+                 "max_valid_examples")
+
+
+def _trainer_keys() -> set:
+    """Keys of the recipe's `data:` section that belong to the trainer (ignored here)."""
+    try:
+        from ..train.config import TRAINER_DATA_KEYS
+    except Exception:  # the trainer may not be importable (or not built yet)
+        TRAINER_DATA_KEYS = ()
+    return set(_TRAINER_KEYS) | set(TRAINER_DATA_KEYS)
+
+
 def load_data_config(recipe: str | Path | None = None, **overrides) -> tuple[DataConfig, dict]:
     """Build a DataConfig from a recipe's `data:` section and CLI overrides (None = not given).
 
@@ -99,7 +112,10 @@ def load_data_config(recipe: str | Path | None = None, **overrides) -> tuple[Dat
         if not isinstance(sec, dict):
             raise ConfigError(f"{p}: 'data' must be a mapping")
         bad = []
+        trainer_keys = _trainer_keys()
         for k, v in sec.items():
+            if k in trainer_keys and k not in names:
+                continue  # the trainer's keys share the `data:` section
             if k not in names:
                 near = difflib.get_close_matches(k, sorted(names), n=1)
                 bad.append(f"data.{k}: unknown key" + (f" (did you mean {near[0]!r}?)" if near else ""))
