@@ -83,6 +83,17 @@ def main() -> None:
         subprocess.run(cmd, check=True, env=env)
         dt_build = time.perf_counter() - t0
         rep = json.loads((Path(td) / "data" / "build_report.json").read_text())
+        lab = None
+        if args.model:
+            from notme_mlx.data.labels import tokenize_example
+            from notme_mlx.data.stats import load_tokenizer
+            from notme_mlx.io import read_jsonl
+
+            tok = load_tokenizer(args.model)
+            exs = [e for _, e in zip(range(2000), read_jsonl(Path(td) / "data" / "train.jsonl"))]
+            t0 = time.perf_counter()
+            n_tok = sum(len(tokenize_example(tok, e, 2048).tokens) for e in exs)
+            lab = (len(exs), n_tok, time.perf_counter() - t0)
     n = len(msgs)
     print(f"messages: {n:,}  flagged: {flagged:,} ({flagged / n:.1%})")
     print(f"| step | seconds | messages/s |\n|---|---:|---:|")
@@ -91,6 +102,9 @@ def main() -> None:
           f"{len(clean) / dt_clean:,.0f} |")
     print(f"| `notme detect FILE` (CLI, incl. startup + JSON out) | {dt_cli:.1f} | {n / dt_cli:,.0f} |")
     print(f"| `notme data build` (CLI{', --model' if args.model else ''}) | {dt_build:.1f} | {n / dt_build:,.0f} |")
+    if lab:
+        print(f"| `tokenize_example` ({lab[0]:,} train examples, {lab[1]:,} tokens) | {lab[2]:.1f} | "
+              f"{lab[0] / lab[2]:,.0f} examples/s, {lab[1] / lab[2]:,.0f} tokens/s |")
     print("build counts:", json.dumps({k: rep["counts"][k] for k in sorted(rep["counts"])}))
     print("splits:", json.dumps({k: v["examples"] for k, v in rep["splits"].items()}), "pairs:", rep["pairs"])
 
