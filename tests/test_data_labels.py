@@ -32,6 +32,23 @@ GEMMA = (
     "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
 )
+# mistral v0.3 style: the system prompt goes into the LAST user turn (dropped if the chat ends
+# with the assistant)
+MISTRAL_V3 = (
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] %}"
+    "{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}{%- endif %}"
+    "{{- bos_token }}{%- for message in loop_messages %}{%- if message['role'] == 'user' %}"
+    "{%- if loop.last and system_message is defined %}{{- '[INST] ' + system_message + '\n\n' + message['content']"
+    " + '[/INST]' }}{%- else %}{{- '[INST] ' + message['content'] + '[/INST]' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}{{- ' ' + message['content']|trim + eos_token }}{%- endif %}"
+    "{%- endfor %}"
+)
+# contrived: the system prompt rendered after everything else (content out of message order)
+SYSTEM_LAST = (
+    "{% for m in messages %}{% if m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\n' + m['content']"
+    " + '<|im_end|>\n' }}{% endif %}{% endfor %}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ '<|im_start|>system\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
+)
 FAMILIES = {
     "chatml": (None, {}, "<|im_end|>"),
     "llama3": (LLAMA3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
@@ -40,6 +57,8 @@ FAMILIES = {
     "gemma": (GEMMA, {"bos_token": "<bos>", "eos_token": "<eos>", "extra": ["<start_of_turn>", "<end_of_turn>"]},
               "<end_of_turn>"),
     "plain": ("", {"eos_token": "<|im_end|>"}, "<|im_end|>"),
+    "mistral_v3": (MISTRAL_V3, {"bos_token": "<s>", "eos_token": "</s>", "extra": ["[INST]", "[/INST]"]}, "</s>"),
+    "system_last": (SYSTEM_LAST, {}, "<|im_end|>"),
 }
 
 
@@ -166,3 +185,17 @@ def test_ignore_spans_are_zero(base_dir):
     te = tokenize_example(tok, ex)
     plus = tok.decode([t for t, l in zip(te.tokens, te.labels) if l == 1], skip_special_tokens=False)
     assert plus.replace(" ", "") == "Keepthis.Keepthat.<|im_end|>" and -1 not in te.labels
+
+
+@pytest.mark.parametrize("family", ["chatml", "llama3"])
+def test_content_equal_to_header_words(base_dir, family):
+    tok = make_tokenizer(base_dir, family)
+    eot = FAMILIES[family][2]
+    ex = {"messages": [{"role": "user", "content": "user", "train": False, "spans": []},
+                       {"role": "assistant", "content": "assistant", "train": True, "spans": []},
+                       {"role": "user", "content": "\nassistant\n", "train": False, "spans": []},
+                       {"role": "assistant", "content": "user", "train": True, "spans": [[0, 4, "penalize"]]}]}
+    te = tokenize_example(tok, ex)
+    dec = [tok.decode([te.tokens[i] for i in r], skip_special_tokens=False) for r in runs(te.labels, {1, -1})]
+    assert dec == ["assistant" + eot, "user" + eot]
+    assert tok.decode([t for t, l in zip(te.tokens, te.labels) if l == -1]).strip() == "user"

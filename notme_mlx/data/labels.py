@@ -90,28 +90,33 @@ def _locate(tokenizer, rendered: str, msgs: list[dict]) -> list[tuple[int, int, 
     where the template put it (never inside a header that happens to contain the same words).
     `shift` = leading chars of the original content the template stripped (e.g. `| trim`).
     """
-    probe, _ = render(tokenizer, [dict(m, content=_sentinel(i)) for i, m in enumerate(msgs)])
-    pieces, cur = [], 0
-    for i in range(len(msgs)):
-        pos = probe.find(_sentinel(i), cur)
-        if pos < 0:
-            raise NotmeError(f"chat template dropped message {i} ({msgs[i]['role']}); cannot align labels")
-        pieces.append(probe[cur:pos])
-        cur = pos + len(_sentinel(i))
-    pieces.append(probe[cur:])
-    out, cur = [], 0
+    probe, _ = render(tokenizer, [{"role": m["role"], "content": _sentinel(i)} for i, m in enumerate(msgs)])
+    pos = []
     for i, m in enumerate(msgs):
-        if not rendered.startswith(pieces[i], cur):
+        p = probe.find(_sentinel(i))
+        if p < 0 and m["role"] == "assistant" and m.get("train", True) is not False:
+            raise NotmeError(f"chat template dropped message {i} ({m['role']}); cannot align labels")
+        pos.append(p)  # -1: a context turn the template leaves out (e.g. a system prompt) needs no labels
+    order = sorted((i for i in range(len(msgs)) if pos[i] >= 0), key=lambda i: pos[i])  # rendered order (mistral v3 moves system last)
+    pieces, cur = [], 0
+    for i in order:
+        pieces.append(probe[cur:pos[i]])
+        cur = pos[i] + len(_sentinel(i))
+    pieces.append(probe[cur:])
+    out: list = [(0, 0, 0)] * len(msgs)
+    cur = 0
+    for k, i in enumerate(order):
+        if not rendered.startswith(pieces[k], cur):
             raise NotmeError("chat template output is not stable between renders; cannot align labels")
-        cur += len(pieces[i])
-        c = m["content"]
+        cur += len(pieces[k])
+        c = msgs[i]["content"]
         for cand in (c, c.strip(), c.rstrip(), c.lstrip()):
-            if rendered.startswith(cand, cur) and rendered.startswith(pieces[i + 1], cur + len(cand)):
+            if rendered.startswith(cand, cur) and rendered.startswith(pieces[k + 1], cur + len(cand)):
                 break
         else:
             raise NotmeError("chat template changes message text; cannot align labels "
                              f"(content starting {c[:40]!r})")
-        out.append((cur, cur + len(cand), c.find(cand) if cand else 0))
+        out[i] = (cur, cur + len(cand), c.find(cand) if cand else 0)
         cur += len(cand)
     return out
 
@@ -139,7 +144,7 @@ def tokenize_example(tokenizer, example: dict, max_seq_len: int | None = None) -
     msgs = example["messages"]
     text, rendered_msgs = render(tokenizer, _messages_for_template(example))
     folded = len(rendered_msgs) != len(msgs)
-    locs = _locate(tokenizer, text, rendered_msgs)
+    locs = _locate(tokenizer, text, rendered_msgs if folded else msgs)
     if folded:  # system + first user became one user turn: both are context
         locs = [locs[0], locs[0]] + locs[1:]
     n = len(text)
