@@ -38,8 +38,9 @@ def test_eval_targets():
     assert res["overall"]["tp"] == tp and res["overall"]["fp"] == fp
 
 
-def test_heldout_no_refusals_flagged():
-    res = evaluate(Detector.from_config(), load_eval_set(DATA / "detector_heldout.jsonl"))
+@pytest.mark.parametrize("name", ["detector_heldout.jsonl", "detector_samples.jsonl", "detector_fresh.jsonl"])
+def test_other_sets_no_refusals_flagged(name):
+    res = evaluate(Detector.from_config(), load_eval_set(DATA / name))
     assert res["flagged_refusals"] == 0
     assert res["overall"]["precision"] >= 0.9
 
@@ -104,8 +105,10 @@ def test_remove_spans_repairs(text, clean):
     assert remove_spans(text, detect(text).spans) == clean
 
 
-def test_remove_spans_gives_clean_text_on_whole_set():
-    for r in load_eval_set(DATA / "detector_eval.jsonl"):
+@pytest.mark.parametrize("name", ["detector_eval.jsonl", "detector_heldout.jsonl", "detector_samples.jsonl",
+                                  "detector_fresh.jsonl"])
+def test_remove_spans_gives_clean_text_on_whole_set(name):
+    for r in load_eval_set(DATA / name):
         d = detect(r["text"])
         out = remove_spans(r["text"], d.spans)
         assert not detect(out).flagged, (r["text"], out)
