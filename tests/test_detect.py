@@ -192,3 +192,11 @@ def test_prefilter_matches_unfiltered_reference():
     for f in ("detector_eval.jsonl", "detector_heldout.jsonl", "detector_samples.jsonl"):
         for r in load_eval_set(DATA / f):
             assert det.detect(r["text"]) == ref.detect(r["text"]), r["text"]
+
+
+def test_lexicon_has_no_unbounded_wildcards():
+    """`[^.?!]*` / `.*` before another term backtracks quadratically on long texts; cues use {0,80}."""
+    import re
+
+    for c in Detector.from_config().cues:
+        assert not re.search(r"\]\*|\.\*|\]\+|\.\+", c.rx.pattern), c.rx.pattern

@@ -29,6 +29,7 @@ _MASK = "\x00"
 _FENCE = re.compile(r"(```|~~~)[\s\S]*?(?:\1|\Z)")
 _INLINE = re.compile(r"`[^`\n]+`")
 _DQUOTE = re.compile(r'"[^"\n]{0,400}?"')
+_SQUOTE = re.compile("'")
 # sentence/clause ends: terminal punctuation, ';', a line break not continued in lower case,
 # a spaced dash; a single line break before a lower-case word continues the sentence.
 _BOUNDARY = re.compile(r"[.!?\u2026]+[\"')\]]*(?=\s|$)|;|\n(?![ \t]*[a-z])| [\u2014\u2013-]{1,2} |[\u2014\u2013](?=\w)")
@@ -295,9 +296,8 @@ class Detector:
                 blank(m.start(), m.end())
         if "'" in s:
             opened = None
-            for i, ch in enumerate(s):
-                if ch != "'":
-                    continue
+            for q in _SQUOTE.finditer(s):
+                i = q.start()
                 prev = s[i - 1] if i else " "
                 nxt = s[i + 1] if i + 1 < len(s) else " "
                 if opened is None and not prev.isalnum() and nxt.isalpha():
@@ -306,7 +306,7 @@ class Detector:
                     if i - opened > 1:
                         blank(opened, i + 1)
                     opened = None
-                elif opened is not None and ch == "'" and "\n" in s[opened:i]:
+                elif opened is not None and "\n" in s[opened:i]:
                     opened = None
         return "".join(chars) if chars is not None else s
 
