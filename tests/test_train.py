@@ -153,6 +153,13 @@ def test_batch8_equals_batch4_times_accum2(tiny_model_dir):
     fa, fb = dict(tree_flatten(g8)), dict(tree_flatten(g2))
     for k in fa:
         np.testing.assert_allclose(np.array(fb[k]), np.array(fa[k]), rtol=1e-4, atol=1e-6)
+    # the supervised-rows-only path (context and padding skipped in the vocab pass) is the same loss
+    sel = {**arr(big), **{k: big[k] for k in ("sel", "sel_targets", "sel_labels")}}
+    assert sel["sel"].shape[0] < big["inputs"].size
+    ls, _, gs, _, _ = step(sel, nl, npn, None, None, False)
+    assert abs(ls.item() - l8.item()) < 1e-5 * abs(l8.item())
+    for k, v in tree_flatten(gs):
+        np.testing.assert_allclose(np.array(v), np.array(fa[k]), rtol=1e-4, atol=1e-6)
     # the naive per-micro normalization (local counts, averaged) is measurably different
     m1, _ = loss_fn(model, arr(halves[0]), None, None)
     m2, _ = loss_fn(model, arr(halves[1]), None, None)

@@ -81,9 +81,27 @@ def collate(examples, rows: list[list[int]], pad_multiple: int, pad_id: int = 0,
         same = (segs[:, :, None] == segs[:, None, :]) & (segs[:, :, None] >= 0)
         mask = mx.array((same | np.eye(T, dtype=bool)[None]) & causal[None])[:, None]  # [B, 1, T, T]
     real = int((segs >= 0).sum())
-    return {"inputs": mx.array(inp), "targets": mx.array(tgt), "labels": mx.array(lab), "mask": mask,
-            "tokens": real, "padded": B * T - real,
-            "n_learn": int((lab == 1).sum()), "n_penalize": int((lab == -1).sum())}
+    out = {"inputs": mx.array(inp), "targets": mx.array(tgt), "labels": mx.array(lab), "mask": mask,
+           "tokens": real, "padded": B * T - real,
+           "n_learn": int((lab == 1).sum()), "n_penalize": int((lab == -1).sum())}
+    out.update(supervised(tgt, lab, max(pad_multiple, 64)))
+    return out
+
+
+def supervised(targets: np.ndarray, labels: np.ndarray, multiple: int = 64) -> dict:
+    """Flat positions with a non-zero label, padded to a multiple (padding: position 0, label 0).
+
+    The loss runs on these rows only, so context and padding cost no vocabulary pass.
+    Returns {"sel": [M] int32 indices into the flattened [B*T], "sel_targets", "sel_labels": [M]}.
+    """
+    flat = labels.reshape(-1)
+    idx = np.nonzero(flat)[0]
+    M = _round_up(max(len(idx), 1), multiple)
+    sel, st, sl = (np.zeros(M, np.int32) for _ in range(3))
+    sel[: len(idx)] = idx
+    st[: len(idx)] = targets.reshape(-1)[idx]
+    sl[: len(idx)] = flat[idx]
+    return {"sel": mx.array(sel), "sel_targets": mx.array(st), "sel_labels": mx.array(sl)}
 
 
 class BatchStream:

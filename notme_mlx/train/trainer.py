@@ -46,7 +46,9 @@ def default_loss(model, batch, n_learn, n_penalize, *, penalty_weight=10.0, chun
     """Fused CE + unlikelihood over a micro-batch.
 
     Args:
-        batch: {"inputs", "targets", "labels": [B, T] int32, "mask": [B, 1, T, T] bool | None}.
+        batch: {"inputs", "targets", "labels": [B, T] int32, "mask": [B, 1, T, T] bool | None}, and
+            optionally "sel", "sel_targets", "sel_labels" [M]: the supervised positions only
+            (`stream.supervised`), so the vocabulary pass skips context and padding.
         n_learn, n_penalize: global denominators (scalars).
     Returns:
         (loss, stats) as `notme_mlx.loss.fused_token_loss`.
@@ -56,8 +58,12 @@ def default_loss(model, batch, n_learn, n_penalize, *, penalty_weight=10.0, chun
 
     h = _resolve.hidden_states(model, batch["inputs"], mask=batch.get("mask"), checkpoint=grad_checkpoint)
     B, T, H = h.shape
-    return fused_token_loss(h.reshape(B * T, H), output_head(model), batch["targets"].reshape(-1),
-                            batch["labels"].reshape(-1), penalty_weight, chunk_size, n_learn, n_penalize)
+    h = h.reshape(B * T, H)
+    if "sel" in batch:
+        h, targets, labels = h[batch["sel"]], batch["sel_targets"], batch["sel_labels"]  # [M, H], [M], [M]
+    else:
+        targets, labels = batch["targets"].reshape(-1), batch["labels"].reshape(-1)
+    return fused_token_loss(h, output_head(model), targets, labels, penalty_weight, chunk_size, n_learn, n_penalize)
 
 
 def _arrays(batch: dict) -> dict:
