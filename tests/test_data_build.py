@@ -246,3 +246,11 @@ def test_data_stats_char_counts(tmp_path, tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     st = data_stats(tmp_path / "o", tok)
     assert st["unit"] == "tokens" and all(r["learn"] > 0 for r in st["splits"].values())
+
+
+def test_parallel_detection_same_bytes(tmp_path):
+    src = write(tmp_path / "m.jsonl", corpus(12))
+    build_dataset(src, tmp_path / "a", DataConfig(), workers=1)
+    build_dataset(src, tmp_path / "b", DataConfig(), workers=2)
+    for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "pairs.jsonl", "build_report.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f

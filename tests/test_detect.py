@@ -200,3 +200,13 @@ def test_lexicon_has_no_unbounded_wildcards():
 
     for c in Detector.from_config().cues:
         assert not re.search(r"\]\*|\.\*|\]\+|\.\+", c.rx.pattern), c.rx.pattern
+
+
+def test_detect_many_parallel_equals_sequential():
+    from notme_mlx.detect.parallel import detect_many
+
+    texts = [r["text"] for r in load_eval_set(DATA / "detector_eval.jsonl")] * 4
+    det = Detector.from_config(extra_cues=[{"category": "hedging", "pattern": "per my reckoning"}])
+    seq = detect_many(det, texts + ["Per my reckoning it rains."], workers=1)
+    par = detect_many(det, texts + ["Per my reckoning it rains."], workers=2, chunksize=100)
+    assert par == seq and seq[-1].categories == ["hedging"]

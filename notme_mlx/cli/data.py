@@ -35,9 +35,10 @@ def data_group():
 @click.option("--no-penalize", is_flag=True, default=False, help="Do not mark detector spans as penalize.")
 @click.option("--model", "model_spec", help="Model dir/spec whose tokenizer gives exact token lengths.")
 @click.option("--debug", "debug_n", type=int, default=0, help="Print N train examples as colored tokens.")
+@click.option("--workers", type=int, default=None, help="Detector processes (default: auto, 1 for small inputs).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, safety_fraction, scrub, no_penalize,
-              model_spec, debug_n, force):
+              model_spec, debug_n, workers, force):
     """Build data/{train,valid,test}.jsonl, pairs.jsonl and build_report.json from Message records.
 
     Role mapping per conversation (mirror: your turns are the targets; assistant: the AI's turns
@@ -66,7 +67,7 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
         tok = load_tokenizer(model_spec)
     t0 = time.perf_counter()
     rep = build_dataset(messages, out_dir, cfg, detector=det, tokenizer=tok, force=force,
-                        progress_factory=ui.progress)
+                        progress_factory=ui.progress, workers=workers)
     dt = time.perf_counter() - t0
     c = rep["counts"]
     sp = rep["splits"]

@@ -105,7 +105,8 @@ def _print_stats(st: dict) -> None:
 @click.option("--extra", "extra_yaml", metavar="YAML", help="Extra lexicon merged into the bundled one.")
 @click.option("--show-errors", default=0, show_default=True, help="With --eval: print this many misses.")
 @click.option("--json", "as_json", is_flag=True, help="With --eval/--stats: print the result as JSON.")
-def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show_errors, as_json):
+@click.option("--workers", type=int, default=1, show_default=True, help="Detector processes for FILE input.")
+def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show_errors, as_json, workers):
     """Flag validation-seeking (permission/confirmation/approval seeking, hedging, sycophancy).
 
     Reads plain text lines or JSONL records (text in --field) from FILE or stdin and prints one
@@ -156,16 +157,30 @@ def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show
     import contextlib
 
     bar = ui.progress("detect", total=total, unit="msg") if not texts else contextlib.nullcontext(None)
+    from ..detect.parallel import detect_many
+
+    def batches(it, n=8192):
+        buf = []
+        for x in it:
+            buf.append(x)
+            if len(buf) == n:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    i = 0
     with bar as task:
-        for i, t in enumerate(_records(input, texts, field), 1):
-            d = det.detect(t)
-            if table is not None:
-                table.add_row(str(i), f"{d.score:.2f}", ", ".join(d.categories) if d.flagged else "",
-                              _highlight(t, d.spans))
-            else:
-                w.write(json.dumps({"text": t, **d.to_dict()}, ensure_ascii=False) + "\n")
+        for batch in batches(_records(input, texts, field)):
+            for t, d in zip(batch, detect_many(det, batch, workers=workers)):
+                i += 1
+                if table is not None:
+                    table.add_row(str(i), f"{d.score:.2f}", ", ".join(d.categories) if d.flagged else "",
+                                  _highlight(t, d.spans))
+                else:
+                    w.write(json.dumps({"text": t, **d.to_dict()}, ensure_ascii=False) + "\n")
             if task is not None:
-                task.advance(1)
+                task.advance(len(batch))
     if table is not None:
         ui.out.print(table)
 

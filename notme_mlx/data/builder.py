@@ -66,11 +66,10 @@ def _length_fn(tokenizer):
     return lambda text: len(hf.encode(text, add_special_tokens=False)) + 4
 
 
-def build_examples(msgs: list[dict], cfg: DataConfig, detector=None, tokenizer=None, progress=None):
-    """Messages -> (examples in input order, Counter of filter counts)."""
-    from ..detect import default_detector
-
-    det = detector or default_detector()
+def build_examples(msgs: list[dict], cfg: DataConfig, detector=None, tokenizer=None, progress=None,
+                   workers: int | None = None, mark: bool = True):
+    """Messages -> (examples in input order, Counter of filter counts); with `mark`, detector
+    spans are filled in (see `mark_penalties`)."""
     c: Counter = Counter()
     convs: "OrderedDict[str, list[dict]]" = OrderedDict()
     for m in msgs:
@@ -106,13 +105,41 @@ def build_examples(msgs: list[dict], cfg: DataConfig, detector=None, tokenizer=N
                 continue
             budget = cfg.max_seq_len - (length(cfg.system_prompt) if cfg.system_prompt else 0)
             for wi, win in enumerate(windows(sess, budget, length)):
-                examples.append(_example(win, cfg, det, c, {
+                examples.append(_example(win, cfg, c, {
                     "source": cm[0]["source"], "conversation_id": cid, "session": si, "window": wi, "mode": mode}))
     c["examples_built"] = len(examples)
+    if mark and cfg.penalize:
+        mark_penalties(examples, detector, c, workers)
     return examples, c
 
 
-def _example(win, cfg: DataConfig, det, c: Counter, meta: dict) -> dict:
+def target_turns(examples: list[dict]) -> list[dict]:
+    return [m for e in examples for m in e["messages"] if m["role"] == "assistant" and m["train"] is True]
+
+
+def mark_penalties(examples: list[dict], detector, c: Counter, workers: int | None = None, progress=None) -> None:
+    """Run the detector over every target turn (one batch, `workers` processes) and mark its
+    spans `penalize`; a turn covered end to end becomes `train: "penalize"`. Updates `c`."""
+    from ..detect import default_detector
+    from ..detect.parallel import detect_many
+
+    det = detector or default_detector()
+    targets = target_turns(examples)
+    dets = detect_many(det, [m["content"] for m in targets], workers=workers, progress=progress)
+    for m, d in zip(targets, dets):
+        if not d.flagged:
+            continue
+        m["spans"] = [[s.start, s.end, "penalize"] for s in d.spans]
+        c["target_turns_with_penalize_spans"] += 1
+        c["penalize_spans"] += len(d.spans)
+        for s in d.spans:
+            c[f"penalize_spans_{s.category}"] += 1
+        if _fully_covered(m["content"], d.spans):
+            m["train"] = "penalize"
+            c["target_turns_fully_penalized"] += 1
+
+
+def _example(win, cfg: DataConfig, c: Counter, meta: dict) -> dict:
     msgs = []
     if cfg.system_prompt and not (win and win[0].role == "system"):
         msgs.append({"role": "system", "content": cfg.system_prompt, "train": False, "spans": []})
@@ -123,17 +150,6 @@ def _example(win, cfg: DataConfig, det, c: Counter, meta: dict) -> dict:
         m = {"role": t.role, "content": t.content, "train": bool(t.target), "spans": []}
         if t.target:
             c["target_turns"] += 1
-            if cfg.penalize:
-                d = det.detect(t.content)
-                if d.flagged:
-                    m["spans"] = [[s.start, s.end, "penalize"] for s in d.spans]
-                    c["target_turns_with_penalize_spans"] += 1
-                    c["penalize_spans"] += len(d.spans)
-                    for s in d.spans:
-                        c[f"penalize_spans_{s.category}"] += 1
-                    if _fully_covered(t.content, d.spans):
-                        m["train"] = "penalize"
-                        c["target_turns_fully_penalized"] += 1
         msgs.append(m)
     key = hashlib.sha256(f"{meta['conversation_id']}\0{meta['session']}\0{meta['window']}".encode()).hexdigest()[:16]
     return {"messages": msgs, "meta": {"id": key, **meta}}
@@ -148,7 +164,7 @@ def _fully_covered(text: str, spans) -> bool:
 
 
 def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokenizer=None, force: bool = False,
-                  progress_factory=None) -> dict:
+                  progress_factory=None, workers: int | None = None) -> dict:
     """Run the whole build and write the output folder atomically. Returns the report dict.
 
     Args:
@@ -158,6 +174,7 @@ def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokeni
       detector: a notme_mlx.detect.Detector (default: bundled lexicon).
       tokenizer: optional HF/mlx-lm tokenizer for token-exact lengths.
       progress_factory: callable(desc, total, unit) -> context manager yielding a task.
+      workers: detector processes (None: auto, 1 below 20k target turns).
     """
     import contextlib
 
@@ -168,8 +185,12 @@ def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokeni
     if cfg.scrub:
         sc = _scrubber(msgs)
         msgs = [dict(m, text=sc.scrub(m["text"])) for m in msgs]
-    with pf("build", len(msgs), "msg") as task:
-        examples, c = build_examples(msgs, cfg, detector, tokenizer, task)
+    with pf("sessions", len(msgs), "msg") as task:
+        examples, c = build_examples(msgs, cfg, detector, tokenizer, task, mark=False)
+    if cfg.penalize:
+        n_t = len(target_turns(examples))
+        with pf("detect", n_t, "turn") as task:
+            mark_penalties(examples, detector, c, workers, task)
     if cfg.dedupe:
         with pf("dedupe", len(examples), "ex") as task:
             examples, n_exact, n_near = dedupe(examples, cfg.near_dup_threshold, progress=task)
