@@ -122,3 +122,11 @@ def test_data_builder_options_share_the_data_section():
         load_recipe(None, {"data.mode": "mirorr"})
     with pytest.raises(ConfigError, match=r"data.sesion_gap: unknown key \(did you mean 'data.session_gap'\?\)"):
         load_recipe(None, {"data.sesion_gap": "1h"})
+
+
+def test_docs_list_every_field():
+    from notme_mlx.train.config import RECIPES_DIR
+
+    doc = (RECIPES_DIR.parent / "docs" / "train.md").read_text()
+    missing = [k for k, *_ in field_docs() if f"`{k}`" not in doc]
+    assert not missing, f"docs/train.md lacks {missing}"

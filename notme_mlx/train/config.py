@@ -86,7 +86,7 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     type: Literal["constant", "linear", "cosine"] = _f("cosine", "Decay after warmup: constant, linear to min, cosine to min.")
-    warmup_steps: int = _f(0, "Linear warmup from 0 over this many optimizer steps.")
+    warmup_steps: int = _f(0, "Linear warmup over this many optimizer steps (step k uses lr*(k+1)/(w+1)).")
     min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of lr (linear/cosine).")
 
 
@@ -139,7 +139,7 @@ class Recipe:
     phases: tuple[PhaseConfig, ...] = _f((), "Training phases in order (empty = one sft phase).")
     stack: Optional[str] = _f(None, "Stack manifest (stack.yaml) whose layers are loaded frozen below the trained one.")
     train_layer: Optional[Literal["domain", "use", "mode", "identity"]] = _f(None, "Stack layer this run trains.")
-    grad_checkpoint: bool = _f(False, "Recompute each layer in the backward pass (less memory, ~30% slower).")
+    grad_checkpoint: bool = _f(False, "Recompute each block in the backward pass (less activation memory, more compute).")
     compile: bool = _f(True, "mx.compile the training step.")
     memory_check: bool = _f(True, "Refuse to start when the estimated memory exceeds what is available.")
     detect: DetectConfig = _f(DetectConfig(), "Detector settings used by the quickstart eval.")
