@@ -145,3 +145,25 @@ def test_optimizer_state_roundtrip(tmp_path, setup):
     assert set(a) == set(b) and all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
     assert ckpt.load_state(path).cursor == {"epoch": 0, "index": 1}
     assert oct(os.stat(path / "adapter.safetensors").st_mode & 0o777) == "0o600"
+
+
+def test_stream_cursor_resume_and_rank_shards():
+    from types import SimpleNamespace
+
+    exs = [SimpleNamespace(tokens=[100 + i] + list(range(2 + i % 7)), labels=[0] + [1] * (2 + i % 7))
+           for i in range(40)]  # first token = example id
+    a = BatchStream(exs, 4, seed=3)
+    seq = [np.array(a.next()["inputs"]).tolist() for _ in range(15)]  # crosses into epoch 1
+    b = BatchStream(exs, 4, seed=3)
+    for _ in range(7):
+        b.next()
+    c = BatchStream(exs, 4, seed=3, cursor=b.cursor())
+    assert [np.array(c.next()["inputs"]).tolist() for _ in range(8)] == seq[7:]
+    # two data-parallel ranks split each epoch's batches disjointly and completely
+    full = BatchStream(exs, 4, seed=3).plan(0)
+    r0, r1 = (BatchStream(exs, 4, seed=3, rank=r, world=2) for r in (0, 1))
+    n = r0.batches_per_epoch()
+    assert n == len(full) // 2
+    ids = lambda s: {int(x) for _ in range(n) for x in np.array(s.next()["inputs"])[:, 0]}  # noqa: E731
+    i0, i1 = ids(r0), ids(r1)
+    assert i0.isdisjoint(i1) and i0 | i1 == set(range(100, 140))

@@ -24,8 +24,10 @@ from .. import ui
 class MetricsLog:
     """Append-only metrics.jsonl; on resume, lines after the resumed step are dropped."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:  # non-zero ranks write nothing
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
@@ -37,11 +39,14 @@ class MetricsLog:
         os.chmod(self.path, 0o600)
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         self._f.write(json.dumps(record) + "\n")
         self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if self.enabled:
+            self._f.close()
 
 
 def read_metrics(path: Path) -> list[dict]:

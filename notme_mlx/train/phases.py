@@ -42,10 +42,12 @@ def phase_total_steps(recipe, phase, batches_per_epoch: int) -> int:
     return max(1, math.ceil(epochs * batches_per_epoch / recipe.grad_accum))
 
 
-def _stream(run, examples, idx, cursor=None):
+def _stream(run, examples, idx, cursor=None, shard=True):
     r = run.recipe
+    g = run.group if shard else None
     return BatchStream(examples, r.batch_size, r.seed + 7919 * idx, r.data.batching, r.data.pad_multiple,
-                       r.data.pool_size, r.data.max_seq_len, run.pad_id, cursor=cursor)
+                       r.data.pool_size, r.data.max_seq_len, run.pad_id, cursor=cursor,
+                       rank=g.rank() if g is not None else 0, world=g.size() if g is not None else 1)
 
 
 def validation_batches(run, idx) -> list[dict]:
@@ -56,7 +58,7 @@ def validation_batches(run, idx) -> list[dict]:
     exs = run.examples(r.data.valid, "validation")
     if r.data.max_valid_examples is not None:
         exs = exs[: r.data.max_valid_examples]
-    s = _stream(run, exs, idx)
+    s = _stream(run, exs, idx, shard=False)  # every rank validates on the whole set
     return [s.next() for _ in range(s.batches_per_epoch())]
 
 

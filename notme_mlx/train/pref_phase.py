@@ -66,9 +66,9 @@ def preference_loss(model, batch, n_pairs, _unused=None, *, kind="orpo", beta=0.
 class PairStream(BatchStream):
     """BatchStream over tokenized pairs (each item: (chosen, rejected) TokenizedExample)."""
 
-    def __init__(self, pairs, batch_size, seed, pad_multiple=32, pad_id=0, cursor=None, pool_size=64):
+    def __init__(self, pairs, batch_size, seed, pad_multiple=32, pad_id=0, cursor=None, pool_size=64, rank=0, world=1):
         self.pairs = pairs
-        super().__init__([], batch_size, seed, "bucket", pad_multiple, pool_size, 0, pad_id, cursor)
+        super().__init__([], batch_size, seed, "bucket", pad_multiple, pool_size, 0, pad_id, cursor, rank, world)
         self.lengths = [max(len(a.tokens), len(b.tokens)) - 1 for a, b in pairs]
 
     def plan(self, epoch):
@@ -80,10 +80,10 @@ class PairStream(BatchStream):
 
     def next(self):
         plan = self.plan(self.epoch)
-        if self.index >= len(plan):
+        if self.index >= max(len(plan) // self.world, 1):
             self.epoch, self.index = self.epoch + 1, 0
             plan = self.plan(self.epoch)
-        idx = plan[self.index]
+        idx = plan[(self.index * self.world + self.rank) % len(plan)]
         self.index += 1
         rows = [self.pairs[i][0] for i in idx] + [self.pairs[i][1] for i in idx]
         T = _round_up(max(len(e.tokens) - 1 for e in rows), self.pad_multiple)
@@ -132,8 +132,10 @@ def preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind: st
 
     r = run.recipe
     pairs = load_pairs(run, phase.data or r.data.pairs)
+    g = run.group
     stream = PairStream(pairs, r.batch_size, r.seed + 7919 * idx, r.data.pad_multiple, run.pad_id,
-                        state.cursor if resume_from is not None else None, r.data.pool_size)
+                        state.cursor if resume_from is not None else None, r.data.pool_size,
+                        g.rank() if g is not None else 0, g.size() if g is not None else 1)
     total = phase_total_steps(r, phase, stream.batches_per_epoch())
     opt = _optimizer(run, phase, total, resume_from)
     loss_fn = partial(preference_loss, kind=kind, beta=phase.beta, gamma=phase.gamma,

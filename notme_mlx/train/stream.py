@@ -110,11 +110,15 @@ class BatchStream:
     Args:
         examples: tokenized examples (`.tokens`, `.labels`); batch_size: rows per batch;
         seed: order seed; batching: "bucket" | "pack"; max_len: row length for packing.
+        rank, world: data-parallel shard: rank r takes batches r, r + world, ... of every epoch
+            (all ranks share the seed, so together they cover the epoch once).
     """
 
     def __init__(self, examples, batch_size: int, seed: int, batching: str = "bucket", pad_multiple: int = 32,
-                 pool_size: int = 64, max_len: int = 1024, pad_id: int = 0, cursor: dict | None = None):
+                 pool_size: int = 64, max_len: int = 1024, pad_id: int = 0, cursor: dict | None = None,
+                 rank: int = 0, world: int = 1):
         self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.rank, self.world = rank, world
         self.batching, self.pad_multiple, self.pool_size = batching, pad_multiple, pool_size
         self.max_len, self.pad_id = max_len, pad_id
         self.lengths = [len(e.tokens) - 1 for e in examples]
@@ -133,7 +137,8 @@ class BatchStream:
         return self._plan
 
     def batches_per_epoch(self) -> int:
-        return len(self.plan(0))
+        """Batches this rank takes per epoch."""
+        return max(len(self.plan(0)) // self.world, 1)
 
     def cursor(self) -> dict:
         """State to checkpoint: the next batch is batch `index` of epoch `epoch`."""
@@ -141,10 +146,10 @@ class BatchStream:
 
     def next(self) -> dict:
         plan = self.plan(self.epoch)
-        if self.index >= len(plan):
+        if self.index >= max(len(plan) // self.world, 1):
             self.epoch, self.index = self.epoch + 1, 0
             plan = self.plan(self.epoch)
-        rows = plan[self.index]
+        rows = plan[(self.index * self.world + self.rank) % len(plan)]
         self.index += 1
         return collate(self.examples, rows, self.pad_multiple, self.pad_id,
                        self.max_len if self.batching == "pack" else None)

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import mlx.core as mx
@@ -270,6 +271,7 @@ class Run:
 
         self.recipe, self.model, self.tokenizer, self.lora_cfg = recipe, model, tokenizer, lora_cfg
         self.trainable, self.group = trainable, group
+        self.is_main = group is None or group.rank() == 0  # only rank 0 writes files
         self.dir = Path(recipe.run_dir())
         self.ckpt_dir = self.dir / "checkpoints"
         self.recipe_yaml = dump_recipe(recipe)
@@ -308,6 +310,8 @@ class Run:
     def save_checkpoint(self, state, optimizer) -> None:
         from . import _resolve
 
+        if not self.is_main:
+            return
         state.rng = ckpt.capture_rng()
         ckpt.save(self.ckpt_dir, state, _resolve.trainable_parameters(self.model), optimizer.state,
                   self.recipe_yaml, self.recipe.keep_last)
@@ -315,6 +319,8 @@ class Run:
     def save_adapter(self, out_dir, meta: dict | None = None):
         from . import _resolve
 
+        if not self.is_main:
+            return Path(out_dir)
         meta = {"notme": {"recipe": self.recipe.name, "model": self.recipe.model,
                           "train_layer": self.recipe.train_layer, **(meta or {})}}
         return _resolve.save_adapter(self.model, self.recipe.train_layer or "default", out_dir, self.lora_cfg, meta)
@@ -390,7 +396,8 @@ def train(recipe, *, resume: bool = False, force: bool = False, model=None, toke
         ckpt.restore_rng(state.rng)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "recipe.yaml", run.recipe_yaml)
-    run.log = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if start is not None else None)
+    run.log = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if start is not None else None,
+                         enabled=run.is_main)
 
     phases = recipe.phases or (PhaseConfig(name="sft", type="sft"),)
     result = RunResult(run_dir, run_dir / "adapters", 0, 0, trainable)
