@@ -53,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--model", default=None, help="tokenizer dir for token-exact lengths in data build")
+    ap.add_argument("--workers", type=int, default=1, help="detector processes for the two CLI runs")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from notme_mlx.detect import default_detector
@@ -74,9 +75,10 @@ def main() -> None:
         env = dict(os.environ)
         t0 = time.perf_counter()
         with open(os.devnull, "w") as devnull:
-            subprocess.run(notme + ["detect", str(src)], check=True, stdout=devnull, env=env)
+            subprocess.run(notme + ["detect", str(src), "--workers", str(args.workers)], check=True, stdout=devnull,
+                           env=env)
         dt_cli = time.perf_counter() - t0
-        cmd = notme + ["data", "build", str(src), "-o", str(Path(td) / "data")]
+        cmd = notme + ["data", "build", str(src), "-o", str(Path(td) / "data"), "--workers", str(args.workers)]
         if args.model:
             cmd += ["--model", args.model]
         t0 = time.perf_counter()
@@ -100,8 +102,8 @@ def main() -> None:
     print(f"| detector (library, 1 process) | {dt_lib:.1f} | {n / dt_lib:,.0f} |")
     print(f"| detector (library) on text without cues ({len(clean):,} msgs) | {dt_clean:.1f} | "
           f"{len(clean) / dt_clean:,.0f} |")
-    print(f"| `notme detect FILE` (CLI, incl. startup + JSON out) | {dt_cli:.1f} | {n / dt_cli:,.0f} |")
-    print(f"| `notme data build` (CLI{', --model' if args.model else ''}) | {dt_build:.1f} | {n / dt_build:,.0f} |")
+    print(f"| `notme detect FILE --workers {args.workers}` (CLI, incl. startup + JSON out) | {dt_cli:.1f} | {n / dt_cli:,.0f} |")
+    print(f"| `notme data build --workers {args.workers}` (CLI{', --model' if args.model else ''}) | {dt_build:.1f} | {n / dt_build:,.0f} |")
     if lab:
         print(f"| `tokenize_example` ({lab[0]:,} train examples, {lab[1]:,} tokens) | {lab[2]:.1f} | "
               f"{lab[0] / lab[2]:,.0f} examples/s, {lab[1] / lab[2]:,.0f} tokens/s |")
