@@ -13,8 +13,8 @@ import click
 @click.option("--model", default=None, help="Base model (default: recipes/quickstart.yaml's, smollm2-135m).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of recipes/quickstart.yaml, e.g. --set phases.1.max_steps=40.")
-@click.option("--prompts", "n_prompts", default=8, show_default=True, help="Held-out prompts for before/after.")
-@click.option("--max-new-tokens", default=40, show_default=True, help="Tokens generated per prompt.")
+@click.option("--prompts", "n_prompts", default=6, show_default=True, help="Held-out prompts for before/after.")
+@click.option("--max-new-tokens", default=32, show_default=True, help="Tokens generated per prompt.")
 @click.option("--no-eval", is_flag=True, help="Skip the before/after generation.")
 @click.option("--force", is_flag=True, help="Redo an existing --workdir.")
 def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval, force):

@@ -55,7 +55,12 @@ def validation_batches(run, idx) -> list[dict]:
     r = run.recipe
     if not r.data.valid:
         return []
-    exs = run.examples(r.data.valid, "validation")
+    exs = run.examples(r.data.valid, "validation", allow_empty=True)
+    if not exs:
+        from .. import ui
+
+        ui.warn(f"{r.data.valid}: no validation examples; training without validation")
+        return []
     if r.data.max_valid_examples is not None:
         exs = exs[: r.data.max_valid_examples]
     s = _stream(run, exs, idx, shard=False)  # every rank validates on the whole set

@@ -47,8 +47,9 @@ def metal_available() -> bool:
         return False
 
 
-def held_out_prompts(data_dir: Path, n: int) -> list[list[dict]]:
-    """Chat prompts (messages before the last assistant turn) from test.jsonl (else valid.jsonl)."""
+def held_out_prompts(data_dir: Path, n: int, context_turns: int = 1) -> list[list[dict]]:
+    """Chat prompts from test.jsonl (else valid.jsonl): the system turn (if any) and the last
+    `context_turns` messages before the last assistant turn (short prompts: CPU prefill is slow)."""
     from ..io import read_jsonl
 
     out = []
@@ -60,7 +61,9 @@ def held_out_prompts(data_dir: Path, n: int) -> list[list[dict]]:
             msgs = ex["messages"]
             last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
             if last:
-                out.append([{"role": m["role"], "content": m["content"]} for m in msgs[:last]])
+                sys_ = [m for m in msgs[:1] if m["role"] == "system"]
+                ctx = [m for m in msgs[max(len(sys_), last - context_turns):last]]
+                out.append([{"role": m["role"], "content": m["content"]} for m in sys_ + ctx])
             if len(out) >= n:
                 return out
     return out
@@ -106,7 +109,7 @@ def _export_hook(result: QuickstartResult) -> list:
 
 
 def quickstart(workdir: str | Path = "quickstart", model: str | None = None, overrides=(), force: bool = False,
-               n_prompts: int = 8, max_new_tokens: int = 40, recipe_path: str | Path | None = None,
+               n_prompts: int = 6, max_new_tokens: int = 32, recipe_path: str | Path | None = None,
                skip_eval: bool = False) -> QuickstartResult:
     """Run the whole pipeline on the bundled samples.
 

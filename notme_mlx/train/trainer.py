@@ -279,7 +279,7 @@ class Run:
         self._examples: dict = {}
         self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
 
-    def examples(self, path: str, what: str = "training") -> list:
+    def examples(self, path: str, what: str = "training", allow_empty: bool = False) -> list:
         """Tokenized examples of a JSONL file (cached); clear errors for missing/empty data."""
         from pathlib import Path
 
@@ -290,8 +290,9 @@ class Run:
         if path in self._examples:
             return self._examples[path]
         if not Path(path).exists():
+            hint = " (or data.valid: null to train without validation)" if what == "validation" else ""
             raise InputError(f"{path}: {what} data not found; build it with `notme data build messages.jsonl "
-                             "-o data/` or set data.train/data.valid in the recipe")
+                             f"-o data/` or set data.train/data.valid in the recipe{hint}")
         out = []
         for i, ex in enumerate(read_jsonl(path), 1):
             if not isinstance(ex.get("messages"), list):
@@ -299,7 +300,7 @@ class Run:
             t = _resolve.tokenize_example(self.tokenizer, ex, self.recipe.data.max_seq_len)
             if len(t.tokens) >= 2:
                 out.append(t)
-        if not out:
+        if not out and not allow_empty:
             raise InputError(f"{path}: no usable examples ({what} data is empty)")
         if what == "training" and not any(1 in t.labels[1:] for t in out):
             raise InputError(f"{path}: no learn tokens (+1 labels) in {len(out)} examples: nothing to train on; "
