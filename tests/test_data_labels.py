@@ -199,3 +199,33 @@ def test_content_equal_to_header_words(base_dir, family):
     dec = [tok.decode([te.tokens[i] for i in r], skip_special_tokens=False) for r in runs(te.labels, {1, -1})]
     assert dec == ["assistant" + eot, "user" + eot]
     assert tok.decode([t for t, l in zip(te.tokens, te.labels) if l == -1]).strip() == "user"
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_built_examples_align_in_every_family(base_dir, tmp_path, family):
+    """End to end: `data build` output tokenizes with exact target/penalty alignment."""
+    import json
+
+    from test_data_build import corpus, write
+
+    from notme_mlx.data.builder import build_dataset
+    from notme_mlx.data.config import DataConfig
+
+    src = write(tmp_path / "m.jsonl", corpus(4))
+    build_dataset(src, tmp_path / "d", DataConfig(system_prompt="You are Alex."))
+    tok = make_tokenizer(base_dir, family)
+    eot = FAMILIES[family][2]
+    n = 0
+    for split in ("train", "valid", "test"):
+        for line in (tmp_path / "d" / f"{split}.jsonl").read_text().splitlines():
+            ex = json.loads(line)
+            te = tokenize_example(tok, ex)
+            want = [m["content"] + (eot if m["train"] is True else "") for m in ex["messages"]
+                    if m["role"] == "assistant" and m["train"] is not False]
+            got = [tok.decode([te.tokens[i] for i in r], skip_special_tokens=False) for r in runs(te.labels, {1, -1})]
+            assert got == want
+            pen = [m["content"][a:b] for m in ex["messages"] for a, b, _ in m["spans"]]
+            pgot = [tok.decode([te.tokens[i] for i in r]).strip() for r in runs(te.labels, {-1})]
+            assert pgot == [p.strip() for p in pen]
+            n += 1
+    assert n > 8

@@ -17,7 +17,7 @@ gets a label from the characters it covers:
   * labels[0] is 0 (the first token is never a target).
 
 Templates that reject a system turn (gemma, mistral) get it folded into the first user
-turn; tokenizers without a chat template use a plain "User: ...\\n\\nAssistant: ..." layout
+turn; tokenizers without a chat template use a plain "User:\\n...\\n\\nAssistant:\\n..." layout
 ending each assistant turn with the EOS token. Over-long examples are left-trimmed so the
 last target (and its end-of-turn) is kept.
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import NotmeError
 
-PLAIN_HEADERS = {"system": "System: ", "user": "User: ", "assistant": "Assistant: "}
+PLAIN_HEADERS = {"system": "System:\n", "user": "User:\n", "assistant": "Assistant:\n"}
 
 
 @dataclass
@@ -73,7 +73,7 @@ def render(tokenizer, messages: list[dict]) -> tuple[str, list[dict]]:
     eos = hf.eos_token or ""
     parts = []
     for m in messages:
-        parts.append(PLAIN_HEADERS.get(m["role"], m["role"].title() + ": ") + m["content"]
+        parts.append(PLAIN_HEADERS.get(m["role"], m["role"].title() + ":\n") + m["content"]
                      + (eos if m["role"] == "assistant" else "") + "\n\n")
     return "".join(parts), messages
 
