@@ -66,11 +66,13 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--all-layers", action="store_true", help="LoRA on every block and projection (Mac default)")
+    ap.add_argument("--no-compile", action="store_true", help="run the step without mx.compile")
+    ap.add_argument("--no-select", action="store_true", help="vocabulary pass over every position, not only labelled ones")
     a = ap.parse_args()
     lora = {"lora.rank": 8, "lora.alpha": 16}
     if not a.all_layers:
         lora.update({"lora.num_layers": 2, "lora.targets": ["q_proj", "v_proj", "o_proj", "down_proj"]})
-    rows = [bench(s, a.steps, a.seq, a.batch, lora) for s in a.shapes.split(",")]
+    rows = [bench(s, a.steps, a.seq, a.batch, lora, not a.no_compile, not a.no_select) for s in a.shapes.split(",")]
     print("| shape | LoRA params | batch x seq | step (s) | tok/s | first step (s) | peak mem (GB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
