@@ -98,7 +98,7 @@ def main() -> None:
             lab = (len(exs), n_tok, time.perf_counter() - t0)
     n = len(msgs)
     print(f"messages: {n:,}  flagged: {flagged:,} ({flagged / n:.1%})")
-    print(f"| step | seconds | messages/s |\n|---|---:|---:|")
+    print("| step | seconds | messages/s |\n|---|---:|---:|")
     print(f"| detector (library, 1 process) | {dt_lib:.1f} | {n / dt_lib:,.0f} |")
     print(f"| detector (library) on text without cues ({len(clean):,} msgs) | {dt_clean:.1f} | "
           f"{len(clean) / dt_clean:,.0f} |")

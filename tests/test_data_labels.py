@@ -164,7 +164,6 @@ def test_whole_message_penalize_and_trim(base_dir, family):
 
 
 def test_mlx_tokenizer_wrapper(tiny_model_dir):
-    from mlx_lm.tokenizer_utils import load as load_tok  # noqa: F401
     from mlx_lm import load
 
     _, wrapper = load(str(tiny_model_dir))

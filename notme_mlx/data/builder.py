@@ -15,7 +15,7 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 
 from ..errors import InputError, NotmeError
-from ..io import atomic_dir, read_jsonl, write_jsonl
+from ..io import atomic_dir, write_jsonl
 from .config import DataConfig
 from .dedupe import dedupe
 from .pairs import pairs_from_example

@@ -159,8 +159,8 @@ def _spaces_to_ws(pattern: str) -> str:
 
 def _load_yaml(path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if not hasattr(path, "read_text") \
-            else yaml.safe_load(path.read_text(encoding="utf-8"))
+        src = path if hasattr(path, "read_text") else Path(path)  # a Path or an importlib resource
+        data = yaml.safe_load(src.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
     except FileNotFoundError:
