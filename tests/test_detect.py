@@ -210,3 +210,17 @@ def test_detect_many_parallel_equals_sequential():
     seq = detect_many(det, texts + ["Per my reckoning it rains."], workers=1)
     par = detect_many(det, texts + ["Per my reckoning it rains."], workers=2, chunksize=100)
     assert par == seq and seq[-1].categories == ["hedging"]
+
+
+def test_cli_eval_check_exit_codes(tmp_path):
+    from click.testing import CliRunner
+
+    from notme_mlx.cli import main
+
+    r = CliRunner().invoke(main, ["detect", "--eval", str(DATA / "detector_eval.jsonl"), "--check"])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "I can't help with that. Does that make sense?", "categories": [],
+                               "kind": "refusal"}) + "\n" + json.dumps({"text": "Ok.", "categories": ["hedging"]}) + "\n")
+    r = CliRunner().invoke(main, ["detect", "--eval", str(bad), "--check"])
+    assert r.exit_code == 1 and "targets missed" in r.output

@@ -106,7 +106,9 @@ def _print_stats(st: dict) -> None:
 @click.option("--show-errors", default=0, show_default=True, help="With --eval: print this many misses.")
 @click.option("--json", "as_json", is_flag=True, help="With --eval/--stats: print the result as JSON.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Detector processes for FILE input.")
-def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show_errors, as_json, workers):
+@click.option("--check", is_flag=True, help="With --eval: exit 1 unless overall precision >= 0.95, recall >= 0.90 "
+                                            "and no refusal is flagged.")
+def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show_errors, as_json, workers, check):
     """Flag validation-seeking (permission/confirmation/approval seeking, hedging, sycophancy).
 
     Reads plain text lines or JSONL records (text in --field) from FILE or stdin and prints one
@@ -131,6 +133,12 @@ def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show
             ui.out.file.write(json.dumps({k: v for k, v in res.items() if k != "errors"}, indent=2) + "\n")
         else:
             _print_eval(res, show_errors)
+        ov = res["overall"]
+        if check and not (ov["precision"] >= 0.95 and ov["recall"] >= 0.90 and res["flagged_refusals"] == 0):
+            from ..errors import NotmeError
+
+            raise NotmeError(f"{eval_path}: targets missed: precision {ov['precision']:.3f} (>= 0.95), recall "
+                             f"{ov['recall']:.3f} (>= 0.90), flagged refusals {res['flagged_refusals']} (0)")
         return
     if stats_path:
         from ..detect.evaluate import detection_stats
