@@ -167,3 +167,21 @@ def test_stream_cursor_resume_and_rank_shards():
     ids = lambda s: {int(x) for _ in range(n) for x in np.array(s.next()["inputs"])[:, 0]}  # noqa: E731
     i0, i1 = ids(r0), ids(r1)
     assert i0.isdisjoint(i1) and i0 | i1 == set(range(100, 140))
+
+
+def test_memory_estimate_arithmetic():
+    from types import SimpleNamespace
+
+    from notme_mlx.train.metrics import estimate_memory
+
+    args = SimpleNamespace(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                           vocab_size=512)
+    r = load_recipe(None, {"batch_size": 2, "data.max_seq_len": 32, "lora.num_layers": 2, "loss.chunk_size": 256})
+    e = estimate_memory(1000, 10, args, r)
+    per_layer = 2 * 32 * (10 * 64 + 3 * 128) * 4 + 2 * 4 * 32 * 32 * 4
+    assert e["activations"] == 2 * per_layer  # only the 2 LoRA blocks keep activations
+    assert e["lora"] == 160 and e["loss"] == 2 * 32 * 256 * 8
+    assert e["total"] == 1000 + 160 + 2 * per_layer + 2 * 32 * 256 * 8
+    g = estimate_memory(1000, 10, args, load_recipe(None, {"batch_size": 2, "data.max_seq_len": 32,
+                                                           "grad_checkpoint": True, "loss.chunk_size": 256}))
+    assert g["activations"] == per_layer + 2 * 32 * 64 * 4 * 4

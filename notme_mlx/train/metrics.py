@@ -140,9 +140,11 @@ def estimate_memory(model_bytes: int, lora_params: int, args, recipe) -> dict:
     """Rough peak bytes of one training step (checked before starting).
 
     weights (as loaded) + LoRA params x 4 (weights, grads, AdamW m and v; fp32) +
-    activations: per micro-batch B x T tokens, each layer keeps ~ (14 H + 3 I) floats per
-    token plus the attention scores B x heads x T x T (a single layer's worth under
-    grad_checkpoint), + the fused loss's chunk logits (N x chunk x 8 bytes).
+    activations of the blocks that carry LoRA (blocks below them need no backward): per
+    micro-batch B x T tokens, each block keeps ~ (10 H + 3 I) floats per token plus the
+    attention scores B x heads x T x T (one block's worth under grad_checkpoint, which keeps
+    only each block's input), + the fused loss's chunk logits (N x chunk x 8 bytes).
+    T is data.max_seq_len: the worst-case batch.
 
     Args:
         model_bytes: bytes of the loaded base weights; lora_params: trainable parameter count;
@@ -153,10 +155,11 @@ def estimate_memory(model_bytes: int, lora_params: int, args, recipe) -> dict:
     H = getattr(args, "hidden_size", 0)
     inter = getattr(args, "intermediate_size", 4 * H)
     L = getattr(args, "num_hidden_layers", 1)
+    L = min(recipe.lora.num_layers or L, L)
     heads = getattr(args, "num_attention_heads", 1)
     B, T = recipe.batch_size, recipe.data.max_seq_len
-    per_layer = B * T * (14 * H + 3 * inter) * 4 + B * heads * T * T * 4 * 2
-    act = per_layer * (2 if recipe.grad_checkpoint else L) + (B * T * H * 4 * L if recipe.grad_checkpoint else 0)
+    per_layer = B * T * (10 * H + 3 * inter) * 4 + B * heads * T * T * 4
+    act = per_layer * (1 if recipe.grad_checkpoint else L) + (B * T * H * 4 * L if recipe.grad_checkpoint else 0)
     vocab = getattr(args, "vocab_size", 0)
     loss = B * T * min(recipe.loss.chunk_size, max(vocab, 1)) * 8
     est = {"weights": int(model_bytes), "lora": int(lora_params * 16), "activations": int(act), "loss": int(loss)}

@@ -379,8 +379,13 @@ def train(recipe, *, resume: bool = False, force: bool = False, model=None, toke
             raise ConfigError(f"{run_dir}: run already has checkpoints; add --resume to continue it, or "
                               f"--set name=NEW for a fresh run (or --force to start over)")
         shutil.rmtree(run_dir)
-    if recipe.stack is not None:
-        raise NotImplementedYet("recipe.stack: training on a stack of adapters comes with issue 7 (notme stack)")
+    if recipe.stack is not None:  # lower layers loaded frozen by the stack package (issue 7)
+        try:
+            from ..stack import load_for_training
+        except ImportError:
+            raise NotImplementedYet("recipe.stack: training on a stack of adapters comes with issue 7 "
+                                    "(notme_mlx.stack.load_for_training)") from None
+        model, tokenizer = load_for_training(recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer)
     if model is None:
         model, tokenizer, _ = _resolve.load_model(recipe.model)
     mx.random.seed(recipe.seed)  # LoRA A init
@@ -392,6 +397,16 @@ def train(recipe, *, resume: bool = False, force: bool = False, model=None, toke
 
     state = ckpt.TrainState()
     if start is not None:
+        saved = (start / "recipe.yaml").read_text(encoding="utf-8")
+        if saved != run.recipe_yaml:
+            import yaml
+
+            a, b = yaml.safe_load(saved) or {}, yaml.safe_load(run.recipe_yaml) or {}
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            from .. import ui
+
+            ui.warn(f"resuming {start} with a recipe that differs in {', '.join(diff)}; "
+                    "the loss trajectory will not match an uninterrupted run")
         state = ckpt.load_state(start)
         model.load_weights(list(ckpt.load_adapter_weights(start).items()), strict=False)
         ckpt.restore_rng(state.rng)
