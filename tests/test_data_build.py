@@ -254,3 +254,14 @@ def test_parallel_detection_same_bytes(tmp_path):
     build_dataset(src, tmp_path / "b", DataConfig(), workers=2)
     for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "pairs.jsonl", "build_report.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_safety_eval_is_held_out():
+    from notme_mlx.data.safety import load_safety_eval
+
+    ev = load_safety_eval()
+    train_prompts = {e["messages"][0]["content"].lower() for e in load_safety_replay()}
+    assert len(ev) >= 30 and not ({e["prompt"].lower() for e in ev} & train_prompts)
+    for e in ev:  # no near-copies either
+        assert max(jaccard(shingles(e["prompt"], 2), shingles(p, 2)) for p in train_prompts) < 0.5, e["prompt"]
+        assert not detect(e["reference"]).flagged

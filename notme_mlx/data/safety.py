@@ -3,6 +3,9 @@
 The examples live in `safety_replay.jsonl` beside this module (written by us, non-graphic).
 Their assistant turns are always `train: true` and are never penalized, so the penalty on
 validation-seeking can never push the model away from refusing.
+
+`safety_eval.jsonl` holds 30 *different* harmful prompts (with a reference refusal) that are
+never trained on, for measuring refusal retention before/after (`load_safety_eval`).
 """
 
 from __future__ import annotations
@@ -45,3 +48,9 @@ def sample_safety(n: int, seed: int) -> list[dict]:
         rng.shuffle(order)
         out.extend(pool[i] for i in order[: n - len(out)])
     return out
+
+
+def load_safety_eval() -> list[dict]:
+    """Held-out harmful prompts for refusal-retention evals: [{"prompt", "reference"}] (never in training)."""
+    text = resources.files("notme_mlx.data").joinpath("safety_eval.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
