@@ -101,3 +101,14 @@ def test_resume_without_checkpoint(setup):
     p, _, _ = setup
     res = run(["train", str(p), "--resume"])
     assert res.exit_code == 1 and "no checkpoint to resume" in _one_error_line(res)
+
+
+def test_packed_batching_run_has_less_padding(setup):
+    p, _, tmp = setup
+    for mode in ("bucket", "pack"):
+        res = run(["train", str(p), "--set", f"name={mode}", "--set", f"data.batching={mode}",
+                   "--set", "batch_size=2", "--set", "eval_every=0"])
+        assert res.exit_code == 0, res.output
+    pad = {m: [json.loads(ln)["pad_frac"] for ln in (tmp / "runs" / m / "metrics.jsonl").read_text().splitlines()
+               if '"pad_frac"' in ln] for m in ("bucket", "pack")}
+    assert sum(pad["pack"]) / len(pad["pack"]) < sum(pad["bucket"]) / len(pad["bucket"])

@@ -185,3 +185,26 @@ def test_memory_estimate_arithmetic():
     g = estimate_memory(1000, 10, args, load_recipe(None, {"batch_size": 2, "data.max_seq_len": 32,
                                                            "grad_checkpoint": True, "loss.chunk_size": 256}))
     assert g["activations"] == per_layer + 2 * 32 * 64 * 4 * 4
+
+
+def test_packed_rows_do_not_attend_across_examples(tiny_model_dir):
+    """Two examples packed in one row (block-diagonal causal mask) give the same summed CE as
+    each alone (RoPE is relative, so the row offset does not matter up to float error)."""
+    from mlx_lm import load
+
+    from notme_mlx.train.stream import collate
+
+    model, tok = load(str(tiny_model_dir))
+    exs = [_resolve.tokenize_example(tok, e, 64) for e in make_examples(2, seed=5)]
+    packed = collate(exs, [[0, 1]], 32)
+    alone = collate(exs, [[0], [1]], 32)
+    assert packed["mask"] is not None and packed["inputs"].shape[0] == 1 and alone["mask"] is None
+    keys = ("inputs", "targets", "labels", "mask", "sel", "sel_targets", "sel_labels")
+    _, sp = default_loss(model, {k: packed[k] for k in keys}, None, None, penalty_weight=1.0)
+    _, sa = default_loss(model, {k: alone[k] for k in keys if alone[k] is not None}, None, None, penalty_weight=1.0)
+    assert sp["n_learn"].item() == sa["n_learn"].item() > 0
+    assert abs(sp["ce_sum"].item() - sa["ce_sum"].item()) < 1e-3 * abs(sa["ce_sum"].item())
+    # without the block mask the second example would see the first: the loss changes
+    nomask = {k: packed[k] for k in keys if k != "mask"}
+    _, sn = default_loss(model, nomask, None, None, penalty_weight=1.0)
+    assert abs(sn["ce_sum"].item() - sa["ce_sum"].item()) > 1e-3 * abs(sa["ce_sum"].item())
