@@ -100,6 +100,7 @@ def test_score_combines_weights():
     ("I could also add caching here; would you like that?", "I could also add caching here."),
     ("The fix is in.\nShould I push it?\nTests pass.", "The fix is in.\nTests pass."),
     ("You're absolutely right, I missed the edge case.", "I missed the edge case."),
+    ("Here is the draft; should I send it? Then we are done.", "Here is the draft. Then we are done."),
 ])
 def test_remove_spans_repairs(text, clean):
     assert remove_spans(text, detect(text).spans) == clean

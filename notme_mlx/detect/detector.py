@@ -393,10 +393,11 @@ class Detector:
 
 
 def _sentence_of(sents, pos: int, n: int) -> tuple[int, int]:
+    """The sentence holding `pos`, or the next one when `pos` is on a boundary mark (';')."""
     for a, b in sents:
-        if a <= pos < b:
+        if pos < b:
             return a, b
-    return (sents[-1] if sents else (0, n))
+    return sents[-1] if sents else (0, n)
 
 
 def _at_start(lead: re.Pattern, before: str) -> bool:
