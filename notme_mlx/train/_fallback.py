@@ -89,7 +89,7 @@ def save_adapter(model, name, out_dir, config, extra_meta=None):
     cfg = {"fine_tune_type": "lora", "num_layers": config.num_layers or len(model.model.layers),
            "lora_parameters": {"rank": config.rank, "scale": config.alpha / config.rank,
                                "dropout": config.dropout, "keys": [_key(k) for k in config.targets]},
-           **(extra_meta or {})}
+           "notme": dict(extra_meta or {})}
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     return out
 

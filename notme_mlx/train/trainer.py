@@ -322,8 +322,8 @@ class Run:
 
         if not self.is_main:
             return Path(out_dir)
-        meta = {"notme": {"recipe": self.recipe.name, "model": self.recipe.model,
-                          "train_layer": self.recipe.train_layer, **(meta or {})}}
+        meta = {"recipe": self.recipe.name, "model": self.recipe.model, "train_layer": self.recipe.train_layer,
+                **(meta or {})}  # lora.save_adapter nests it under "notme" in adapter_config.json
         return _resolve.save_adapter(self.model, self.recipe.train_layer or "default", out_dir, self.lora_cfg, meta)
 
 
