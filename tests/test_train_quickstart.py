@@ -20,10 +20,10 @@ def test_quickstart_tiny(tmp_path, tiny_model_dir):
     assert rep["train"]["steps"] == 4 and [p["name"] for p in rep["train"]["phases"]] == ["learn", "penalize"]
     assert rep["before"]["n"] == rep["after"]["n"] == 2
     assert 0.0 <= rep["after"]["rate"] <= 1.0
-    for f in ("messages.jsonl", "data/train.jsonl", "runs/quickstart/adapters/adapters.safetensors",
-              "runs/quickstart/phases/learn/adapter_config.json"):
+    for f in ("messages.jsonl", "data/train.jsonl", "train/adapters/adapters.safetensors",
+              "train/phases/learn/adapter_config.json"):
         assert (wd / f).exists(), f
-    steps = [m for m in read_metrics(wd / "runs/quickstart/metrics.jsonl") if "loss" in m]
+    steps = [m for m in read_metrics(wd / "train/metrics.jsonl") if "loss" in m]
     assert [m["phase"] for m in steps] == ["learn"] * 2 + ["penalize"] * 2
     assert steps[0]["ul"] >= 0 and all(m["tokens"] > 0 for m in steps)
     again = CliRunner().invoke(main, args)

@@ -8,8 +8,8 @@ import click
 
 
 @click.command("quickstart")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("quickstart"), show_default=True,
-              help="Where messages.jsonl, data/, runs/ and quickstart_report.json go.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("runs/quickstart"), show_default=True,
+              help="Where messages.jsonl, data/, train/ (the run) and quickstart_report.json go.")
 @click.option("--model", default=None, help="Base model (default: recipes/quickstart.yaml's, smollm2-135m).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of recipes/quickstart.yaml, e.g. --set phases.1.max_steps=40.")
@@ -53,7 +53,7 @@ def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval
   report     {r.workdir}/quickstart_report.json
 [bold]next[/bold]
   notme train recipes/default.yaml                         # your own data: notme ingest + notme data build first
-  notme train recipes/quickstart.yaml --set max_steps=200 --set data.train={r.data_dir}/train.jsonl
+  notme train recipes/quickstart.yaml --set data.train={r.data_dir}/train.jsonl --set data.valid={r.data_dir}/valid.jsonl --set phases.0.max_steps=50
   mlx_lm.generate --model {r.model} --adapter-path {r.adapter_dir} --prompt "How's the parser going?"
 """, soft_wrap=True)
 

@@ -108,13 +108,13 @@ def _export_hook(result: QuickstartResult) -> list:
     return list(quickstart_export(result.model, result.adapter_dir, result.workdir / "export") or [])
 
 
-def quickstart(workdir: str | Path = "quickstart", model: str | None = None, overrides=(), force: bool = False,
+def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None, overrides=(), force: bool = False,
                n_prompts: int = 6, max_new_tokens: int = 32, recipe_path: str | Path | None = None,
                skip_eval: bool = False) -> QuickstartResult:
     """Run the whole pipeline on the bundled samples.
 
     Args:
-        workdir: output folder (messages.jsonl, data/, runs/, quickstart_report.json).
+        workdir: output folder (messages.jsonl, data/, train/ (the run), quickstart_report.json).
         model: base model spec (default: the recipe's, smollm2-135m).
         overrides: `--set` items applied over recipes/quickstart.yaml (and METAL_OVERRIDES on a Mac).
         force: replace an existing workdir's data and run.
@@ -137,7 +137,7 @@ def quickstart(workdir: str | Path = "quickstart", model: str | None = None, ove
     if not recipe_path.exists():
         raise ConfigError(f"{recipe_path}: quickstart recipe not found (run from the notme-mlx checkout)")
     over = dict(METAL_OVERRIDES) if metal_available() else {}
-    over.update({"out_dir": str(workdir / "runs"), "data.train": str(workdir / "data" / "train.jsonl"),
+    over.update({"out_dir": str(workdir), "name": "train", "data.train": str(workdir / "data" / "train.jsonl"),
                  "data.valid": str(workdir / "data" / "valid.jsonl"),
                  "data.pairs": str(workdir / "data" / "pairs.jsonl")})
     if model is not None:
@@ -145,7 +145,6 @@ def quickstart(workdir: str | Path = "quickstart", model: str | None = None, ove
     from .config import apply_overrides, load_raw, recipe_from_dict
 
     raw = apply_overrides(apply_overrides(load_raw(recipe_path), over), list(overrides))
-    raw.setdefault("name", "quickstart")
     recipe = recipe_from_dict(raw, str(recipe_path))
     if (workdir / "data").exists() and not force:
         raise ConfigError(f"{workdir}: quickstart output already exists; add --force to redo it, "
