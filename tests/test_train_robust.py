@@ -208,3 +208,22 @@ def test_packed_rows_do_not_attend_across_examples(tiny_model_dir):
     nomask = {k: packed[k] for k in keys if k != "mask"}
     _, sn = default_loss(model, nomask, None, None, penalty_weight=1.0)
     assert abs(sn["ce_sum"].item() - sa["ce_sum"].item()) > 1e-3 * abs(sa["ce_sum"].item())
+
+
+def test_group_of_one_matches_no_group(tiny_model_dir):
+    """The data-parallel path (counts and grads all-summed over `group`) on a size-1 group is
+    the single-process step."""
+    from mlx_lm import load
+
+    out = []
+    for group in (None, mx.distributed.init()):
+        model, tok = load(str(tiny_model_dir))
+        mx.random.seed(0)
+        _resolve.apply_lora(model, _resolve.lora_config(load_recipe(None, {"lora.rank": 2}).lora))
+        exs = [_resolve.tokenize_example(tok, e, 64) for e in make_examples(8)]
+        logs = []
+        train_loop(model, optim.AdamW(1e-2), BatchStream(exs, 4, 0), partial(default_loss, chunk_size=128),
+                   total_steps=3, state=ckpt.TrainState(), grad_accum=1, grad_clip=1.0, seed=0, max_bad_steps=3,
+                   save=lambda st: None, log=logs.append, group=group)
+        out.append([m["loss"] for m in logs])
+    assert out[0] == out[1]
