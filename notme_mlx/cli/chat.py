@@ -1,19 +1,66 @@
-"""`notme chat`: model loading and generation (issue #3)."""
+"""`notme chat` and `notme generate`: streaming generation with adapters."""
+
+import sys
 
 import click
 
 
-@click.command("chat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def chat_cmd():
-    """Not built yet: model loading and generation (issue #3).
+def _load(model_spec, adapters, dequantize=None):
+    from ..lora import load_adapter
+    from ..models import load_model
+
+    model, tok, info = load_model(model_spec, dequantize=dequantize)
+    for i, a in enumerate(adapters or ()):
+        load_adapter(model, a, name=None if len(adapters) == 1 else f"adapter{i}")
+    model.eval()
+    return model, tok, info
+
+
+@click.command("generate")
+@click.option("--model", "model_spec", default="smollm2-135m", show_default=True, help="Model spec.")
+@click.option("--adapters", multiple=True, type=click.Path(exists=True), help="Adapter folder(s), bottom first.")
+@click.option("--prompt", required=True, help="The user message.")
+@click.option("--system", default=None, help="Optional system prompt.")
+@click.option("--max-tokens", default=256, show_default=True, type=int)
+@click.option("--temp", default=0.0, show_default=True, type=float, help="0 = greedy.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--raw", is_flag=True, help="Do not apply the chat template.")
+def generate_cmd(model_spec, adapters, prompt, system, max_tokens, temp, seed, raw):
+    """Generate one reply, streamed to stdout.
 
     \b
     Example:
-      notme chat --model smollm2-135m
+      notme generate --model smollm2-135m --prompt "What is the capital of France?"
     """
-    from . import not_implemented
+    from ..models.generate import chat_prompt, stream
 
-    not_implemented("model loading and generation (issue #3)")
+    model, tok, _ = _load(model_spec, adapters)
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    text = prompt if raw else chat_prompt(tok, msgs)
+    for piece in stream(model, tok, text, max_tokens=max_tokens, temp=temp, seed=seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
 
 
-COMMANDS = [chat_cmd]
+@click.command("chat")
+@click.option("--model", "model_spec", default="smollm2-135m", show_default=True, help="Model spec.")
+@click.option("--adapters", multiple=True, type=click.Path(exists=True), help="Adapter folder(s), bottom first.")
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--max-tokens", default=256, show_default=True, type=int)
+@click.option("--temp", default=0.7, show_default=True, type=float)
+def chat_cmd(model_spec, adapters, system, max_tokens, temp):
+    """Chat in the terminal with a model and its adapters (/help lists commands).
+
+    \b
+    Example:
+      notme chat --model smollm2-135m --adapters runs/quickstart/adapters
+    """
+    from ..models.generate import ChatState, repl
+
+    model, tok, _ = _load(model_spec, adapters)
+    state = ChatState(model, tok, system=system, max_tokens=max_tokens, temp=temp)
+    repl(state, sys.stdin, sys.stdout)
+
+
+COMMANDS = [chat_cmd, generate_cmd]

