@@ -221,3 +221,78 @@ def test_gguf_runs_in_llama_cpp_with_same_logits(quant, tol, tiny_model_untied_d
     assert res["position_top1_agreement"] >= (1.0 if quant != "q8_0" else 0.9)
     if quant == "f32":
         assert res["all_match"], res["prompts"]
+
+
+# --- end to end through export_model with a trained-shaped adapter ---------------------------
+
+
+@pytest.fixture
+def adapter_dir(tiny_model_dir, tmp_path):
+    from mlx_lm import load
+
+    from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+
+    model, _ = load(str(tiny_model_dir))
+    cfg = LoRAConfig(rank=4, alpha=8)
+    apply_lora(model, cfg)
+    mx.random.seed(11)
+    for _, m in lora_modules(model):
+        a = m.adapters["default"]
+        a.lora_b = mx.random.normal(a.lora_b.shape) * 0.05
+    return save_adapter(model, "default", tmp_path / "adapters", cfg, extra_meta={"layer": "identity"})
+
+
+def _unfused_logits(model_dir, adapter, prompts):
+    from mlx_lm import load
+
+    from notme_mlx.lora import load_adapter
+
+    model, tok = load(str(model_dir))
+    load_adapter(model, adapter)
+    return [np.array(model(mx.array([tok.encode(p)]))[0, -1]) for p in prompts]
+
+
+@pytest.mark.parametrize("to,quant,tol", [("hf", "f16", 2e-2), ("mlx", "f16", 2e-2), ("gguf", "f16", 2e-2),
+                                          ("gguf", "q8_0", 0.1), ("ollama", "q8_0", 0.1)])
+def test_export_fused_adapter_roundtrip(to, quant, tol, tiny_model_dir, adapter_dir, tmp_path):
+    from notme_mlx.export import VERIFY_PROMPTS, export_model
+
+    out = tmp_path / f"out-{to}"
+    res = export_model(str(tiny_model_dir), out, to=to, adapters=[adapter_dir], quant=quant, verify=True,
+                       dtype="float16")
+    assert res.verify["max_abs_diff"] < tol and res.verify["top1_agreement"] == 1.0
+    assert (out / "README.md").exists() and "identity" not in res.files
+    ref = _unfused_logits(tiny_model_dir, adapter_dir, VERIFY_PROMPTS)
+    from notme_mlx.models import load_model
+
+    spec = out if to in ("hf", "mlx") else out / "model.gguf"
+    m2, t2, _ = load_model(str(spec))
+    for p, r in zip(VERIFY_PROMPTS, ref):
+        got = np.array(m2(mx.array([t2.encode(p)]))[0, -1].astype(mx.float32))
+        assert np.abs(got - r).max() < tol * 2, p
+    if to == "ollama":
+        mf = (out / "Modelfile").read_text()
+        assert mf.startswith("FROM ./model.gguf") and 'PARAMETER stop "<|im_end|>"' in mf
+
+
+def test_export_refuses_existing_out_and_leaves_nothing_on_failure(tiny_model_dir, tmp_path):
+    from notme_mlx.export import export_model
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with pytest.raises(NotmeError, match="already exists"):
+        export_model(str(tiny_model_dir), out, to="hf")
+    with pytest.raises(NotmeError, match="no adapters.safetensors"):
+        export_model(str(tiny_model_dir), tmp_path / "o2", to="hf", adapters=[tmp_path])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_export_cli_gguf(tiny_model_dir, adapter_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from notme_mlx.cli import main
+
+    r = CliRunner().invoke(main, ["export", "--model", str(tiny_model_dir), "--adapters", str(adapter_dir),
+                                  "--to", "gguf", "--quant", "q8_0", "--out", str(tmp_path / "g"), "--verify"])
+    assert r.exit_code == 0, r.output
+    assert "top1_agreement" in r.output and (tmp_path / "g" / "model.gguf").exists()

@@ -11,7 +11,7 @@ import click
 @click.option("--out", required=True, type=click.Path(), help="Output folder (refused if it exists, unless --force).")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default="float16", show_default=True,
               help="Weight dtype for mlx/hf.")
-@click.option("--quant", type=click.Choice(["f32", "f16", "q8_0", "q4_0"]), default="f16", show_default=True,
+@click.option("--quant", type=click.Choice(["f32", "f16", "q8_0", "q4_0", "q4_1"]), default="f16", show_default=True,
               help="Tensor type for gguf/ollama (norms stay F32).")
 @click.option("--system", default=None, help="SYSTEM prompt for the Ollama Modelfile.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder; skip the stack base check.")
