@@ -296,3 +296,26 @@ def test_export_cli_gguf(tiny_model_dir, adapter_dir, tmp_path):
                                   "--to", "gguf", "--quant", "q8_0", "--out", str(tmp_path / "g"), "--verify"])
     assert r.exit_code == 0, r.output
     assert "top1_agreement" in r.output and (tmp_path / "g" / "model.gguf").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_with_adapter_matches_llama_cpp_greedy(tmp_path):
+    """The default model + a LoRA adapter, fused and exported F16, runs in llama.cpp with the
+    same greedy continuation as MLX for 16 tokens (needs the [verify] extra)."""
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    from notme_mlx.export import export_model
+    from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+    from notme_mlx.models import load_model
+
+    model, _, _ = load_model("smollm2-135m")
+    cfg = LoRAConfig(rank=8, alpha=16, num_layers=4)
+    apply_lora(model, cfg)
+    mx.random.seed(5)
+    for _, m in lora_modules(model):
+        a = m.adapters["default"]
+        a.lora_b = mx.random.normal(a.lora_b.shape) * 0.02
+    ad = save_adapter(model, "default", tmp_path / "ad", cfg)
+    res = export_model("smollm2-135m", tmp_path / "gg", to="gguf", quant="f16", adapters=[ad], verify=True)
+    lc = res.verify["llama_cpp"]
+    assert lc is not None and lc["all_match"], lc["prompts"]
+    assert lc["position_top1_agreement"] >= 0.95
