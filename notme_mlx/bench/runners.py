@@ -1,0 +1,187 @@
+"""One timed training run per side, on the same model, examples, LoRA and optimizer.
+
+* `run_ours`: the trainer's compiled step (`train.trainer.make_step` + `default_loss`) fed by
+  its `train.stream.BatchStream`, the same calls `train_loop` makes (a thin wrapper: the
+  loop's display, checkpoints and metrics file are left out).
+* `run_mlxlm`: `mlx_lm.tuner.trainer.train` itself with its own `iterate_batches`, as
+  `mlx_lm.lora` runs it, steps_per_report=1 and a `TrainingCallback` collecting each step.
+
+Both time a step the way mlx-lm's trainer does: the clock starts after the batch is built
+and stops after `mx.eval` of the new state. Token counts are counted here, the same way for
+both: a row of an example of L tokens holds L-1 real (input, target) pairs; pad positions
+are not tokens.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Settings:
+    """What both sides share."""
+
+    batch: int = 4
+    seq: int = 256              # sequence cap (tokens per example)
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple = TARGETS
+    num_layers: int | None = None  # LoRA on the last n blocks (None: all)
+    lr: float = 1e-4
+    steps: int = 5
+    warmup: int = 2
+    seed: int = 0
+    penalty_weight: float = 10.0
+    batching: str = "bucket"    # ours: bucket | pack
+    grad_checkpoint: bool = False
+    compile: bool = True
+    chunk_size: int = 8192
+
+
+@dataclass
+class RunResult:
+    """Per measured step (warmup excluded): seconds, real tokens, supervised tokens, pad positions."""
+
+    side: str
+    step_s: list = field(default_factory=list)
+    tokens: list = field(default_factory=list)
+    supervised: list = field(default_factory=list)
+    padded: list = field(default_factory=list)
+    peak_memory: int = 0  # bytes, mx.get_peak_memory() over the whole run (warmup included)
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        t = float(np.sum(self.step_s))
+        tok, sup, pad = int(np.sum(self.tokens)), int(np.sum(self.supervised)), int(np.sum(self.padded))
+        return {"side": self.side, "steps": len(self.step_s), "median_step_s": float(np.median(self.step_s)),
+                "time_s": t, "tokens": tok, "supervised_tokens": sup, "padded": pad,
+                "tokens_per_sec": tok / t, "supervised_tokens_per_sec": sup / t,
+                "padding_fraction": pad / max(tok + pad, 1), "peak_memory": self.peak_memory, **self.extra}
+
+
+def _fresh_memory():
+    mx.synchronize()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+
+
+def load(model_path):
+    """(model, tokenizer) of an mlx-lm directory, float32 dense (`notme_mlx.models.load_model` when it applies)."""
+    import mlx_lm
+
+    return mlx_lm.load(str(model_path))
+
+
+def run_ours(model, examples, s: Settings, pad_id: int = 0, lora_names: tuple = ("default",)) -> RunResult:
+    """Train `s.warmup + s.steps` steps with notme's trainer step on `model` (LoRA applied here).
+
+    Args:
+        examples: [TokenizedExample] (tokens, labels), each <= s.seq tokens.
+        lora_names: adapters to stack; the LAST is trained, the others are frozen (stack cost).
+    """
+    from ..lora import LoRAConfig, apply_lora
+    from ..train.stream import BatchStream
+    from ..train.trainer import _arrays, default_loss, make_step
+
+    mx.random.seed(s.seed)
+    cfg = LoRAConfig(rank=s.rank, alpha=s.alpha, targets=tuple(s.targets), num_layers=s.num_layers)
+    for i, name in enumerate(lora_names):
+        apply_lora(model, cfg, name=name, trainable=i == len(lora_names) - 1)
+    opt = optim.AdamW(learning_rate=s.lr)
+    loss_fn = partial(default_loss, penalty_weight=s.penalty_weight, chunk_size=s.chunk_size,
+                      grad_checkpoint=s.grad_checkpoint)
+    step = make_step(model, opt, loss_fn, 1.0, None, s.compile)
+    stream = BatchStream(examples, s.batch, s.seed, batching=s.batching, max_len=s.seq, pad_id=pad_id)
+    model.train()
+    res = RunResult("ours")
+    _fresh_memory()
+    for i in range(s.warmup + s.steps):
+        b = stream.next()
+        tic = time.perf_counter()
+        loss, _, _, norm, ok = step(_arrays(b), mx.array(b["n_learn"], mx.float32),
+                                    mx.array(b["n_penalize"], mx.float32), None, None, True)
+        mx.eval(model.state, opt.state, loss, norm, ok)
+        dt = time.perf_counter() - tic
+        if i >= s.warmup:
+            res.step_s.append(dt)
+            res.tokens.append(b["tokens"])
+            res.supervised.append(b["n_learn"] + b["n_penalize"])
+            res.padded.append(b["padded"])
+    res.peak_memory = mx.get_peak_memory()
+    res.extra["final_loss"] = float(loss.item())
+    return res
+
+
+def run_mlxlm(model, examples, s: Settings) -> RunResult:
+    """Train with `mlx_lm.tuner.trainer.train` on the same examples (pre-tokenized).
+
+    Each example is given as (tokens, offset), offset = its first supervised position, i.e.
+    mlx-lm's `--mask-prompt`: CE from there to the end of the row (it has no penalty and
+    no per-token labels). LoRA via `mlx_lm.tuner.utils.linear_to_lora_layers`.
+    """
+    import contextlib
+    import io
+
+    from mlx_lm.tuner import trainer as mt
+    from mlx_lm.tuner.callbacks import TrainingCallback
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    mx.random.seed(s.seed)
+    model.freeze()
+    n = len(model.model.layers)
+    keys = [("self_attn." if k.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp.") + k for k in s.targets]
+    linear_to_lora_layers(model, s.num_layers or n, {"rank": s.rank, "scale": s.alpha / s.rank, "dropout": 0.0,
+                                                     "keys": keys})
+    data = [(list(e.tokens), next((j for j, v in enumerate(e.labels) if v != 0), 1)) for e in examples]
+    res = RunResult("mlx-lm")
+    batches: list[tuple[int, int, int]] = []  # per yielded batch: real tokens, supervised, padded
+
+    def counting_batches(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        for batch, lengths in mt.iterate_batches(dataset, batch_size, max_seq_length, loop, seed, comm_group):
+            L = np.array(lengths)  # [B, 2]: (offset, length)
+            width = batch.shape[1] - 1  # inputs = batch[:, :-1]
+            real = int(np.minimum(L[:, 1], width + 1).sum()) - len(L)
+            sup = int(np.clip(np.minimum(L[:, 1], width + 1) - np.maximum(L[:, 0], 1), 0, None).sum())
+            batches.append((real, sup, len(L) * width - real))
+            yield batch, lengths
+
+    class Collect(TrainingCallback):
+        def on_train_loss_report(self, info):
+            it = info["iteration"]
+            if it > s.warmup:
+                real, sup, pad = batches[it - 1]
+                res.step_s.append(1.0 / info["iterations_per_second"])
+                res.tokens.append(real)
+                res.supervised.append(sup)
+                res.padded.append(pad)
+            res.extra["final_loss"] = float(info["train_loss"])
+            res.extra["mlxlm_reported_peak_gb"] = info["peak_memory"]
+
+    from mlx_lm.models import llama
+
+    opt = optim.AdamW(learning_rate=s.lr)
+    orig_call = llama.TransformerBlock.__call__  # mlx-lm's grad_checkpoint patches the class
+    np.random.seed(s.seed)  # mlx-lm's batch order uses the global NumPy state
+    with tempfile.TemporaryDirectory() as tmp:
+        args = mt.TrainingArgs(batch_size=s.batch, iters=s.warmup + s.steps, steps_per_report=1,
+                               steps_per_eval=10**9, steps_per_save=10**9, max_seq_length=s.seq,
+                               adapter_file=str(Path(tmp) / "adapters.safetensors"),
+                               grad_checkpoint=s.grad_checkpoint)
+        _fresh_memory()
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress UI
+            try:
+                mt.train(model, opt, data, None, args, iterate_batches=counting_batches, training_callback=Collect())
+            finally:
+                llama.TransformerBlock.__call__ = orig_call
+    res.peak_memory = mx.get_peak_memory()
+    return res
