@@ -1,0 +1,106 @@
+"""The cost of each trainer feature: one function per feature, each returning table rows.
+
+Every training-step row is `runners.run_ours` on the bench model with one switch flipped
+(same examples, same seed, so the same batches); the figures are tokens/s, median step
+time and peak memory. `batching_padding` needs no training: it lays out one epoch with
+each batching scheme and counts pad positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .compare import penalty_off
+from .runners import Settings, load, run_ours
+
+
+def _row(feature: str, variant: str, summ: dict, **extra) -> dict:
+    return {"feature": feature, "variant": variant, "tokens_per_sec": summ["tokens_per_sec"],
+            "median_step_s": summ["median_step_s"], "peak_memory": summ["peak_memory"],
+            "padding_fraction": summ["padding_fraction"], **extra}
+
+
+def _ours(model_path, examples, s: Settings, quantize: dict | None = None, lora_names=("default",)) -> dict:
+    model, tok = load(model_path)
+    if quantize:
+        import mlx.nn as nn
+
+        nn.quantize(model, **quantize)
+    return run_ours(model, examples, s, pad_id=tok.pad_token_id or 0, lora_names=lora_names).summary()
+
+
+def penalty_cost(model_path, examples, s: Settings) -> list[dict]:
+    """Penalty on (lambda 10 on the -1 tokens) vs off (same tokens as +1, lambda 0)."""
+    on = _ours(model_path, examples, s)
+    off = _ours(model_path, penalty_off(examples), dataclasses.replace(s, penalty_weight=0.0))
+    return [_row("penalty", "off (lambda 0)", off), _row("penalty", f"on (lambda {s.penalty_weight:g})", on,
+                                                         overhead=off["tokens_per_sec"] / on["tokens_per_sec"] - 1)]
+
+
+def checkpointing_cost(model_path, examples, s: Settings) -> list[dict]:
+    """Per-layer gradient checkpointing off vs on."""
+    return [_row("grad checkpointing", v, _ours(model_path, examples, dataclasses.replace(s, grad_checkpoint=v == "on")))
+            for v in ("off", "on")]
+
+
+def quantized_cost(model_path, examples, s: Settings, bits: int = 4, group_size: int = 64) -> list[dict]:
+    """Dense float32 base vs an MLX-quantized base (QLoRA), same LoRA."""
+    return [_row("base weights", "dense fp32", _ours(model_path, examples, s)),
+            _row("base weights", f"quantized {bits}-bit g{group_size}",
+                 _ours(model_path, examples, s, quantize={"bits": bits, "group_size": group_size}))]
+
+
+def compile_cost(model_path, examples, s: Settings) -> list[dict]:
+    """mx.compile'd step vs the same step uncompiled."""
+    return [_row("compile", v, _ours(model_path, examples, dataclasses.replace(s, compile=v == "compiled")))
+            for v in ("compiled", "not compiled")]
+
+
+def stack_cost(model_path, examples, s: Settings) -> list[dict]:
+    """One trainable adapter vs a stack of 3 frozen adapters + 1 trainable on every target linear."""
+    return [_row("adapters", "1 (trained)", _ours(model_path, examples, s)),
+            _row("adapters", "4-layer stack (3 frozen + 1 trained)",
+                 _ours(model_path, examples, s, lora_names=("base", "domain", "persona", "default")))]
+
+
+def batching_padding(examples, batch: int, seq: int, seed: int = 0) -> list[dict]:
+    """Pad share and rows per epoch: notme bucketing, notme packing, mlx-lm's iterate_batches.
+
+    Counts real (input, target) pairs = L-1 per example and pad positions of each laid-out batch.
+    """
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    from ..train.stream import BatchStream
+
+    lengths = [len(e.tokens) - 1 for e in examples]
+    rows = []
+    for mode in ("bucket", "pack"):
+        st = BatchStream(examples, batch, seed, batching=mode, max_len=seq)
+        real = pad = nb = nrows = 0
+        for rows_idx in st.plan(0):
+            b = _collate_counts(lengths, rows_idx, 32, seq if mode == "pack" else None)
+            real, pad, nb, nrows = real + b[0], pad + b[1], nb + 1, nrows + len(rows_idx)
+        rows.append({"feature": "batching", "variant": f"notme {mode}", "padding_fraction": pad / (real + pad),
+                     "batches_per_epoch": nb, "rows": nrows, "tokens": real})
+    data = [(list(e.tokens), 0) for e in examples]
+    real = pad = nb = 0
+    for arr, lens in iterate_batches(data, batch, seq, loop=False, seed=seed):
+        w = arr.shape[1] - 1
+        L = np.minimum(np.array(lens)[:, 1], w + 1) - 1
+        real, pad, nb = real + int(L.sum()), pad + int(len(L) * w - L.sum()), nb + 1
+    rows.append({"feature": "batching", "variant": "mlx-lm iterate_batches", "padding_fraction": pad / (real + pad),
+                 "batches_per_epoch": nb, "rows": nb * batch, "tokens": real,
+                 "note": "drops the last partial batch" if real < sum(lengths) else ""})
+    return rows
+
+
+def _collate_counts(lengths, rows, pad_multiple, max_len):
+    """(real, pad) of one batch as `stream.collate` lays it out (without building arrays)."""
+    per_row = [sum(lengths[i] for i in r) for r in rows]
+    T = -(-max(per_row) // pad_multiple) * pad_multiple
+    if max_len is not None:
+        T = min(T, max(max_len, max(per_row)))
+    real = sum(per_row)
+    return real, len(rows) * T - real

@@ -1,0 +1,62 @@
+"""Markdown tables of benchmark results (the CLI renders them; scripts print them)."""
+
+from __future__ import annotations
+
+
+def _mb(b) -> str:
+    return f"{b / 2**20:.0f}"
+
+
+def compare_table(res: dict) -> str:
+    """Per-side figures and the ours/theirs ratios of a `compare()` result."""
+    lines = ["| side | tokens/s (real) | supervised tok/s | median step (s) | peak mem (MiB) | padding |",
+             "|---|---|---|---|---|---|"]
+    for side, a in res["sides"].items():
+        lines.append(f"| {side} | {a['tokens_per_sec']:.1f} | {a['supervised_tokens_per_sec']:.1f} | "
+                     f"{a['median_step_s']:.2f} | {_mb(a['peak_memory'])} | {a['padding_fraction']:.1%} |")
+    if "ratio_tokens_per_sec" in res:
+        po = res.get("penalty_overhead")
+        lines += ["", "| ratio ours/mlx-lm | value |", "|---|---|",
+                  f"| tokens/s | {res['ratio_tokens_per_sec']:.2f}x |",
+                  f"| supervised tokens/s | {res['ratio_supervised_tokens_per_sec']:.2f}x |",
+                  f"| median step time | {res['ratio_step_time']:.2f}x |",
+                  f"| peak memory | {res['ratio_peak_memory']:.2f}x |"]
+        if po is not None:
+            lines.append(f"| penalty overhead (ours, on vs off) | {po:+.1%} |")
+    return "\n".join(lines)
+
+
+def feature_table(rows: list[dict]) -> str:
+    """Feature-cost rows (training-step rows and batching rows share one table)."""
+    lines = ["| feature | variant | tokens/s | median step (s) | peak mem (MiB) | padding | note |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tps = f"{r['tokens_per_sec']:.1f}" if "tokens_per_sec" in r else "-"
+        st = f"{r['median_step_s']:.2f}" if "median_step_s" in r else "-"
+        pm = _mb(r["peak_memory"]) if "peak_memory" in r else "-"
+        note = r.get("note", "")
+        if "overhead" in r:
+            note = f"overhead {r['overhead']:+.1%}"
+        if "batches_per_epoch" in r:
+            note = f"{r['batches_per_epoch']} batches/epoch {note}".strip()
+        lines.append(f"| {r['feature']} | {r['variant']} | {tps} | {st} | {pm} | {r['padding_fraction']:.1%} | {note} |")
+    return "\n".join(lines)
+
+
+def mfu_table(rows: list[dict]) -> str:
+    lines = ["| side | tokens/s | model GFLOP/s (6N+attn) | MFU vs MLX matmul | MFU vs NumPy matmul | "
+             "GFLOP/s (4N+6N_lora+attn) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['side']} | {r['tokens_per_sec']:.1f} | {r['achieved_flops'] / 1e9:.2f} | "
+                     f"{r['mfu_vs_mlx']:.1%} | {r['mfu_vs_numpy']:.1%} | {r['achieved_flops_lora'] / 1e9:.2f} |")
+    if rows:
+        lines.append(f"\nMLX matmul peak {rows[0]['mlx_matmul_peak'] / 1e9:.1f} GFLOP/s, NumPy "
+                     f"{rows[0]['numpy_matmul_peak'] / 1e9:.1f} GFLOP/s (float32, best of 3).")
+    return "\n".join(lines)
+
+
+def machine_line(m: dict) -> str:
+    v = m["versions"]
+    mem = f"{m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "?"
+    return (f"{m['cpu']}, {m['cores']} cores, {mem}, {m['os']}; mlx {v.get('mlx')}, mlx-lm {v.get('mlx_lm')}, "
+            f"device {m['device']}; load average {m.get('load_average')}")
