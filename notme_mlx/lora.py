@@ -52,6 +52,7 @@ class LoRAAdapter(nn.Module):
         self.lora_a = mx.random.uniform(-bound, bound, (in_dims, rank))
         self.lora_b = mx.zeros((rank, out_dims))
         self.scale = float(scale)
+        self.base_scale = float(scale)  # the scale as loaded/trained; chat's /scale multiplies it
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def __call__(self, x):

@@ -5,10 +5,18 @@ import sys
 import click
 
 
-def _load(model_spec, adapters, dequantize=None):
+def _load(model_spec, adapters, dequantize=None, stack=None, force=False):
     from ..lora import load_adapter
     from ..models import load_model
 
+    if stack:
+        from ..stack import load_stack_model
+
+        model, tok, info, _ = load_stack_model(stack, force=force, dequantize=dequantize)
+        for i, a in enumerate(adapters or ()):
+            load_adapter(model, a, name=f"adapter{i}")
+        model.eval()
+        return model, tok, info
     model, tok, info = load_model(model_spec, dequantize=dequantize)
     for i, a in enumerate(adapters or ()):
         load_adapter(model, a, name=None if len(adapters) == 1 else f"adapter{i}")
@@ -46,19 +54,25 @@ def generate_cmd(model_spec, adapters, prompt, system, max_tokens, temp, seed, r
 @click.command("chat")
 @click.option("--model", "model_spec", default="smollm2-135m", show_default=True, help="Model spec.")
 @click.option("--adapters", multiple=True, type=click.Path(exists=True), help="Adapter folder(s), bottom first.")
+@click.option("--stack", type=click.Path(exists=True), help="A stack.yaml (its base replaces --model).")
+@click.option("--force", is_flag=True, help="Load a stack despite provenance mismatches.")
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-tokens", default=256, show_default=True, type=int)
 @click.option("--temp", default=0.7, show_default=True, type=float)
-def chat_cmd(model_spec, adapters, system, max_tokens, temp):
+def chat_cmd(model_spec, adapters, stack, force, system, max_tokens, temp):
     """Chat in the terminal with a model and its adapters (/help lists commands).
 
+    With --stack, `/layers` lists the layers and `/layers NAME` toggles one;
+    `/scale NAME X` scales it, so you can feel what each layer does.
+
     \b
-    Example:
+    Examples:
       notme chat --model smollm2-135m --adapters runs/quickstart/adapters
+      notme chat --stack stacks/genesis.yaml
     """
     from ..models.generate import ChatState, repl
 
-    model, tok, _ = _load(model_spec, adapters)
+    model, tok, _ = _load(model_spec, adapters, stack=stack, force=force)
     state = ChatState(model, tok, system=system, max_tokens=max_tokens, temp=temp)
     repl(state, sys.stdin, sys.stdout)
 

@@ -68,12 +68,44 @@ def _cmd_help(state: ChatState, arg: str, out: TextIO) -> None:
         out.write(f"  /{name:<8} {help_}\n")
 
 
+def _cmd_layers(state: ChatState, arg: str, out: TextIO) -> None:
+    """/layers lists adapters with scales; /layers NAME toggles one off (scale 0) or back on (as trained)."""
+    from ..lora import adapter_names, lora_modules
+
+    names = adapter_names(state.model)
+    if arg:
+        ads = [m.adapters[arg] for _, m in lora_modules(state.model) if arg in m.adapters]
+        if not ads:
+            raise KeyError(f"no layer {arg!r}; have {', '.join(names) or 'none'}")
+        on = ads[0].scale == 0.0
+        for a in ads:
+            a.scale = a.base_scale if on else 0.0
+    for n in names:
+        a = next(m.adapters[n] for _, m in lora_modules(state.model) if n in m.adapters)
+        out.write(f"  {n:<12} {'on ' if a.scale else 'off'}  scale {a.scale:g} (trained {a.base_scale:g})\n")
+
+
+def _cmd_scale(state: ChatState, arg: str, out: TextIO) -> None:
+    """/scale NAME X sets layer NAME to X times its trained scale (1 = as trained, 0 = off)."""
+    from ..lora import lora_modules
+
+    name, _, val = arg.partition(" ")
+    ads = [m.adapters[name] for _, m in lora_modules(state.model) if name in m.adapters]
+    if not ads:
+        raise KeyError(f"no layer {name!r}")
+    for a in ads:
+        a.scale = a.base_scale * float(val)
+    out.write(f"({name} scale x{float(val):g})\n")
+
+
 # name -> (handler(state, arg, out), help)
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "reset": (_cmd_reset, "forget the conversation so far"),
     "system": (_cmd_system, "/system TEXT sets the system prompt (empty clears it)"),
     "temp": (_cmd_temp, "/temp X sets the sampling temperature"),
     "help": (_cmd_help, "list commands"),
+    "layers": (_cmd_layers, "/layers lists adapter layers; /layers NAME toggles one on/off"),
+    "scale": (_cmd_scale, "/scale NAME X scales a layer (1 = as trained, 0 = off)"),
 }
 
 

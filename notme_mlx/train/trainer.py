@@ -293,13 +293,18 @@ class Run:
             hint = " (or data.valid: null to train without validation)" if what == "validation" else ""
             raise InputError(f"{path}: {what} data not found; build it with `notme data build messages.jsonl "
                              f"-o data/` or set data.train/data.valid in the recipe{hint}")
+        from .. import ui
+
         out = []
-        for i, ex in enumerate(read_jsonl(path), 1):
-            if not isinstance(ex.get("messages"), list):
-                raise InputError(f"{path}:{i}: expected an example with a 'messages' list (DESIGN §4)")
-            t = _resolve.tokenize_example(self.tokenizer, ex, self.recipe.data.max_seq_len)
-            if len(t.tokens) >= 2:
-                out.append(t)
+        n_lines = sum(1 for _ in open(path, "rb"))
+        with ui.progress(f"tokenize {Path(path).name}", n_lines, "ex") as task:
+            for i, ex in enumerate(read_jsonl(path), 1):
+                if not isinstance(ex.get("messages"), list):
+                    raise InputError(f"{path}:{i}: expected an example with a 'messages' list (DESIGN §4)")
+                t = _resolve.tokenize_example(self.tokenizer, ex, self.recipe.data.max_seq_len)
+                if len(t.tokens) >= 2:
+                    out.append(t)
+                task.advance(1)
         if not out and not allow_empty:
             raise InputError(f"{path}: no usable examples ({what} data is empty)")
         if what == "training" and not any(1 in t.labels[1:] for t in out):
@@ -322,8 +327,10 @@ class Run:
 
         if not self.is_main:
             return Path(out_dir)
+        from ..stack.compose import get_meta
+
         meta = {"recipe": self.recipe.name, "model": self.recipe.model, "train_layer": self.recipe.train_layer,
-                **(meta or {})}  # lora.save_adapter nests it under "notme" in adapter_config.json
+                **get_meta(self.model), **(meta or {})}  # base fingerprint + layers below (stack provenance)  # lora.save_adapter nests it under "notme" in adapter_config.json
         return _resolve.save_adapter(self.model, self.recipe.train_layer or "default", out_dir, self.lora_cfg, meta)
 
 
@@ -387,7 +394,11 @@ def train(recipe, *, resume: bool = False, force: bool = False, model=None, toke
                                     "(notme_mlx.stack.load_for_training)") from None
         model, tokenizer = load_for_training(recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer)
     if model is None:
-        model, tokenizer, _ = _resolve.load_model(recipe.model)
+        model, tokenizer, _info = _resolve.load_model(recipe.model)
+        from ..stack.compose import get_meta, set_meta
+
+        if not get_meta(model) and _info.get("fingerprint"):
+            set_meta(model, {"base_fingerprint": _info["fingerprint"], "base_spec": recipe.model, "trained_on": []})
     mx.random.seed(recipe.seed)  # LoRA A init
     lora_cfg = _resolve.lora_config(recipe.lora)
     trainable = _resolve.apply_lora(model, lora_cfg, name=recipe.train_layer or "default", trainable=True)
