@@ -39,7 +39,8 @@ def feature_table(rows: list[dict]) -> str:
             note = f"overhead {r['overhead']:+.1%}"
         if "batches_per_epoch" in r:
             note = f"{r['batches_per_epoch']} batches/epoch {note}".strip()
-        lines.append(f"| {r['feature']} | {r['variant']} | {tps} | {st} | {pm} | {r['padding_fraction']:.1%} | {note} |")
+        pad = f"{r['padding_fraction']:.1%}" if r.get("padding_fraction") is not None else "-"
+        lines.append(f"| {r['feature']} | {r['variant']} | {tps} | {st} | {pm} | {pad} | {note} |")
     return "\n".join(lines)
 
 
