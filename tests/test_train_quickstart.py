@@ -26,5 +26,11 @@ def test_quickstart_tiny(tmp_path, tiny_model_dir):
     steps = [m for m in read_metrics(wd / "train/metrics.jsonl") if "loss" in m]
     assert [m["phase"] for m in steps] == ["learn"] * 2 + ["penalize"] * 2
     assert steps[0]["ul"] >= 0 and all(m["tokens"] > 0 for m in steps)
-    again = CliRunner().invoke(main, args)
-    assert again.exit_code == 1 and "--force" in again.output
+    again = CliRunner().invoke(main, args)  # a quickstart folder is redone in place
+    assert again.exit_code == 0, again.output
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    refused = CliRunner().invoke(main, args[:2] + [str(other)] + args[3:])
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert (other / "notes.txt").read_text() == "keep"

@@ -16,7 +16,7 @@ import click
 @click.option("--prompts", "n_prompts", default=6, show_default=True, help="Held-out prompts for before/after.")
 @click.option("--max-new-tokens", default=32, show_default=True, help="Tokens generated per prompt.")
 @click.option("--no-eval", is_flag=True, help="Skip the before/after generation.")
-@click.option("--force", is_flag=True, help="Redo an existing --workdir.")
+@click.option("--force", is_flag=True, help="Use a --workdir that exists and was not made by quickstart.")
 def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval, force):
     """Ingest the bundled samples (fictional "Alex Rivera"), build the dataset, train two phases
     (learn, then penalize validation-seeking), and compare the validation-seeking rate of greedy

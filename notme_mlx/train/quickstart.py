@@ -146,9 +146,12 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
 
     raw = apply_overrides(apply_overrides(load_raw(recipe_path), over), list(overrides))
     recipe = recipe_from_dict(raw, str(recipe_path))
-    if (workdir / "data").exists() and not force:
-        raise ConfigError(f"{workdir}: quickstart output already exists; add --force to redo it, "
-                          f"or --workdir NEW")
+    marker = workdir / ".notme-quickstart"
+    if workdir.exists() and any(workdir.iterdir()) and not marker.exists() and not force:
+        raise ConfigError(f"{workdir}: exists and was not made by `notme quickstart`; add --force to use it "
+                          f"anyway, or --workdir NEW")
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.touch()  # a quickstart folder is redone in place by the next quickstart
     t, times = time.perf_counter(), {}
     messages = workdir / "messages.jsonl"
     ui.info(f"[bold]1/5 ingest[/bold] bundled samples of {OWNER} -> {messages}")
