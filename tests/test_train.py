@@ -88,6 +88,11 @@ def test_param_count_lora_changes_and_frozen_base(tiny_model_dir, data_dir, tmp_
     assert cfg["fine_tune_type"] == "lora" and cfg["lora_parameters"]["rank"] == 4
     saved = mx.load(str(res.adapter_dir / "adapters.safetensors"))
     assert len(saved) == 2 * len(lora_b)
+    # mlx-lm itself loads the final adapter and computes the same logits as the trained model
+    ref_model, _ = load(str(tiny_model_dir), adapter_path=str(res.adapter_dir))
+    x = mx.array([[1, 5, 9, 30, 7]])
+    model.eval()
+    np.testing.assert_allclose(np.array(ref_model(x)), np.array(model(x)), rtol=1e-4, atol=1e-4)
 
 
 def test_seeded_run_reproducible_and_metrics_fields(tiny_model_dir, data_dir, tmp_path):
