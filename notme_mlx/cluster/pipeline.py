@@ -1,0 +1,270 @@
+"""Pipeline- and data-parallel LoRA training over `mx.distributed` (started by mlx.launch).
+
+Ranks are laid out replica-major: rank = replica * p + stage. Within a replica,
+stage s receives activations from rank-1 and sends to rank+1; gradients flow
+back the same links. `send` has no VJP and `recv` is a constant, so every stage
+runs `mx.vjp` on its own function (recomputing its forward from the saved stage
+input: activation checkpointing at stage boundaries). send/recv pair first in,
+first out, so both ends walk micro-batches in the same order:
+
+* GPipe: all m forwards, then all m backwards (m stage inputs held).
+* 1F1B: p-s-1 warm-up forwards, then one forward / one backward, then the
+  remaining backwards (at most p-s inputs held). In the steady state a stage
+  computes its forward, *receives* the gradient it needs next, and only then
+  sends the activation on, so the two directions of a link never both wait
+  on a send (safe even when send blocks until the peer receives).
+
+Data parallelism: replicas hold the same stages; after the micro-batches each
+stage's LoRA gradients are summed over its data-parallel group. The loss is
+normalized by the GLOBAL learn/penalize token counts of the whole batch, so the
+sum over micro-batches and replicas equals the single-process loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .stage import StageModel, flat_trainable
+
+
+@dataclass
+class Layout:
+    rank: int
+    world: int
+    stages: int  # p
+    replicas: int  # dp
+
+    @property
+    def stage(self) -> int:
+        return self.rank % self.stages
+
+    @property
+    def replica(self) -> int:
+        return self.rank // self.stages
+
+    @property
+    def first(self) -> bool:
+        return self.stage == 0
+
+    @property
+    def last(self) -> bool:
+        return self.stage == self.stages - 1
+
+    @property
+    def prev(self) -> int:
+        return self.rank - 1
+
+    @property
+    def next(self) -> int:
+        return self.rank + 1
+
+
+class Watchdog:
+    """Exit this process (code 3, message naming the rank) if no `kick()` for `timeout` seconds.
+
+    A dead peer leaves `recv` waiting forever; this turns that into a clear error on every rank.
+    """
+
+    def __init__(self, rank: int, timeout: float, what: str = "step"):
+        self.rank, self.timeout, self.what = rank, timeout, what
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        if timeout and timeout > 0:
+            self._t.start()
+
+    def kick(self, what: str | None = None):
+        self._last = time.monotonic()
+        if what:
+            self.what = what
+
+    def _run(self):
+        while not self._stop.wait(min(1.0, self.timeout / 4)):
+            if time.monotonic() - self._last > self.timeout:
+                sys.stderr.write(f"error: rank {self.rank}: no progress for {self.timeout:.0f}s during {self.what} "
+                                 f"(a peer rank died or stopped answering); exiting\n")
+                sys.stderr.flush()
+                os._exit(3)
+
+    def stop(self):
+        self._stop.set()
+
+
+def global_counts(labels: mx.array) -> tuple[mx.array, mx.array]:
+    """(n_learn, n_penalize) of the whole batch, as float32 scalars."""
+    return (labels == 1).sum().astype(mx.float32), (labels == -1).sum().astype(mx.float32)
+
+
+def _split(x: mx.array, layout: Layout, m: int) -> list[mx.array]:
+    B = x.shape[0]
+    per = B // layout.replicas
+    mine = x[layout.replica * per:(layout.replica + 1) * per]
+    if per % m:
+        raise ValueError(f"{per} rows per replica do not split into {m} micro-batches")
+    k = per // m
+    return [mine[i * k:(i + 1) * k] for i in range(m)]
+
+
+def pipeline_grads(stage: StageModel, batch: dict, layout: Layout, group, microbatches: int,
+                   schedule: str = "1f1b", penalty_weight: float = 10.0, chunk_size: int = 8192,
+                   watchdog: Watchdog | None = None, dp_group=None):
+    """Loss (global, on every rank) and this stage's LoRA gradients for one batch.
+
+    batch: inputs [B, T], targets [B, T], labels [B, T] (the same on every rank).
+    Returns (loss: float, grads: flat dict, stats: dict).
+    """
+    from ..loss import fused_token_loss
+
+    m = microbatches
+    n_learn, n_pen = global_counts(batch["labels"])
+    ins, tgts, labs = (_split(batch[k], layout, m) for k in ("inputs", "targets", "labels"))
+    keys = list(flat_trainable(stage))
+    params = [flat_trainable(stage)[k] for k in keys]
+    H = stage.args.hidden_size
+    dtype = stage.layers[0].input_layernorm.weight.dtype if stage.layers else mx.float32
+
+    def set_params(ps):
+        stage.update(tree_unflatten(list(zip(keys, ps))))
+
+    def body(ps, x):
+        set_params(ps)
+        return stage(x)
+
+    def loss_of(ps, x, i):
+        h = body(ps, x)
+        loss, _ = fused_token_loss(h.reshape(-1, H), stage.head(), tgts[i].reshape(-1), labs[i].reshape(-1),
+                                   penalty_weight, chunk_size, n_learn, n_pen)
+        return loss
+
+    saved: dict[int, mx.array] = {}
+    pending_out: dict[int, mx.array] = {}
+    grads = [mx.zeros_like(p) for p in params]
+    loss_sum = mx.array(0.0)
+    kick = watchdog.kick if watchdog else (lambda *_: None)
+
+    def act_shape(i):
+        return (ins[i].shape[0], ins[i].shape[1], H)
+
+    def fwd(i, send_now=True):
+        kick(f"forward micro-batch {i}")
+        x = ins[i] if layout.first else mx.distributed.recv(act_shape(i), dtype, layout.prev, group=group)
+        mx.eval(x)
+        saved[i] = x
+        if not layout.last:
+            out = body(params, x)
+            mx.eval(out)
+            pending_out[i] = out
+            if send_now:
+                flush(i)
+
+    def flush(i):
+        mx.eval(mx.distributed.send(pending_out.pop(i), layout.next, group=group))
+
+    def bwd(i, cot=None):
+        nonlocal loss_sum, grads
+        kick(f"backward micro-batch {i}")
+        x = saved.pop(i)
+        if layout.last:
+            if layout.first:  # a single stage: the input is token ids, no gradient to pass back
+                outs, gp = mx.vjp(lambda *ps: [loss_of(list(ps), x, i)], params, [mx.array(1.0)])
+                loss, gx = outs[0], None
+            else:
+                outs, vj = mx.vjp(lambda *a: [loss_of(list(a[:-1]), a[-1], i)], params + [x], [mx.array(1.0)])
+                loss, gp, gx = outs[0], vj[:-1], vj[-1]
+            loss_sum = loss_sum + loss
+        else:
+            if cot is None:
+                cot = mx.distributed.recv(act_shape(i), dtype, layout.next, group=group)
+            if layout.first:
+                _, gp = mx.vjp(lambda *ps: [body(list(ps), x)], params, [cot])
+                gx = None
+            else:
+                _, vj = mx.vjp(lambda *a: [body(list(a[:-1]), a[-1])], params + [x], [cot])
+                gp, gx = vj[:-1], vj[-1]
+        grads = [g + d for g, d in zip(grads, gp)]
+        mx.eval(grads, loss_sum)
+        if not layout.first:
+            mx.eval(mx.distributed.send(gx.astype(dtype), layout.prev, group=group))
+
+    p, s = layout.stages, layout.stage
+    if p == 1 or schedule == "gpipe":
+        for i in range(m):
+            fwd(i)
+        for i in range(m):
+            bwd(i)
+    elif schedule == "1f1b":
+        warm = min(p - s - 1, m)
+        for i in range(warm):
+            fwd(i)
+        for j in range(m - warm):
+            i = warm + j
+            if layout.last:
+                fwd(i)
+                bwd(j)
+            else:
+                fwd(i, send_now=False)
+                cot = mx.distributed.recv(act_shape(j), dtype, layout.next, group=group)
+                mx.eval(cot)
+                flush(i)
+                bwd(j, cot)
+        for j in range(m - warm, m):
+            bwd(j)
+    else:
+        raise ValueError(f"schedule {schedule!r}: expected gpipe or 1f1b")
+    set_params(params)
+    kick("all-reduce")
+    world = group.size()
+    if layout.replicas > 1:
+        grads = dp_allreduce(grads, layout, group, dp_group)
+    # the loss lives on each replica's last stage: sum it over the whole world
+    total = mx.distributed.all_sum(loss_sum if layout.last else mx.array(0.0), group=group) if world > 1 else loss_sum
+    mx.eval(grads, total)
+    return float(total.item()), dict(zip(keys, grads)), {"n_learn": float(n_learn.item()), "n_penalize": float(n_pen.item())}
+
+
+def dp_allreduce(grads: list, layout: Layout, group, dp_group=None) -> list:
+    """Sum each stage's gradients over its data-parallel replicas.
+
+    Pure data parallelism uses `all_sum` on the whole group. With pipeline stages the
+    replicas of one stage are a subset of ranks; the ring backend can neither split
+    groups nor send between non-neighbours, so every rank writes its flat gradient into
+    its stage's slot of a zero vector and one world `all_sum` adds each slot over the
+    replicas (p times the bytes of a per-stage reduction; JACCL/MPI groups can do better).
+    """
+    if not grads:
+        return grads
+    shapes = [g.shape for g in grads]
+    flat = mx.concatenate([g.reshape(-1) for g in grads])
+    if layout.stages == 1:
+        flat = mx.distributed.all_sum(flat, group=dp_group or group)
+    else:
+        sizes = mx.zeros((layout.stages,), dtype=mx.float32)
+        sizes[layout.stage] = float(flat.size) / layout.replicas
+        sizes = [int(round(x)) for x in mx.distributed.all_sum(sizes, group=group).tolist()]
+        off = sum(sizes[: layout.stage])
+        slot = mx.zeros((sum(sizes),), dtype=flat.dtype)
+        slot[off:off + flat.size] = flat
+        flat = mx.distributed.all_sum(slot, group=group)[off:off + flat.size]
+    out, i = [], 0
+    for shp in shapes:
+        n = 1
+        for d in shp:
+            n *= d
+        out.append(flat[i:i + n].reshape(shp))
+        i += n
+    return out
+
+
+def global_grad_norm(grads: dict, layout: Layout, group) -> float:
+    """sqrt(Σ over all stages ||g||²), counting each stage once (replica 0)."""
+    sq = sum(((g.astype(mx.float32) ** 2).sum() for g in grads.values()), mx.array(0.0))
+    if group.size() > 1:
+        sq = mx.distributed.all_sum(sq if layout.replica == 0 else mx.array(0.0), group=group)
+    return float(mx.sqrt(sq).item())
