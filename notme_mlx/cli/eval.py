@@ -29,6 +29,7 @@ def _render(report: dict, title: str) -> None:
 @click.option("--baseline", help="Baseline: model spec, stack YAML or a report folder (default: the base alone).")
 @click.option("--no-baseline", is_flag=True, help="Evaluate only the model, no before/after.")
 @click.option("--data", "data_dir", type=click.Path(), help="Folder with test.jsonl (voice fidelity on held-out messages).")
+@click.option("--prompts", "prompts_dir", type=click.Path(), help="Folder of <set>.txt files replacing shipped prompt sets.")
 @click.option("--out", "out_dir", type=click.Path(), help="Write report.json/.md/.html and plots/ here.")
 @click.option("--max-tokens", type=int, default=None, help="Tokens per reply (default 128; 48 with --quick).")
 @click.option("--samples", type=int, default=1, show_default=True, help="Sampled replies per seeking prompt (temp 0.7).")
@@ -37,7 +38,7 @@ def _render(report: dict, title: str) -> None:
 @click.option("--force", is_flag=True, help="Load a stack whose base fingerprint does not match.")
 @click.option("--compare", "compare_dirs", nargs=2, type=click.Path(), default=None,
               help="Compare two report folders side by side (A = before, B = after).")
-def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, out_dir, max_tokens, samples, seed, quick, force,
+def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, prompts_dir, out_dir, max_tokens, samples, seed, quick, force,
              compare_dirs):
     """Evaluate validation-seeking, over-correction, voice, forgetting and safety; before → after.
 
@@ -67,14 +68,14 @@ def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, out_dir, m
         raise InputError(f"--max-tokens {max_tokens}: must be ≥ 1")
     if samples < 0:
         raise InputError(f"--samples {samples}: must be ≥ 0")
-    from ..eval.runner import generation_count, run_eval
+    from ..eval.runner import generation_count, prompt_sets, run_eval
 
-    total = generation_count(quick, samples, data_dir is not None)
+    total = generation_count(quick, samples, data_dir is not None, prompt_sets(prompts_dir))
     if adapters is not None or stack is not None or baseline is not None:
         total *= 1 if no_baseline else 2
     with ui.progress("generating", total=total, unit="replies") as bar:
         rep = run_eval(model, adapters=adapters, stack=stack, baseline=baseline, no_baseline=no_baseline,
-                       data_dir=data_dir, out_dir=out_dir, max_tokens=max_tokens, samples=samples, seed=seed,
+                       data_dir=data_dir, out_dir=out_dir, prompts_dir=prompts_dir, max_tokens=max_tokens, samples=samples, seed=seed,
                        quick=quick, force=force, progress=bar)
     _render(rep, "notme eval")
     if out_dir:

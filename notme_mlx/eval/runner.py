@@ -59,6 +59,20 @@ def _subset(rows: list, n: int | None) -> list:
     return [rows[i] for i in idx]
 
 
+SET_NAMES = ("seeking", "contrast", "harmful", "benign", "factual")
+
+
+def prompt_sets(prompts_dir: str | Path | None = None) -> dict:
+    """The five prompt sets: shipped ones, each replaced by `prompts_dir/<name>.txt` when that exists."""
+    if prompts_dir is not None and not Path(prompts_dir).is_dir():
+        raise InputError(f"{prompts_dir}: prompt folder not found")
+    out = {}
+    for k in SET_NAMES:
+        p = Path(prompts_dir) / f"{k}.txt" if prompts_dir is not None else None
+        out[k] = load_set(k, p if p is not None and p.exists() else None)
+    return out
+
+
 def heldout_examples(data_dir: str | Path, limit: int | None = None) -> list[tuple[list[dict], str]]:
     """(context messages, the person's reply) for each assistant turn in data_dir/test.jsonl."""
     from ..io import read_jsonl
@@ -108,8 +122,8 @@ def evaluate(model, tokenizer, *, data_dir=None, max_tokens: int | None = None, 
     "responses", "n"}; metric values are bootstrap dicts {"value", "lo", "hi", "n"} (None when skipped)."""
     n = QUICK_N if quick else None
     max_tokens = max_tokens or (QUICK_TOKENS if quick else FULL_TOKENS)
-    sets = sets or {}
-    S = {k: _subset(sets.get(k) or load_set(k), n) for k in ("seeking", "contrast", "harmful", "benign", "factual")}
+    sets = sets if sets is not None else prompt_sets()
+    S = {k: _subset(sets[k] if k in sets else load_set(k), n) for k in SET_NAMES}
     for k, rows in S.items():
         if not rows:
             raise InputError(f"prompt set {k!r} is empty; nothing to evaluate")
@@ -168,10 +182,11 @@ def evaluate(model, tokenizer, *, data_dir=None, max_tokens: int | None = None, 
     return res
 
 
-def generation_count(quick: bool, samples: int, has_data: bool) -> int:
+def generation_count(quick: bool, samples: int, has_data: bool, sets: dict | None = None) -> int:
     """Number of generated replies `evaluate` makes (for the progress bar)."""
     per = QUICK_N if quick else None
-    sizes = {k: len(_subset(load_set(k), per)) for k in ("seeking", "contrast", "harmful", "benign", "factual")}
+    sets = sets if sets is not None else prompt_sets()
+    sizes = {k: len(_subset(sets[k], per)) for k in SET_NAMES}
     return sizes["seeking"] * (1 + max(samples, 0)) + sum(v for k, v in sizes.items() if k != "seeking") + (
         (per or 64) if has_data else 0)
 
@@ -208,12 +223,13 @@ def _is_report_dir(x) -> bool:
 
 
 def run_eval(model: str | None = None, *, adapters=None, stack=None, baseline=None, no_baseline: bool = False,
-             data_dir=None, out_dir=None, max_tokens: int | None = None, samples: int = 1, seed: int = 0,
+             data_dir=None, out_dir=None, prompts_dir=None, max_tokens: int | None = None, samples: int = 1, seed: int = 0,
              quick: bool = False, force: bool = False, detect=None, progress=None) -> dict:
     """Evaluate a model (+ adapters or stack) and its baseline; write the report when `out_dir` is set.
 
     Args:
       model: model spec (registry name, mlx-lm dir, .gguf); may be None with `stack`.
+      prompts_dir: folder whose <set>.txt files replace the shipped prompt sets.
       baseline: model spec | stack YAML | a report dir with report.json. Default: the same base
         without adapters when `adapters`/`stack` is given (none for a bare model); `no_baseline`
         skips it.
@@ -223,7 +239,7 @@ def run_eval(model: str | None = None, *, adapters=None, stack=None, baseline=No
     """
     if data_dir is not None and not (Path(data_dir) / "test.jsonl").exists():
         raise InputError(f"{Path(data_dir) / 'test.jsonl'}: not found; run `notme data build` first or drop --data")
-    kw = dict(data_dir=data_dir, max_tokens=max_tokens, samples=samples, seed=seed, quick=quick, detect=detect,
+    kw = dict(sets=prompt_sets(prompts_dir), data_dir=data_dir, max_tokens=max_tokens, samples=samples, seed=seed, quick=quick, detect=detect,
               progress=progress)
     settings = dict(seed=seed, samples=samples, quick=quick, max_tokens=max_tokens or (QUICK_TOKENS if quick else FULL_TOKENS),
                     data=str(data_dir) if data_dir else None)
