@@ -1,0 +1,103 @@
+"""DPO reference log-probs: cached once from the stack minus the trained layer, no second model."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from notme_mlx.errors import NotmeError
+from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+from notme_mlx.stack.ref_cache import (
+    compute_reference_logprobs, dpo_terms, load_reference_logprobs, reference_logprobs,
+)
+
+Ex = namedtuple("Ex", "tokens labels")
+
+
+def _randomize(model, name, seed):
+    mx.random.seed(seed)
+    for _, m in lora_modules(model):
+        if name in m.adapters:
+            a = m.adapters[name]
+            a.lora_b = mx.random.normal(a.lora_b.shape) * 0.05
+
+
+def _pairs(seed=0, n=5):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        two = []
+        for _ in range(2):
+            p, r = int(rng.integers(3, 9)), int(rng.integers(2, 7))
+            toks = rng.integers(5, 500, p + r).tolist()
+            two.append(Ex(toks, [0] * p + [1] * r))
+        out.append(tuple(two))
+    return out
+
+
+def _naive(model, pairs):
+    """Independent: full logits -> log_softmax in NumPy (float64) -> sum over reply targets."""
+    res = []
+    for two in pairs:
+        row = []
+        for e in two:
+            logits = np.array(model(mx.array([e.tokens[:-1]]))[0], np.float64)
+            lsm = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+                - logits.max(-1, keepdims=True)
+            t = np.array(e.tokens[1:])
+            m = np.array(e.labels[1:]) == 1
+            row.append(lsm[np.arange(len(t)), t][m].sum())
+        res.append(row)
+    return np.array(res)
+
+
+def test_reference_is_stack_minus_trained_layer(tiny_model_dir, tmp_path):
+    from mlx_lm import load
+
+    model, _ = load(str(tiny_model_dir))
+    dom = LoRAConfig(rank=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"))
+    apply_lora(model, dom, name="domain", trainable=False)
+    _randomize(model, "domain", 1)
+    save_adapter(model, "domain", tmp_path / "domain", dom)
+    apply_lora(model, LoRAConfig(rank=8, alpha=8), name="mode", trainable=True)
+    _randomize(model, "mode", 2)
+    pairs = _pairs()
+    before = np.array(model(mx.array([pairs[0][0].tokens])))
+
+    path = compute_reference_logprobs(model, pairs, tmp_path / "ref.safetensors", exclude="mode", batch_size=2)
+    c, r, md = load_reference_logprobs(path, pairs)
+    assert md["n_pairs"] == "5" and "mode" in md["excluded"]
+
+    # independent reference: a fresh base with only the lower layer, loaded by mlx-lm itself
+    ref_model, _ = load(str(tiny_model_dir), adapter_path=str(tmp_path / "domain"))
+    want = _naive(ref_model, pairs)
+    np.testing.assert_allclose(np.array(c), want[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.array(r), want[:, 1], rtol=1e-4, atol=1e-4)
+    # the trained layer was switched back on: same model output as before
+    np.testing.assert_array_equal(np.array(model(mx.array([pairs[0][0].tokens]))), before)
+    # and the full stack differs from the reference (the layer does something)
+    full_c, _ = reference_logprobs(model, pairs)
+    assert np.abs(full_c - np.array(c)).max() > 1e-3
+
+
+def test_stale_cache_and_unknown_layer_refused(tiny_model_dir, tmp_path):
+    from mlx_lm import load
+
+    model, _ = load(str(tiny_model_dir))
+    apply_lora(model, LoRAConfig(rank=4, alpha=8), name="mode")
+    pairs = _pairs(0)
+    path = compute_reference_logprobs(model, pairs, tmp_path / "ref.safetensors", exclude=["mode"])
+    with pytest.raises(NotmeError, match="other pairs"):
+        load_reference_logprobs(path, _pairs(1))
+    with pytest.raises(NotmeError, match="no adapter named 'identity'"):
+        reference_logprobs(model, pairs, exclude="identity")
+
+
+def test_dpo_terms_formula():
+    c, r, rc, rr = (mx.array([-3.0, -1.0]), mx.array([-2.0, -4.0]), mx.array([-2.5, -1.5]), mx.array([-2.0, -3.0]))
+    got = np.array(dpo_terms(c, r, rc, rr, beta=0.5))
+    z = 0.5 * ((np.array([-3.0, -1.0]) + np.array([2.5, 1.5])) - (np.array([-2.0, -4.0]) + np.array([2.0, 3.0])))
+    np.testing.assert_allclose(got, -np.log(1 / (1 + np.exp(-z))), rtol=1e-6)
