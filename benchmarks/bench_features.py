@@ -1,7 +1,8 @@
 """The cost of each trainer feature on the bench model (one function per feature).
 
 Rows: penalty on/off, grad checkpointing on/off, dense vs 4-bit base, compiled vs not,
-1 adapter vs a 4-adapter stack (tokens/s, median step, peak memory; same batches), the
+1 adapter vs a 4-adapter stack (tokens/s wall and per CPU second, median step, peak memory; same batches, variants alternating
+--repeat times), the
 padding share of bucketing / packing / mlx-lm's batching over one epoch, and the fused
 loss head vs naive full logits (loss + grad w.r.t. hidden; `bench_loss.measure`) at
 V in {32k, 49k, 128k}, small N/H to fit this CPU.
@@ -45,7 +46,7 @@ def fused_vs_naive(vocabs=(32768, 49152, 131072), n=256, h=256) -> list[dict]:
     return rows
 
 
-def run(only=None, steps=3, warmup=1, batch=4, seq=256, model=None) -> list[dict]:
+def run(only=None, steps=3, warmup=1, batch=4, seq=256, model=None, repeat=2) -> list[dict]:
     path = resolve_model(model)
     _, tok = load(path)
     examples = load_examples(tok, None, seq, 400)
@@ -59,7 +60,7 @@ def run(only=None, steps=3, warmup=1, batch=4, seq=256, model=None) -> list[dict
         elif name == "batching":
             rows += F.batching_padding(examples, batch, seq)
         else:
-            rows += STEP_FEATURES[name](path, examples, s)
+            rows += STEP_FEATURES[name](path, examples, s, repeat=repeat)
     return rows
 
 
@@ -68,12 +69,13 @@ def main():
     ap.add_argument("--only", default=None, help="comma list of: penalty,loss,batching,checkpointing,quantized,compile,stack")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=2, help="alternating runs per variant")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--model", default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    rows = run(a.only.split(",") if a.only else None, a.steps, a.warmup, a.batch, a.seq, a.model)
+    rows = run(a.only.split(",") if a.only else None, a.steps, a.warmup, a.batch, a.seq, a.model, a.repeat)
     from notme_mlx.bench.machine import machine_info
 
     print(machine_line(machine_info()))

@@ -81,6 +81,7 @@ def test_compare_json_ratios(tiny_model_dir, examples, tmp_path):
     assert res["ratio_tokens_per_sec"] == pytest.approx(o["tokens_per_sec"] / t["tokens_per_sec"])
     assert res["ratio_peak_memory"] == pytest.approx(o["peak_memory"] / t["peak_memory"])
     assert res["penalty_overhead"] == pytest.approx(off["tokens_per_sec"] / o["tokens_per_sec"] - 1)
+    assert res["ratio_tokens_per_cpu_sec"] == pytest.approx(o["tokens_per_cpu_sec"] / t["tokens_per_cpu_sec"])
     r = o["repeats"][0]
     assert o["tokens_per_sec"] == pytest.approx(r["tokens"] / r["time_s"])
 

@@ -34,8 +34,8 @@ def penalty_off(examples) -> list:
 
 def aggregate(runs: list[dict]) -> dict:
     """Median over repeats of each figure (peak memory: the max), with the repeats kept."""
-    keys = ("median_step_s", "tokens_per_sec", "supervised_tokens_per_sec", "padding_fraction")
-    out = {k: float(np.median([r[k] for r in runs])) for k in keys}
+    keys = ("median_step_s", "tokens_per_sec", "supervised_tokens_per_sec", "padding_fraction", "tokens_per_cpu_sec")
+    out = {k: float(np.median([r.get(k, np.nan) for r in runs])) for k in keys}
     out["peak_memory"] = int(max(r["peak_memory"] for r in runs))
     out["tokens"] = int(sum(r["tokens"] for r in runs))
     out["repeats"] = runs
@@ -48,9 +48,11 @@ def ratios(sides: dict) -> dict:
     out = {"ratio_tokens_per_sec": o["tokens_per_sec"] / t["tokens_per_sec"],
            "ratio_supervised_tokens_per_sec": o["supervised_tokens_per_sec"] / t["supervised_tokens_per_sec"],
            "ratio_peak_memory": o["peak_memory"] / t["peak_memory"],
-           "ratio_step_time": o["median_step_s"] / t["median_step_s"]}
+           "ratio_step_time": o["median_step_s"] / t["median_step_s"],
+           "ratio_tokens_per_cpu_sec": o["tokens_per_cpu_sec"] / t["tokens_per_cpu_sec"]}
     off = sides.get("ours_penalty_off")
     out["penalty_overhead"] = (off["tokens_per_sec"] / o["tokens_per_sec"] - 1.0) if off else None
+    out["penalty_overhead_cpu"] = (off["tokens_per_cpu_sec"] / o["tokens_per_cpu_sec"] - 1.0) if off else None
     return out
 
 

@@ -1,9 +1,10 @@
 """The cost of each trainer feature: one function per feature, each returning table rows.
 
 Every training-step row is `runners.run_ours` on the bench model with one switch flipped
-(same examples, same seed, so the same batches); the figures are tokens/s, median step
-time and peak memory. `batching_padding` needs no training: it lays out one epoch with
-each batching scheme and counts pad positions.
+(same examples, same seed, so the same batches); the variants of a feature alternate
+`repeat` times (rotating order) and each row gives the median tokens/s (wall and per CPU
+second), the median step time and the max peak memory. `batching_padding` needs no
+training: it lays out one epoch with each batching scheme and counts pad positions.
 """
 
 from __future__ import annotations
@@ -16,12 +17,6 @@ from .compare import penalty_off
 from .runners import Settings, load, run_ours
 
 
-def _row(feature: str, variant: str, summ: dict, **extra) -> dict:
-    return {"feature": feature, "variant": variant, "tokens_per_sec": summ["tokens_per_sec"],
-            "median_step_s": summ["median_step_s"], "peak_memory": summ["peak_memory"],
-            "padding_fraction": summ["padding_fraction"], **extra}
-
-
 def _ours(model_path, examples, s: Settings, quantize: dict | None = None, lora_names=("default",)) -> dict:
     model, tok = load(model_path)
     if quantize:
@@ -31,38 +26,63 @@ def _ours(model_path, examples, s: Settings, quantize: dict | None = None, lora_
     return run_ours(model, examples, s, pad_id=tok.pad_token_id or 0, lora_names=lora_names).summary()
 
 
-def penalty_cost(model_path, examples, s: Settings) -> list[dict]:
-    """Penalty on (lambda 10 on the -1 tokens) vs off (same tokens as +1, lambda 0)."""
-    on = _ours(model_path, examples, s)
-    off = _ours(model_path, penalty_off(examples), dataclasses.replace(s, penalty_weight=0.0))
-    return [_row("penalty", "off (lambda 0)", off), _row("penalty", f"on (lambda {s.penalty_weight:g})", on,
-                                                         overhead=off["tokens_per_sec"] / on["tokens_per_sec"] - 1)]
+def _alternate(feature: str, variants: list[tuple[str, dict]], model_path, examples, s: Settings,
+               repeat: int) -> list[dict]:
+    """Run each variant (name, kwargs for `_ours`) `repeat` times, rotating the order; one row per variant."""
+    runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
+    for r in range(repeat):
+        for name, kw in variants[r % len(variants):] + variants[:r % len(variants)]:
+            kw = dict(kw)
+            ex = kw.pop("examples", examples)
+            runs[name].append(_ours(model_path, ex, kw.pop("settings", s), **kw))
+    rows = []
+    for name, _ in variants:
+        rs = runs[name]
+        rows.append({"feature": feature, "variant": name, "repeats": len(rs),
+                     "tokens_per_sec": float(np.median([x["tokens_per_sec"] for x in rs])),
+                     "tokens_per_cpu_sec": float(np.median([x["tokens_per_cpu_sec"] for x in rs])),
+                     "median_step_s": float(np.median([x["median_step_s"] for x in rs])),
+                     "peak_memory": int(max(x["peak_memory"] for x in rs)),
+                     "padding_fraction": float(np.median([x["padding_fraction"] for x in rs]))})
+    return rows
 
 
-def checkpointing_cost(model_path, examples, s: Settings) -> list[dict]:
+def penalty_cost(model_path, examples, s: Settings, repeat: int = 2) -> list[dict]:
+    """Penalty on (lambda on the -1 tokens) vs off (same tokens as +1, lambda 0)."""
+    rows = _alternate("penalty", [("off (lambda 0)", {"examples": penalty_off(examples),
+                                                      "settings": dataclasses.replace(s, penalty_weight=0.0)}),
+                                  (f"on (lambda {s.penalty_weight:g})", {})], model_path, examples, s, repeat)
+    rows[1]["overhead"] = rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"] - 1
+    rows[1]["overhead_cpu"] = rows[0]["tokens_per_cpu_sec"] / rows[1]["tokens_per_cpu_sec"] - 1
+    return rows
+
+
+def checkpointing_cost(model_path, examples, s: Settings, repeat: int = 2) -> list[dict]:
     """Per-layer gradient checkpointing off vs on."""
-    return [_row("grad checkpointing", v, _ours(model_path, examples, dataclasses.replace(s, grad_checkpoint=v == "on")))
-            for v in ("off", "on")]
+    return _alternate("grad checkpointing", [(v, {"settings": dataclasses.replace(s, grad_checkpoint=v == "on")})
+                                             for v in ("off", "on")], model_path, examples, s, repeat)
 
 
-def quantized_cost(model_path, examples, s: Settings, bits: int = 4, group_size: int = 64) -> list[dict]:
+def quantized_cost(model_path, examples, s: Settings, repeat: int = 2, bits: int = 4, group_size: int = 64) -> list[dict]:
     """Dense float32 base vs an MLX-quantized base (QLoRA), same LoRA."""
-    return [_row("base weights", "dense fp32", _ours(model_path, examples, s)),
-            _row("base weights", f"quantized {bits}-bit g{group_size}",
-                 _ours(model_path, examples, s, quantize={"bits": bits, "group_size": group_size}))]
+    return _alternate("base weights", [("dense fp32", {}),
+                                       (f"quantized {bits}-bit g{group_size}",
+                                        {"quantize": {"bits": bits, "group_size": group_size}})],
+                      model_path, examples, s, repeat)
 
 
-def compile_cost(model_path, examples, s: Settings) -> list[dict]:
+def compile_cost(model_path, examples, s: Settings, repeat: int = 2) -> list[dict]:
     """mx.compile'd step vs the same step uncompiled."""
-    return [_row("compile", v, _ours(model_path, examples, dataclasses.replace(s, compile=v == "compiled")))
-            for v in ("compiled", "not compiled")]
+    return _alternate("compile", [(v, {"settings": dataclasses.replace(s, compile=v == "compiled")})
+                                  for v in ("compiled", "not compiled")], model_path, examples, s, repeat)
 
 
-def stack_cost(model_path, examples, s: Settings) -> list[dict]:
+def stack_cost(model_path, examples, s: Settings, repeat: int = 2) -> list[dict]:
     """One trainable adapter vs a stack of 3 frozen adapters + 1 trainable on every target linear."""
-    return [_row("adapters", "1 (trained)", _ours(model_path, examples, s)),
-            _row("adapters", "4-layer stack (3 frozen + 1 trained)",
-                 _ours(model_path, examples, s, lora_names=("base", "domain", "persona", "default")))]
+    return _alternate("adapters", [("1 (trained)", {}),
+                                   ("4-layer stack (3 frozen + 1 trained)",
+                                    {"lora_names": ("base", "domain", "persona", "default")})],
+                      model_path, examples, s, repeat)
 
 
 def batching_padding(examples, batch: int, seq: int, seed: int = 0) -> list[dict]:

@@ -9,38 +9,42 @@ def _mb(b) -> str:
 
 def compare_table(res: dict) -> str:
     """Per-side figures and the ours/theirs ratios of a `compare()` result."""
-    lines = ["| side | tokens/s (real) | supervised tok/s | median step (s) | peak mem (MiB) | padding |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| side | tokens/s (real) | tokens/CPU-s | supervised tok/s | median step (s) | peak mem (MiB) | padding |",
+             "|---|---|---|---|---|---|---|"]
     for side, a in res["sides"].items():
-        lines.append(f"| {side} | {a['tokens_per_sec']:.1f} | {a['supervised_tokens_per_sec']:.1f} | "
+        lines.append(f"| {side} | {a['tokens_per_sec']:.1f} | {a.get('tokens_per_cpu_sec', float('nan')):.1f} | "
+                     f"{a['supervised_tokens_per_sec']:.1f} | "
                      f"{a['median_step_s']:.2f} | {_mb(a['peak_memory'])} | {a['padding_fraction']:.1%} |")
     if "ratio_tokens_per_sec" in res:
         po = res.get("penalty_overhead")
         lines += ["", "| ratio ours/mlx-lm | value |", "|---|---|",
                   f"| tokens/s | {res['ratio_tokens_per_sec']:.2f}x |",
+                  f"| tokens per CPU second | {res.get('ratio_tokens_per_cpu_sec', float('nan')):.2f}x |",
                   f"| supervised tokens/s | {res['ratio_supervised_tokens_per_sec']:.2f}x |",
                   f"| median step time | {res['ratio_step_time']:.2f}x |",
                   f"| peak memory | {res['ratio_peak_memory']:.2f}x |"]
         if po is not None:
-            lines.append(f"| penalty overhead (ours, on vs off) | {po:+.1%} |")
+            lines.append(f"| penalty overhead (ours, on vs off; wall / CPU) | {po:+.1%} / "
+                         f"{res.get('penalty_overhead_cpu') or 0:+.1%} |")
     return "\n".join(lines)
 
 
 def feature_table(rows: list[dict]) -> str:
     """Feature-cost rows (training-step rows and batching rows share one table)."""
-    lines = ["| feature | variant | tokens/s | median step (s) | peak mem (MiB) | padding | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| feature | variant | tokens/s | tokens/CPU-s | median step (s) | peak mem (MiB) | padding | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tps = f"{r['tokens_per_sec']:.1f}" if "tokens_per_sec" in r else "-"
+        tpc = f"{r['tokens_per_cpu_sec']:.1f}" if "tokens_per_cpu_sec" in r else "-"
         st = f"{r['median_step_s']:.2f}" if "median_step_s" in r else "-"
         pm = _mb(r["peak_memory"]) if "peak_memory" in r else "-"
         note = r.get("note", "")
         if "overhead" in r:
-            note = f"overhead {r['overhead']:+.1%}"
+            note = f"overhead {r['overhead']:+.1%} wall, {r['overhead_cpu']:+.1%} CPU"
         if "batches_per_epoch" in r:
             note = f"{r['batches_per_epoch']} batches/epoch {note}".strip()
         pad = f"{r['padding_fraction']:.1%}" if r.get("padding_fraction") is not None else "-"
-        lines.append(f"| {r['feature']} | {r['variant']} | {tps} | {st} | {pm} | {pad} | {note} |")
+        lines.append(f"| {r['feature']} | {r['variant']} | {tps} | {tpc} | {st} | {pm} | {pad} | {note} |")
     return "\n".join(lines)
 
 

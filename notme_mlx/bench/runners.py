@@ -7,7 +7,9 @@
   `mlx_lm.lora` runs it, steps_per_report=1 and a `TrainingCallback` collecting each step.
 
 Both time a step the way mlx-lm's trainer does: the clock starts after the batch is built
-and stops after `mx.eval` of the new state. Token counts are counted here, the same way for
+and stops after `mx.eval` of the new state. Both also record the process CPU time from one
+step's end to the next (batch building included, on both sides): on a machine shared with
+other work, CPU seconds are far less disturbed than wall-clock seconds. Token counts are counted here, the same way for
 both: a row of an example of L tokens holds L-1 real (input, target) pairs; pad positions
 are not tokens.
 """
@@ -54,6 +56,7 @@ class RunResult:
 
     side: str
     step_s: list = field(default_factory=list)
+    cpu_s: list = field(default_factory=list)  # process CPU seconds from the previous step's end to this one's
     tokens: list = field(default_factory=list)
     supervised: list = field(default_factory=list)
     padded: list = field(default_factory=list)
@@ -63,9 +66,11 @@ class RunResult:
     def summary(self) -> dict:
         t = float(np.sum(self.step_s))
         tok, sup, pad = int(np.sum(self.tokens)), int(np.sum(self.supervised)), int(np.sum(self.padded))
+        cpu = float(np.sum(self.cpu_s)) if self.cpu_s else float("nan")
         return {"side": self.side, "steps": len(self.step_s), "median_step_s": float(np.median(self.step_s)),
                 "time_s": t, "tokens": tok, "supervised_tokens": sup, "padded": pad,
                 "tokens_per_sec": tok / t, "supervised_tokens_per_sec": sup / t,
+                "cpu_s": cpu, "tokens_per_cpu_sec": tok / cpu,
                 "padding_fraction": pad / max(tok + pad, 1), "peak_memory": self.peak_memory, **self.extra}
 
 
@@ -105,6 +110,7 @@ def run_ours(model, examples, s: Settings, pad_id: int = 0, lora_names: tuple = 
     model.train()
     res = RunResult("ours")
     _fresh_memory()
+    cpu0 = time.process_time()
     for i in range(s.warmup + s.steps):
         b = stream.next()
         tic = time.perf_counter()
@@ -112,11 +118,14 @@ def run_ours(model, examples, s: Settings, pad_id: int = 0, lora_names: tuple = 
                                     mx.array(b["n_penalize"], mx.float32), None, None, True)
         mx.eval(model.state, opt.state, loss, norm, ok)
         dt = time.perf_counter() - tic
+        cpu1 = time.process_time()
         if i >= s.warmup:
             res.step_s.append(dt)
+            res.cpu_s.append(cpu1 - cpu0)
             res.tokens.append(b["tokens"])
             res.supervised.append(b["n_learn"] + b["n_penalize"])
             res.padded.append(b["padded"])
+        cpu0 = cpu1
     res.peak_memory = mx.get_peak_memory()
     res.extra["final_loss"] = float(loss.item())
     return res
@@ -155,10 +164,15 @@ def run_mlxlm(model, examples, s: Settings) -> RunResult:
             batches.append((real, sup, len(L) * width - real))
             yield batch, lengths
 
+    cpu = [time.process_time()]
+
     class Collect(TrainingCallback):
         def on_train_loss_report(self, info):
             it = info["iteration"]
+            now = time.process_time()
+            cpu_dt, cpu[0] = now - cpu[0], now
             if it > s.warmup:
+                res.cpu_s.append(cpu_dt)
                 real, sup, pad = batches[it - 1]
                 res.step_s.append(1.0 / info["iterations_per_second"])
                 res.tokens.append(real)
@@ -178,6 +192,7 @@ def run_mlxlm(model, examples, s: Settings) -> RunResult:
                                adapter_file=str(Path(tmp) / "adapters.safetensors"),
                                grad_checkpoint=s.grad_checkpoint)
         _fresh_memory()
+        cpu[0] = time.process_time()
         with contextlib.redirect_stdout(io.StringIO()):  # its progress UI
             try:
                 mt.train(model, opt, data, None, args, iterate_batches=counting_batches, training_callback=Collect())
