@@ -46,8 +46,12 @@ def load_target(model_spec: str | None = None, adapters: str | Path | None = Non
         model, tok, info = load_model(model_spec)
         meta["fingerprint"] = info.get("fingerprint")
     if adapters is not None:
-        from ..lora import load_adapter
+        from ..lora import load_adapter, read_adapter_config
 
+        fp = read_adapter_config(adapters).get("notme", {}).get("base_fingerprint")
+        if fp and meta["fingerprint"] and fp != meta["fingerprint"] and not force:
+            raise NotmeError(f"{adapters}: adapter was trained on base {fp[:12]}…, not on {meta['model']} "
+                             f"({meta['fingerprint'][:12]}…) — pass the model it was trained on, or --force")
         name = load_adapter(model, adapters)
         meta["adapters"] = str(adapters)
         meta["layers"].append({"name": name, "path": str(adapters)})
