@@ -105,3 +105,44 @@ def test_merged_adapter_loads_on_one_machine(workdir):
     assert set(got) == set(ref["adapters"])
     for k, v in ref["adapters"].items():
         np.testing.assert_allclose(np.array(got[k]), np.array(v), rtol=1e-4, atol=1e-6)
+
+
+def test_real_data_batches_and_launch_dry_run(workdir, tmp_path):
+    """A recipe's tokenized data drives the worker; `launch --dry-run` writes the job."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from notme_mlx.cli import main
+    from notme_mlx.cluster.worker import DataBatches
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": f"answer number {i}. Does that make sense?", "train": True,
+                           "spans": [[len(f"answer number {i}. "), len(f"answer number {i}. Does that make sense?"), "penalize"]]}]}
+            for i in range(6)]
+    data.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    job = {"model_dir": str(workdir / "model"), "data": {"train": str(data), "max_seq_len": 64},
+           "batch": {"size": 4}, "seed": 0}
+    b = DataBatches(job)(1)
+    assert b["inputs"].shape[0] == 4 and b["inputs"].shape[1] % 32 == 0
+    assert int((b["labels"] == -1).sum()) > 0 and int((b["labels"] == 1).sum()) > 0
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {workdir / 'model'}\nname: c\nout_dir: {tmp_path / 'runs'}\n"
+                      f"data: {{train: {data}, valid: null, max_seq_len: 64}}\nlora: {{rank: 4, alpha: 8}}\nmax_steps: 2\n")
+    plan = tmp_path / "plan.json"
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("hosts:\n  - {name: a, ip: 127.0.0.1, memory_gb: 8}\n  - {name: b, ip: 127.0.0.1, memory_gb: 8}\n")
+    r = CliRunner().invoke(main, ["cluster", "plan", "--model", str(workdir / "model"), "--hosts", str(hosts),
+                                  "--microbatches", "2", "--batch", "4", "--seq", "64", "-o", str(plan)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["cluster", "launch", str(recipe), "--plan", str(plan), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    job = _json.loads((tmp_path / "runs" / "c" / "cluster-job.json").read_text())
+    assert job["stages"] == [[0, 2], [2, 4]] and job["microbatches"] == 2 and job["steps"] == 2
+    assert "--hostfile" in r.output and "notme_mlx.cluster.worker" in r.output
+    job["timeout"] = 60
+    r = launch_job(job, 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    losses = _json.loads((tmp_path / "runs" / "c" / "losses.json").read_text())
+    assert len(losses) == 2 and all(l > 0 for l in losses)

@@ -116,22 +116,34 @@ def plan_cmd(model, layers, exo, exo_state, hosts, strategy, microbatches, batch
 
 
 @cluster_group.command("launch")
-@click.argument("job", type=click.Path(exists=True))
-@click.option("--plan", "plan_path", type=click.Path(exists=True), required=True)
-@click.option("--dry-run", is_flag=True, help="Print the mlx.launch command only.")
-def launch_cmd(job, plan_path, dry_run):
-    """Start one worker per host of the plan with mlx.launch (ring or JACCL backend)."""
+@click.argument("recipe", type=click.Path(exists=True))
+@click.option("--plan", "plan_path", type=click.Path(exists=True), required=True, help="plan.json from `cluster plan`.")
+@click.option("--set", "sets", multiple=True, help="Recipe override key=value (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Write the job and print the mlx.launch command only.")
+def launch_cmd(recipe, plan_path, sets, dry_run):
+    """Train RECIPE across the plan's hosts: one worker per host, started by mlx.launch.
+
+    \b
+    Example:
+      notme cluster launch recipes/cluster-4x-mac-studio.yaml --plan plan.json
+    """
     import subprocess
     import sys
     from pathlib import Path
 
     from .. import ui
     from ..cluster.plan import load_plan
+    from ..cluster.worker import job_from_recipe
+    from ..io import atomic_write_text
 
+    overrides = dict(s.split("=", 1) for s in sets)
+    job = job_from_recipe(recipe, plan_path, overrides)
+    jf = Path(job["out_dir"]) / "cluster-job.json"
+    atomic_write_text(jf, json.dumps(job, indent=2))
     plan = load_plan(plan_path)
     hf = Path(plan_path).with_name(Path(plan_path).stem + ".hostfile.json")
     cmd = [str(Path(sys.executable).parent / "mlx.launch"), "--hostfile", str(hf), "--backend", plan.backend,
-           "--python", sys.executable, "-m", "notme_mlx.cluster.worker", str(job)]
+           "--python", sys.executable, "-m", "notme_mlx.cluster.worker", str(jf)]
     ui.out.print(" ".join(cmd))
     if not dry_run:
         raise SystemExit(subprocess.call(cmd))

@@ -32,6 +32,72 @@ def synthetic_batch(step: int, size: int, seq: int, vocab: int, seed: int) -> di
     return {"inputs": toks[:, :-1].astype(mx.int32), "targets": toks[:, 1:].astype(mx.int32), "labels": labels}
 
 
+class DataBatches:
+    """Real data for a cluster run: tokenized examples in a seeded order, one batch per step.
+
+    Every rank builds the same batches (the data is small next to the model), so no
+    data has to cross the network; rows are padded to a multiple of 32 with label 0.
+    """
+
+    def __init__(self, job: dict):
+        import random
+
+        from mlx_lm import load as _load_tok  # noqa: F401  (tokenizer comes from the model folder)
+
+        from ..data.labels import tokenize_example
+        from ..io import read_jsonl
+        from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+        tok = load_tokenizer(Path(job["model_dir"]))
+        d = job["data"]
+        self.rows = []
+        for ex in read_jsonl(d["train"]):
+            t = tokenize_example(tok, ex, d.get("max_seq_len", 1024))
+            if any(l != 0 for l in t.labels[1:]):
+                self.rows.append((t.tokens, t.labels))
+        if not self.rows:
+            from ..errors import InputError
+
+            raise InputError(f"{d['train']}: no example has learn or penalize tokens")
+        self.order = list(range(len(self.rows)))
+        random.Random(job.get("seed", 0)).shuffle(self.order)
+        self.size = job["batch"]["size"]
+
+    def __call__(self, step: int) -> dict:
+        idx = [self.order[(step * self.size + i) % len(self.order)] for i in range(self.size)]
+        rows = [self.rows[i] for i in idx]
+        T = max(len(t) for t, _ in rows) - 1
+        T = (T + 31) // 32 * 32
+        ins, tg, lb = [], [], []
+        for toks, labs in rows:
+            n = len(toks) - 1
+            ins.append(toks[:-1] + [0] * (T - n))
+            tg.append(toks[1:] + [0] * (T - n))
+            lb.append(labs[1:] + [0] * (T - n))
+        return {"inputs": mx.array(ins, dtype=mx.int32), "targets": mx.array(tg, dtype=mx.int32),
+                "labels": mx.array(lb, dtype=mx.int32)}
+
+
+def job_from_recipe(recipe_path: str, plan_path: str, overrides: dict | None = None) -> dict:
+    """A worker job for recipe + plan: model folder, data, LoRA, optimizer and the plan's stages."""
+    from ..cluster.plan import load_plan
+    from ..models import resolve
+    from ..train.config import load_recipe
+
+    r = load_recipe(recipe_path, overrides or {})
+    plan = load_plan(plan_path)
+    per = len(plan.stages) // plan.data_parallel
+    return {
+        "model_dir": str(resolve(r.model)), "stages": [[s.start_layer, s.end_layer] for s in plan.stages[:per]],
+        "replicas": plan.data_parallel, "microbatches": plan.microbatches, "schedule": "1f1b",
+        "steps": r.max_steps or 100, "lr": r.optimizer.lr, "optimizer": "adamw", "grad_clip": r.grad_clip,
+        "seed": r.seed, "penalty_weight": r.loss.penalty_weight,
+        "lora": {"rank": r.lora.rank, "alpha": r.lora.alpha, "targets": list(r.lora.targets), "num_layers": r.lora.num_layers},
+        "batch": {"size": plan.batch_size}, "data": {"train": r.data.train, "max_seq_len": r.data.max_seq_len},
+        "out_dir": str(Path(r.out_dir) / (r.name or Path(recipe_path).stem)), "timeout": 600, "save_every": r.save_every,
+    }
+
+
 def lora_cfg(job):
     from ..lora import ALL_TARGETS, LoRAConfig
 
@@ -142,11 +208,12 @@ def run(job: dict) -> int:
     wd = Watchdog(rank, job.get("timeout", 60.0))
     b = job["batch"]
     vocab = stage.args.vocab_size
+    data = DataBatches(job) if job.get("data") else None
     for step in range(step0 + 1, job.get("steps", 1) + 1):
         kill = job.get("kill") or {}
         if kill.get("rank") == rank and kill.get("step") == step:
             os._exit(9)  # simulated crash of this rank mid-run
-        batch = synthetic_batch(step, b["size"], b["seq"], vocab, b.get("seed", 0))
+        batch = data(step) if data else synthetic_batch(step, b["size"], b["seq"], vocab, b.get("seed", 0))
         loss, grads, stats = pipeline_grads(stage, batch, layout, group, job.get("microbatches", 1),
                                             job.get("schedule", "1f1b"), job.get("penalty_weight", 10.0),
                                             watchdog=wd, dp_group=dp_group)
