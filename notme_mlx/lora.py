@@ -247,10 +247,12 @@ def save_adapter(model, name: str, out_dir: str | Path, config: LoRAConfig, extr
     num_layers = n_layers - layer_ids[0] if layer_ids else n_layers
     keys = sorted({".".join(k.split(".")[3:-1]) for k in params if k.startswith("model.layers.")})
     scales = {m.adapters[name].scale for _, m in lora_modules(model) if name in m.adapters}
+    ranks = {m.adapters[name].lora_a.shape[1] for _, m in lora_modules(model) if name in m.adapters}
     cfg = {
         "fine_tune_type": "lora",
         "num_layers": num_layers,
-        "lora_parameters": {"rank": config.rank, "scale": scales.pop() if len(scales) == 1 else config.scale,
+        "lora_parameters": {"rank": ranks.pop() if len(ranks) == 1 else config.rank,
+                            "scale": scales.pop() if len(scales) == 1 else config.scale,
                             "dropout": config.dropout, "keys": keys},
         "notme": {"name": name, "lora": {**asdict(config), "targets": list(config.targets)}, **(extra_meta or {})},
     }
@@ -289,7 +291,7 @@ def load_adapter(model, path: str | Path, name: str | None = None, scale: float 
         raise NotmeError(f"an adapter named {name!r} is already loaded; pass another name")
     lp = cfg.get("lora_parameters", {})
     saved_scale = float(lp.get("scale", 1.0))
-    dropout = 0.0
+    dropout = float(lp.get("dropout", 0.0) or 0.0) if trainable else 0.0
     modules = dict(model.named_modules())
     by_module: dict[str, dict] = {}
     for k, v in weights.items():
@@ -329,6 +331,8 @@ def fuse(model, names=None) -> int:
     A quantized base is dequantized first (never fused back into 4-bit silently).
     Unfused adapters stay, wrapped around the new dense base.
     """
+    was_trainable = [n for n in adapter_names(model)
+                     if any(f".adapters.{n}." in k for k in trainable_parameters(model))]
     n = 0
     for path, m in lora_modules(model):
         chosen = [k for k in m.adapters if names is None or k in names]
@@ -349,4 +353,7 @@ def fuse(model, names=None) -> int:
         model.update_modules(tree_unflatten([(path, new)]))
         n += 1
     model.freeze()
+    still = [k for k in was_trainable if k in adapter_names(model)]
+    if still:  # an unfused trainable adapter stays trainable
+        _freeze_all_but(model, still[0])
     return n

@@ -95,6 +95,12 @@ def test_stack_equals_fused_lower_plus_upper(tiny_model_dir):
     stacked = np.array(model(ids))
     assert fuse(model, names=["domain"]) > 0
     assert adapter_names(model) == ["identity"]
+    # the unfused trainable upper layer stays the only trainable thing: rank 2 on o_proj [64->64],
+    # up_proj [64->ffn] in every block (independent count from the config)
+    cfgd = model.args
+    want = len(model.model.layers) * 2 * ((cfgd.hidden_size * 2) + (cfgd.hidden_size + cfgd.intermediate_size))
+    tp = trainable_parameters(model)
+    assert all(".adapters.identity." in k for k in tp) and sum(v.size for v in tp.values()) == want
     np.testing.assert_allclose(np.array(model(ids)), stacked, rtol=1e-4, atol=1e-4)
     fuse(model)
     assert not lora_modules(model)
