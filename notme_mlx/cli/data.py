@@ -154,11 +154,12 @@ def _not_yet(name: str, what: str, example: str) -> click.Command:
     return cmd
 
 
+from .data_synth import SYNTH_COMMANDS  # noqa: E402  (issue 12: synth, revise)
+
 SUBCOMMANDS = [
     build_cmd,
     stats_cmd,
-    _not_yet("synth", "notme data synth (issue #12)", "notme data synth --model smollm2-135m -n 100 -o synth.jsonl"),
-    _not_yet("revise", "notme data revise (issue #12)", "notme data revise data/ -o pairs.jsonl"),
+    *SYNTH_COMMANDS,
 ]
 for _c in SUBCOMMANDS:
     data_group.add_command(_c)
