@@ -62,3 +62,20 @@ def test_missing_model_is_one_line_exit_1(tmp_path):
     r = CliRunner().invoke(main, ["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"])
     assert r.exit_code == 1
     assert "no such file or directory" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_model_info_table_and_bad_inputs(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTME_HOME", str(tmp_path / "home"))
+    r = CliRunner().invoke(main, ["model", "info", str(tiny_model_dir)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    assert "llama" in r.output and f"{cfg['vocab_size']:,}" in r.output and "chat template" in r.output
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("hello")
+    for args in (["model", "info", str(bad)], ["model", "fetch", "no-such-model"],
+                 ["model", "convert", str(bad), str(tmp_path / "out")]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code != 0, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, (args, r.output)
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "home").rglob("*.safetensors")) if (tmp_path / "home").exists() else True
