@@ -53,7 +53,8 @@ def _cmd_check(state, arg, out):
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-tokens", default=256, show_default=True, type=int)
 @click.option("--temp", default=0.7, show_default=True, type=float)
-def correct_cmd(model_spec, adapters, stack, out_path, import_path, system, max_tokens, temp):
+@click.option("--seed", default=None, type=int, help="Seed the sampler once at the start (reproducible session).")
+def correct_cmd(model_spec, adapters, stack, out_path, import_path, system, max_tokens, temp, seed):
     """Chat with the model and record your corrections as preference pairs.
 
     `/fix TEXT` stores (prompt, chosen=TEXT, rejected=the last reply); `/check` shows what the
@@ -79,6 +80,10 @@ def correct_cmd(model_spec, adapters, stack, out_path, import_path, system, max_
     COMMANDS.setdefault("fix", (_cmd_fix, "/fix TEXT records TEXT as what the last reply should have been"))
     COMMANDS.setdefault("check", (_cmd_check, "run the detector on the last reply"))
     model, tok, meta = load_target(model_spec, adapters, stack)
+    if seed is not None:
+        import mlx.core as mx
+
+        mx.random.seed(seed)
     state = ChatState(model, tok, system=system, max_tokens=max_tokens, temp=temp,
                       extra={"corrections": out_path, "model": meta.get("model")})
     ui.info(f"chatting; /fix TEXT saves a correction to {out_path}, /quit ends")
