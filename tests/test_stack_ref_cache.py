@@ -101,3 +101,33 @@ def test_dpo_terms_formula():
     got = np.array(dpo_terms(c, r, rc, rr, beta=0.5))
     z = 0.5 * ((np.array([-3.0, -1.0]) + np.array([2.5, 1.5])) - (np.array([-2.0, -4.0]) + np.array([2.0, 3.0])))
     np.testing.assert_allclose(got, -np.log(1 / (1 + np.exp(-z))), rtol=1e-6)
+
+
+def test_dpo_loss_uses_cache_and_trains_only_the_upper_layer(tiny_model_dir, tmp_path):
+    """dpo_loss == mean DPO term from independent log-softmax; zero at the reference; grads on 'mode' only."""
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    import mlx.nn as nn
+
+    from notme_mlx.stack.ref_cache import _rows, dpo_loss
+
+    model, _ = load(str(tiny_model_dir))
+    apply_lora(model, LoRAConfig(rank=4, alpha=8), name="domain", trainable=False)
+    _randomize(model, "domain", 3)
+    apply_lora(model, LoRAConfig(rank=4, alpha=8), name="mode", trainable=True)
+    pairs = _pairs(2, n=4)
+    path = compute_reference_logprobs(model, pairs, tmp_path / "ref.safetensors", exclude="mode")
+    c, r, _ = load_reference_logprobs(path, pairs)
+    sel = [3, 1]
+    inp, tgt, msk = _rows([pairs[i][0] for i in sel] + [pairs[i][1] for i in sel])
+    batch = {"inputs": inp, "targets": tgt, "labels": msk.astype(mx.int32), "pair_idx": mx.array(sel)}
+    loss, _ = dpo_loss(model, batch, ref=(c, r), beta=0.5)  # mode has B = 0: policy == reference
+    np.testing.assert_allclose(float(loss), np.log(2.0), rtol=1e-5)
+    _randomize(model, "mode", 4)
+    loss, st = dpo_loss(model, batch, ref=(c, r), beta=0.5)
+    pol = _naive(model, [pairs[i] for i in sel])
+    z = 0.5 * ((pol[:, 0] - np.array(c)[sel]) - (pol[:, 1] - np.array(r)[sel]))
+    np.testing.assert_allclose(float(loss), np.mean(np.log1p(np.exp(-z))), rtol=1e-4)
+    g = nn.value_and_grad(model, lambda m: dpo_loss(m, batch, ref=(c, r), beta=0.5)[0])(model)[1]
+    keys = [k for k, _ in tree_flatten(g)]
+    assert keys and all(".adapters.mode." in k for k in keys)

@@ -124,3 +124,27 @@ def load_reference_logprobs(path: str | Path, pairs=None):
 def dpo_terms(c, r, ref_c, ref_r, beta: float = 0.1):
     """Per-pair DPO loss -log σ(β·((c - ref_c) - (r - ref_r))) from summed log-probs [P]."""
     return mx.logaddexp(0.0, -beta * ((c - ref_c) - (r - ref_r)))
+
+
+def dpo_loss(model, batch, n_pairs=None, _unused=None, *, ref, beta: float = 0.1, chunk_size: int = 8192,
+             grad_checkpoint: bool = False):
+    """DPO on the trainer's pair batches with cached reference log-probs -> (loss, stats).
+
+    Same contract as `train.pref_phase.preference_loss`: rows [chosen_0..chosen_{P-1},
+    rejected_0..rejected_{P-1}], labels 1 on reply tokens; plus batch["pair_idx"] [P] int32, the
+    pairs' positions in the cache. `ref` = (chosen [N], rejected [N]) from `load_reference_logprobs`.
+    The loss is the sum of per-pair terms over the GLOBAL pair count `n_pairs` (local when None).
+    """
+    from ..loss import output_head, sequence_logprobs
+    from ..train import _resolve
+
+    h = _resolve.hidden_states(model, batch["inputs"], checkpoint=grad_checkpoint)
+    mask = batch["labels"] == 1
+    lp = sequence_logprobs(h, output_head(model), batch["targets"], mask, chunk_size)  # [2P] summed
+    P = lp.shape[0] // 2
+    idx = batch["pair_idx"]
+    terms = dpo_terms(lp[:P], lp[P:], ref[0][idx], ref[1][idx], beta)
+    p = mask[:P].any(axis=1).sum().astype(mx.float32)
+    n = p if n_pairs is None else n_pairs
+    s = terms.sum()
+    return s / mx.maximum(n, 1.0), {"ce_sum": mx.zeros_like(s), "ul_sum": s, "n_learn": p, "n_penalize": p}
