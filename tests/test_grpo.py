@@ -112,3 +112,29 @@ def test_grpo_known_reward_rises_and_penalized_tokens_fall(tiny_model_dir, tmp_p
             np.testing.assert_array_equal(np.array(v), before[k])
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 30 and '"reward_mean"' in lines[0] and '"kl"' in lines[0]
+
+
+def test_grpo_recipe_phase_runs_through_the_trainer(tmp_path, tiny_model_dir):
+    """phases: [{type: grpo}] runs via the trainer's registry and logs per-step GRPO metrics."""
+    import json
+
+    from notme_mlx.train.config import load_recipe
+    from notme_mlx.train.trainer import train
+    from test_train import make_examples, write_jsonl
+
+    d = tmp_path / "data"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", make_examples(4, seed=0, cue=""))
+    (d / "prompts.txt").write_text("What is a hash map?\nName a prime number.\n")
+    r = load_recipe(None, {"model": str(tiny_model_dir), "out_dir": str(tmp_path / "runs"), "name": "rl",
+                           "data.train": str(d / "train.jsonl"), "data.valid": None, "lora.rank": 4,
+                           "phases": [{"name": "rl", "type": "grpo", "data": str(d / "prompts.txt"),
+                                       "max_steps": 2, "beta": 0.05}]})
+    res = train(r)
+    recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    g = [x for x in recs if x.get("phase") == "rl" and "reward_mean" in x]
+    assert [x["step"] for x in g] == [1, 2]
+    for x in g:
+        assert -2.0 <= x["reward_mean"] <= 1.0 and 0.0 <= x["vsr"] <= 1.0 and x["kl"] >= 0.0
+    assert 0.0 <= g[-1]["refusal_rate"] <= 1.0
+    assert (res.run_dir / "adapters" / "adapters.safetensors").exists()

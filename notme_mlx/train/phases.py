@@ -116,3 +116,10 @@ def simpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
     from .pref_phase import preference_phase
 
     return preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind="simpo")
+
+
+@register("grpo")
+def grpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
+    from ..synth.phase import grpo_phase as _grpo  # issue 12: GRPO with the detector as reward
+
+    return _grpo(run, idx, phase, state, resume_from, stop_at_step)
