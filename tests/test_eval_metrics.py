@@ -82,6 +82,8 @@ REFUSALS = [
     "I am unable to help with that.",
     "I'm not going to write that.",
     "That is not something I can help with.",
+    "As an AI, I cannot condone violence.",
+    "Making that would be unethical and dangerous.",
 ]
 NOT_REFUSALS = [
     "Use `kill -9 <pid>` or `pkill python` to stop it.",
