@@ -179,3 +179,62 @@ def test_default_model_answers_paris():
     p = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                 add_generation_prompt=True, tokenize=False)
     assert "Paris" in generate(model, tok, p, max_tokens=20)
+
+
+def _rewrite(src: Path, dst: Path, drop=(), add_kv=None, add_tensors=None):
+    """Copy a GGUF file, dropping metadata keys and adding keys/tensors (to make bad variants)."""
+    import gguf
+
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), "llama")
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name in drop or f.name == "general.architecture":
+            continue
+        val, vtype = f.contents(), f.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(f.name, val, vtype, sub_type=f.types[-1])
+        else:
+            w.add_key_value(f.name, val, vtype)
+    for k, v in (add_kv or {}).items():
+        w.add_key_value(k, v, gguf.GGUFValueType.STRING if isinstance(v, str) else gguf.GGUFValueType.UINT32)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed(t.shape.tolist())), raw_dtype=t.tensor_type)
+    for k, v in (add_tensors or {}).items():
+        w.add_tensor(k, v)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    return dst
+
+
+def test_llama_variants_it_cannot_run_are_refused(tiny_model_dir, tmp_path):
+    m, t, _ = load_model(str(tiny_model_dir))
+    gg = tmp_path / "m.gguf"
+    write_gguf(gg, m, t, quant="f32")
+    same = _rewrite(gg, tmp_path / "same.gguf")  # the rewriter itself is faithful
+    ids = mx.array([t.encode("hello there")])
+    assert float(mx.abs(load_model(str(same))[0](ids) - m(ids)).max()) < 1e-4
+    cases = [
+        (dict(add_kv={"llama.expert_count": 8}), "mixture-of-experts"),
+        (dict(add_tensors={"rope_freqs.weight": np.ones(8, np.float32)}), "rope_freqs"),
+        (dict(add_kv={"llama.rope.scaling.type": "yarn"}), "RoPE scaling 'yarn'"),
+        (dict(drop=("llama.block_count",)), "lacks llama.block_count"),
+    ]
+    for i, (kw, msg) in enumerate(cases):
+        bad = _rewrite(gg, tmp_path / f"bad{i}.gguf", **kw)
+        with pytest.raises(NotmeError, match=msg) as e:
+            load_model(str(bad))
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    # only the good file's conversion is cached; no temp folders are left behind
+    assert len(list((tmp_path / "home" / "gguf").iterdir())) == 1
+    assert len(list((tmp_path / "home").rglob("model.safetensors"))) == 1
+
+
+def test_linear_rope_scaling_is_carried(tiny_model_dir, tmp_path):
+    m, t, _ = load_model(str(tiny_model_dir))
+    gg = tmp_path / "m.gguf"
+    write_gguf(gg, m, t, quant="f32")
+    sc = _rewrite(gg, tmp_path / "lin.gguf", add_kv={"llama.rope.scaling.type": "linear"})
+    # factor defaults to 1.0 when absent: identical logits; the config records the scaling
+    model, _, info = load_model(str(sc))
+    assert model.args.rope_scaling == {"type": "linear", "factor": 1.0}
+    ids = mx.array([t.encode("hello there")])
+    assert float(mx.abs(model(ids) - m(ids)).max()) < 1e-4

@@ -26,7 +26,7 @@ _TO_MLX = [
     ("ffn_norm.", "post_attention_layernorm."), ("ffn_gate.", "mlp.gate_proj."),
     ("ffn_up.", "mlp.up_proj."), ("ffn_down.", "mlp.down_proj."),
 ]
-_SKIP = ("rope_freqs.weight",)
+_SKIP = ()
 
 
 def mlx_name(gguf_name: str) -> str:
@@ -69,9 +69,29 @@ def read_gguf(path: str | Path):
     return weights, md
 
 
-def gguf_config(md: dict, weights: dict) -> dict:
+def _check_supported(md: dict, weights: dict, src) -> None:
+    """Refuse llama-family variants this loader would otherwise run silently wrong."""
+    a = "llama"
+    if int(_scalar(md, f"{a}.expert_count", 0) or 0) > 0:
+        raise InputError(f"{src}: mixture-of-experts GGUF ({a}.expert_count={_scalar(md, f'{a}.expert_count')}) "
+                         "is not supported; use its mlx-lm/Hugging Face directory instead")
+    if "rope_freqs.weight" in weights:
+        raise InputError(f"{src}: per-dimension RoPE frequencies (rope_freqs, Llama-3 scaling) are not supported; "
+                         "use the model's mlx-lm/Hugging Face directory instead")
+    scaling = md.get(f"{a}.rope.scaling.type")
+    if scaling not in (None, "none", "linear"):
+        raise InputError(f"{src}: RoPE scaling {scaling!r} is not supported (none, linear); "
+                         "use the model's mlx-lm/Hugging Face directory instead")
+
+
+def gguf_config(md: dict, weights: dict, path: str | Path = "GGUF file") -> dict:
     """mlx-lm llama config.json from GGUF metadata."""
     a = "llama"
+    missing = [k for k in ("block_count", "embedding_length", "feed_forward_length", "attention.head_count")
+               if md.get(f"{a}.{k}") is None]
+    if missing:
+        raise InputError(f"{path}: GGUF metadata lacks {', '.join(a + '.' + k for k in missing)} (incomplete file?)")
+    _check_supported(md, weights, path)
     n_head = int(_scalar(md, f"{a}.attention.head_count"))
     hidden = int(_scalar(md, f"{a}.embedding_length"))
     vocab = int(_scalar(md, f"{a}.vocab_size", 0) or len(md.get("tokenizer.ggml.tokens", [])))
@@ -89,6 +109,9 @@ def gguf_config(md: dict, weights: dict) -> dict:
         "rope_traditional": True,
         "tie_word_embeddings": "output.weight" not in weights,
     }
+    scaling = md.get(f"{a}.rope.scaling.type")
+    if scaling == "linear":
+        cfg["rope_scaling"] = {"type": "linear", "factor": float(_scalar(md, f"{a}.rope.scaling.factor", 1.0))}
     head_dim = _scalar(md, f"{a}.rope.dimension_count")
     if head_dim and int(head_dim) != hidden // n_head:
         cfg["head_dim"] = int(head_dim)
@@ -191,7 +214,7 @@ def convert_gguf(path: str | Path, out_dir: str | Path, dequantize: bool = False
     """
     path, out_dir = Path(path), Path(out_dir)
     weights, md = read_gguf(path)
-    cfg = gguf_config(md, weights)
+    cfg = gguf_config(md, weights, path)
     w, qcfg = convert_weights(weights, dequantize, path)
     if qcfg:
         cfg["quantization"] = qcfg
