@@ -87,11 +87,15 @@ def load_stack_model(stack, force: bool = False, layers: list[str] | None = None
     return model, tok, info, loaded
 
 
-def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force: bool = False):
+def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force: bool = False,
+                      fuse_lower: bool = False):
     """Base + every layer below `train_layer`, frozen; records provenance on the model.
 
     The trainer then adds the trainable adapter named `train_layer` on top and
-    saves `base_fingerprint` and `trained_on` with it.
+    saves `base_fingerprint` and `trained_on` with it. `fuse_lower`: merge the frozen
+    lower layers into the (dense) base weights so a step costs the same as a single
+    adapter (equal up to float rounding; refused on a quantized base, which would need
+    dequantizing to full size).
     """
     from ..models import load_model
     from .manifest import LAYER_ORDER
@@ -113,6 +117,15 @@ def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force
     below = st.below(train_layer)
     sub = Stack(st.base_spec, st.base_fingerprint, below, root=st.root, source=st.source)
     loaded = load_stack_into(model, sub, {"fingerprint": fp}, force=force)
+    if fuse_lower and loaded:
+        import mlx.nn as nn
+
+        from ..lora import fuse
+
+        if any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules()):
+            raise NotmeError(f"{st.source or 'stack'}: fuse_lower needs a dense base; this one is quantized "
+                             f"(load it with dequantize=True, or train without fuse_lower)")
+        fuse(model)
     set_meta(model, {"base_fingerprint": fp, "base_spec": st.base_spec, "layer": train_layer,
                      "stack": str(st.source) if st.source else None,
                      "trained_on": [{"name": l["name"], "layer": l["layer"], "sha256": l["sha256"]} for l in loaded]})
