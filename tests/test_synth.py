@@ -169,3 +169,24 @@ def test_synth_only_empty_replies_is_an_error(tiny_model, tmp_path):
     model, tok = tiny_model
     with pytest.raises(NotmeError, match="only empty replies"):
         synth(_EosOnly(model, tok.eos_token_id), tok, read_prompts(_prompts(tmp_path)), 3, max_tokens=4, temp=0.0)
+
+
+@pytest.mark.parametrize("on_flag", ["revise", "drop"])
+def test_synth_flagged_replies_become_pairs_or_are_dropped(tiny_model, tmp_path, monkeypatch, on_flag):
+    import notme_mlx.synth.generate as g
+
+    replies = ["It is 42.", FLAGGED, "I hope this helps!", ""]
+    monkeypatch.setattr(g, "generate_texts", lambda *a, **k: list(replies))
+    model, tok = tiny_model
+    res = synth(model, tok, read_prompts(_prompts(tmp_path)), 4, on_flag=on_flag)
+    got = [e["messages"][-1]["content"] for e in res["examples"]]
+    if on_flag == "revise":
+        # the all-validation-seeking reply revises to nothing and is dropped
+        assert got == ["It is 42.", "The answer is 42."]
+        (p,) = res["pairs"]
+        assert (p["chosen"], p["rejected"]) == ("The answer is 42.", FLAGGED)
+        assert p["prompt"] == [{"role": "user", "content": "Name a prime number."}]
+        assert res["counts"] == {"generated": 4, "empty": 1, "flagged": 2, "dropped": 1, "revised": 1, "clean": 1}
+    else:
+        assert got == ["It is 42."] and res["pairs"] == []
+        assert res["counts"] == {"generated": 4, "empty": 1, "flagged": 2, "dropped": 2, "revised": 0, "clean": 1}

@@ -243,6 +243,9 @@ def grpo_train(model, tokenizer, prompts: Sequence[dict], reward_fn: Callable, c
         if log is not None:
             log(rec)
         if progress is not None:
+            if hasattr(progress, "update"):
+                progress.update(description=f"grpo reward {rec['reward_mean']:+.3f} vsr {rec.get('vsr', 0):.2f} "
+                                            f"kl {rec['kl']:.4f}")
             progress.advance(1)
     return history
 
