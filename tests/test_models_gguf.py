@@ -103,15 +103,21 @@ def test_bad_inputs_are_one_clear_line(tmp_path, tiny_model_dir):
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     with pytest.raises(NotmeError, match="architecture 'mamba' is not supported"):
         load_model(str(tmp_path / "mamba.gguf"))
-    # an unsupported tensor type (Q5_K)
-    m, t, _ = load_model(str(tiny_model_dir))
-    w = gguf.GGUFWriter(str(tmp_path / "k.gguf"), "llama")
-    bs, ts = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q5_K]
-    w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 256 // bs * ts), np.uint8),
-                 raw_dtype=gguf.GGMLQuantizationType.Q5_K)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    with pytest.raises(NotmeError, match="k.gguf"):
-        load_model(str(tmp_path / "k.gguf"))
+    # unsupported tensor types: Q5_K (mx.load fails) and Q4_K/Q6_K/Q2_K/BF16, which mx.load
+    # would silently turn into float16 (its Q4_K result disagrees with gguf's dequantizer)
+    for T in ("Q5_K", "Q4_K", "Q6_K", "Q2_K", "BF16"):
+        qt = gguf.GGMLQuantizationType[T]
+        bs, ts = gguf.GGML_QUANT_SIZES[qt]
+        f = tmp_path / f"k-{T}.gguf"
+        w = gguf.GGUFWriter(str(f), "llama")
+        w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 256 // bs * ts), np.uint8), raw_dtype=qt)
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        with pytest.raises(NotmeError, match=f"{f}: tensor blk.0.attn_q.weight has type {T} .*supported types: F32"):
+            load_model(str(f))
+    trunc = tmp_path / "trunc.gguf"
+    trunc.write_bytes(b"GGUF\x03\x00\x00\x00\x05")
+    with pytest.raises(NotmeError, match="cannot read the GGUF header"):
+        load_model(str(trunc))
     assert not list((tmp_path / "home").glob("gguf/*")) if (tmp_path / "home").exists() else True
 
 

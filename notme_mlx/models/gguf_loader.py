@@ -49,6 +49,36 @@ def _scalar(md, key, default=None):
     return v
 
 
+SUPPORTED_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
+
+
+def _check_header(path: Path) -> None:
+    """Architecture and tensor types from the header, before any tensor is read.
+
+    mx.load silently converts some other types (Q2_K, Q4_K, Q6_K, BF16) to
+    float16; its Q4_K conversion disagrees with gguf's reference dequantizer,
+    so only the types checked exactly in the tests are let through.
+    """
+    import gguf
+
+    try:
+        r = gguf.GGUFReader(str(path))
+        f = r.fields.get("general.architecture")
+        arch = f.contents() if f is not None else None
+        types = [(t.name, t.tensor_type.name) for t in r.tensors]
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: cannot read the GGUF header ({msg}); truncated or corrupt file?") from None
+    if arch not in SUPPORTED_ARCHS:
+        raise InputError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
+    bad = [(n, t) for n, t in types if t not in SUPPORTED_TYPES]
+    if bad:
+        kinds = sorted({t for _, t in bad})
+        raise InputError(f"{path}: tensor {bad[0][0]} has type {bad[0][1]} ({len(bad)} tensors of type "
+                         f"{', '.join(kinds)}); supported types: {', '.join(SUPPORTED_TYPES)} "
+                         "(re-quantize with llama.cpp, or load the mlx-lm/Hugging Face directory)")
+
+
 def read_gguf(path: str | Path):
     """Return (weights, metadata) of a GGUF file; one clear InputError on anything else."""
     path = Path(path)
@@ -58,11 +88,12 @@ def read_gguf(path: str | Path):
         magic = f.read(4)
     if magic != b"GGUF":
         raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    _check_header(path)
     try:
         weights, md = mx.load(str(path), return_metadata=True)
     except Exception as e:  # mlx raises ValueError/RuntimeError with its own text
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: cannot read GGUF tensors ({msg}); supported types: F32, F16, Q8_0, Q4_0, Q4_1") from None
+        raise InputError(f"{path}: cannot read GGUF tensors ({msg}); supported types: {', '.join(SUPPORTED_TYPES)}") from None
     arch = md.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise InputError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
