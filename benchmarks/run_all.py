@@ -36,6 +36,8 @@ def main():
 
     def stamp(what):
         print(f"[{time.perf_counter() - t0:.0f} s] {what}", file=sys.stderr, flush=True)
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
+        Path(a.json).write_text(json.dumps(out, indent=2, default=str))
 
     if "chat" not in skip:
         stamp("notme vs mlx-lm, chat-like data")
@@ -45,12 +47,12 @@ def main():
         out["equal_length"] = bench_vs_mlxlm.run(steps=3, warmup=1, repeat=3, batch=4, seq=128, equal_length=True)
     if "features" not in skip:
         stamp("feature costs")
-        out["features"] = bench_features.run(steps=3, warmup=1)
+        out["features"] = bench_features.run(steps=3, warmup=1, repeat=2)
     if "mfu" not in skip:
         stamp("MFU")
         out["mfu"] = bench_mfu.run(steps=3, warmup=1)
-    stamp("done")
     out["total_s"] = time.perf_counter() - t0
+    stamp("done")
     m = (out.get("chat") or out.get("equal_length") or {}).get("machine")
     if m:
         print(machine_line(m) + "\n")
@@ -65,8 +67,6 @@ def main():
     if "mfu" in out:
         print(f"## MFU\n\n{mfu_table(out['mfu'])}\n")
     print(f"total {out['total_s']:.0f} s")
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=2, default=str))
 
 
 if __name__ == "__main__":
