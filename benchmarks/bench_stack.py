@@ -12,6 +12,7 @@ Variants:
   mlx-lm      mlx_lm.tuner.utils.linear_to_lora_layers (LoRALinear), rank 8
   multi-1     notme_mlx.lora.apply_lora, one adapter (fast path), rank 8
   stack-4     domain/use/mode frozen (rank 8 each) + identity trainable (rank 8)
+  stack-4-fused  the same, lower three fused into the base first (load_for_training(fuse_lower=True))
 """
 
 from __future__ import annotations
@@ -49,13 +50,19 @@ def build(model_dir, variant, rank):
                                + [f"mlp.{k}" for k in TARGETS[4:]]})
     else:
         cfg = LoRAConfig(rank=rank, alpha=2.0 * rank, targets=TARGETS)
-        names = ["domain", "use", "mode", "identity"] if variant == "stack-4" else ["identity"]
+        names = ["domain", "use", "mode", "identity"] if variant.startswith("stack-4") else ["identity"]
         for n in names:
             apply_lora(model, cfg, name=n, trainable=(n == names[-1]))
         mx.random.seed(1)
         for _, m in lora_modules(model):  # non-zero frozen layers, as after training
             for n, a in m.adapters.items():
                 a.lora_b = mx.random.normal(a.lora_b.shape) * 0.01
+        if variant == "stack-4-fused":  # load_for_training(fuse_lower=True): lower layers merged into W
+            from notme_mlx.lora import fuse, remove_adapter
+
+            remove_adapter(model, "identity")
+            fuse(model)
+            apply_lora(model, cfg, name="identity", trainable=True)
     return model
 
 
@@ -98,7 +105,7 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp())
     d = build_tiny_llama(tmp / "m", vocab_size=a.vocab, num_hidden_layers=a.layers, hidden_size=a.hidden,
                          intermediate_size=2 * a.hidden, num_attention_heads=4, num_key_value_heads=2)
-    variants = ["mlx-lm", "multi-1", "stack-4"]
+    variants = ["mlx-lm", "multi-1", "stack-4", "stack-4-fused"]
     models = {v: build(d, v, a.rank) for v in variants}
     steps, opts = {}, {}
     for v, m in models.items():

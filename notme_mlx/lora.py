@@ -112,7 +112,7 @@ class MultiLoRALinear(nn.Module):
         w = w.astype(mx.float32)
         for n, a in self.adapters.items():
             if names is None or n in names:
-                w = w + a.scale * (a.lora_a @ a.lora_b).T.astype(mx.float32)
+                w = w + (a.scale * a.lora_b.T.astype(mx.float32)) @ a.lora_a.T.astype(mx.float32)
         return w.astype(dt if dt != mx.uint32 else mx.float32)
 
 
@@ -341,6 +341,7 @@ def fuse(model, names=None) -> int:
         w = m.dense_weight(chosen)
         bias = getattr(m.base, "bias", None) if "bias" in m.base else None
         lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        mx.eval(w)  # materialize now: no adapter graph carried into later steps
         lin.weight = w
         if bias is not None:
             lin.bias = bias
