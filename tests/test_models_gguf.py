@@ -244,3 +244,24 @@ def test_linear_rope_scaling_is_carried(tiny_model_dir, tmp_path):
     assert model.args.rope_scaling == {"type": "linear", "factor": 1.0}
     ids = mx.array([t.encode("hello there")])
     assert float(mx.abs(model(ids) - m(ids)).max()) < 1e-4
+
+
+def test_wrong_values_from_mx_load_are_caught(tiny_model_dir, tmp_path, monkeypatch):
+    """mlx versions with broken GGUF unpacking (mlx PR #3664: Q4_1) must not load silently wrong."""
+    from notme_mlx.models import gguf_loader
+
+    m, t, _ = load_model(str(tiny_model_dir))
+    gg = tmp_path / "m.gguf"
+    write_gguf(gg, m, t, quant="q4_1")
+    real_load = mx.load
+
+    def corrupt_load(path, return_metadata=False):
+        w, md = real_load(path, return_metadata=True)
+        k = "blk.1.ffn_up.biases"
+        w[k] = w[k] + 0.01  # what a mis-decoded block header looks like
+        return (w, md) if return_metadata else w
+
+    monkeypatch.setattr(gguf_loader.mx, "load", corrupt_load)
+    with pytest.raises(NotmeError, match=r"m.gguf: tensor blk.1.ffn_up.weight \(Q4_1\) read by mlx .* differs"):
+        load_model(str(gg))
+    assert not (tmp_path / "home" / "gguf").exists() or not any((tmp_path / "home" / "gguf").iterdir())

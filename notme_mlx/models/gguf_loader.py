@@ -52,7 +52,7 @@ def _scalar(md, key, default=None):
 SUPPORTED_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 
 
-def _check_header(path: Path) -> None:
+def _check_header(path: Path):
     """Architecture and tensor types from the header, before any tensor is read.
 
     mx.load silently converts some other types (Q2_K, Q4_K, Q6_K, BF16) to
@@ -77,6 +77,34 @@ def _check_header(path: Path) -> None:
         raise InputError(f"{path}: tensor {bad[0][0]} has type {bad[0][1]} ({len(bad)} tensors of type "
                          f"{', '.join(kinds)}); supported types: {', '.join(SUPPORTED_TYPES)} "
                          "(re-quantize with llama.cpp, or load the mlx-lm/Hugging Face directory)")
+    return r
+
+
+def _spot_check(path: Path, reader, weights: dict, rows: int = 2) -> None:
+    """Compare the first rows of every tensor with gguf's reference dequantizer.
+
+    Guards against MLX versions whose GGUF unpacking is wrong (mlx PR #3664 fixed
+    silently corrupted Q4_1 weights); costs a few milliseconds per tensor.
+    """
+    import numpy as np
+    from gguf.quants import dequantize as ref_dequantize
+
+    for t in reader.tensors:
+        raw = np.asarray(t.data[:rows] if t.data.ndim > 1 else t.data)
+        ref = ref_dequantize(raw, t.tensor_type).astype(np.float32)
+        base = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
+        if base + ".scales" in weights:
+            w, sc, b = weights[t.name], weights[base + ".scales"], weights[base + ".biases"]
+            bits = w.shape[-1] * 32 // (sc.shape[-1] * GROUP_SIZE)
+            got = mx.dequantize(w[:rows], sc[:rows].astype(mx.float32), b[:rows].astype(mx.float32), GROUP_SIZE, bits)
+        else:
+            got = weights[t.name]
+            got = got[:rows] if got.ndim > 1 else got
+        got = np.array(got.astype(mx.float32)).reshape(ref.shape)
+        err = float(np.abs(got - ref).max()) if ref.size else 0.0
+        if not err <= 1e-5 * max(1.0, float(np.abs(ref).max())):
+            raise InputError(f"{path}: tensor {t.name} ({t.tensor_type.name}) read by mlx {mx.__version__} differs from "
+                             f"the GGUF reference by {err:.3g}; upgrade mlx (pip install -U mlx)")
 
 
 def read_gguf(path: str | Path):
@@ -88,7 +116,7 @@ def read_gguf(path: str | Path):
         magic = f.read(4)
     if magic != b"GGUF":
         raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
-    _check_header(path)
+    reader = _check_header(path)
     try:
         weights, md = mx.load(str(path), return_metadata=True)
     except Exception as e:  # mlx raises ValueError/RuntimeError with its own text
@@ -97,6 +125,7 @@ def read_gguf(path: str | Path):
     arch = md.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise InputError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
+    _spot_check(path, reader, weights)
     return weights, md
 
 
