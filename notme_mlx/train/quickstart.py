@@ -129,7 +129,7 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
     from ..io import atomic_write_text
     from ..samples import IDENTITY_FILE, OWNER, sample_paths
     from . import _resolve
-    from .config import RECIPES_DIR, load_recipe
+    from .config import RECIPES_DIR
     from .trainer import train
 
     workdir = Path(workdir)
