@@ -19,7 +19,13 @@ def test_quickstart_tiny(tmp_path, tiny_model_dir):
     rep = json.loads((wd / "quickstart_report.json").read_text())
     assert rep["train"]["steps"] == 4 and [p["name"] for p in rep["train"]["phases"]] == ["learn", "penalize"]
     assert rep["before"]["n"] == rep["after"]["n"] == 2
-    assert 0.0 <= rep["after"]["rate"] <= 1.0
+    from notme_mlx.detect import detect
+
+    for side in ("before", "after"):
+        r = rep[side]
+        flags = [bool(detect(e["reply"]).flagged or detect(e["reply"]).spans) for e in r["examples"]]
+        assert r["flagged"] == sum(flags) and abs(r["rate"] - sum(flags) / r["n"]) < 1e-9
+        assert r["prompt_set"] in ("eval seeking set", "held-out test split")
     for f in ("messages.jsonl", "data/train.jsonl", "train/adapters/adapters.safetensors",
               "train/phases/learn/adapter_config.json"):
         assert (wd / f).exists(), f

@@ -13,7 +13,7 @@ import click
 @click.option("--model", default=None, help="Base model (default: recipes/quickstart.yaml's, smollm2-135m).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of recipes/quickstart.yaml, e.g. --set phases.1.max_steps=40.")
-@click.option("--prompts", "n_prompts", default=6, show_default=True, help="Held-out prompts for before/after.")
+@click.option("--prompts", "n_prompts", default=6, show_default=True, help="Prompts for the before/after rate.")
 @click.option("--max-new-tokens", default=32, show_default=True, help="Tokens generated per prompt.")
 @click.option("--no-eval", is_flag=True, help="Skip the before/after generation.")
 @click.option("--force", is_flag=True, help="Use a --workdir that exists and was not made by quickstart.")
@@ -36,7 +36,7 @@ def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval
                    max_new_tokens=max_new_tokens, skip_eval=no_eval)
     ui.info("")
     if r.before and r.after:
-        ui.info(f"validation-seeking rate on {r.after['n']} held-out prompts: "
+        ui.info(f"validation-seeking rate on {r.after['n']} prompts ({r.after.get('prompt_set', '?')}): "
                 f"[bold]{r.before['rate']:.0%}[/bold] before -> [bold]{r.after['rate']:.0%}[/bold] after")
     for p in r.train.get("phases", []):
         v = p.get("val") or {}

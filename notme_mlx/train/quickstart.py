@@ -99,6 +99,23 @@ def seeking_rate(model, tokenizer, prompts, max_new_tokens: int = 48, progress=N
     return {"rate": flagged / max(len(rows), 1), "flagged": flagged, "n": len(rows), "examples": rows}
 
 
+def before_after_rate(model, tokenizer, prompts, n: int, max_new_tokens: int, progress=None) -> dict:
+    """The quickstart's validation-seeking rate: the eval package's seeking prompt set
+    (`notme_mlx.eval.quick_vsr`: prompts written to invite approval-seeking) when present,
+    else greedy replies to the held-out `prompts`. Returns seeking_rate's dict + "prompt_set"."""
+    try:
+        from ..eval import quick_vsr
+    except ImportError:
+        quick_vsr = None
+    if quick_vsr is not None:
+        r = quick_vsr(model, tokenizer, n=n, max_tokens=max_new_tokens)
+        ex = [{"prompt": e["prompt"], "reply": e["response"], "flagged": bool(e["cues"]), "cues": e["cues"]}
+              for e in r["examples"]]
+        return {"rate": r["value"], "lo": r.get("lo"), "hi": r.get("hi"), "n": r["n"],
+                "flagged": sum(e["flagged"] for e in ex), "examples": ex, "prompt_set": "eval seeking set"}
+    return {**seeking_rate(model, tokenizer, prompts, max_new_tokens, progress), "prompt_set": "held-out test split"}
+
+
 def _export_hook(result: QuickstartResult) -> list:
     """Export step (the export helper adds `notme_mlx.export.quickstart_export`); skipped if absent."""
     try:
@@ -173,9 +190,9 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
     res = QuickstartResult(workdir, messages, data_dir, recipe.run_dir(), recipe.run_dir() / "adapters",
                            str(info.get("path", recipe.model)))
     t = time.perf_counter()
-    if not skip_eval and prompts:
+    if not skip_eval:
         with ui.progress("eval before", len(prompts)) as task:
-            res.before = seeking_rate(base, tok, prompts, max_new_tokens, task)
+            res.before = before_after_rate(base, tok, prompts, n_prompts, max_new_tokens, task)
     times["eval_before"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -189,9 +206,9 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
                             for p in out.phases]}
 
     t = time.perf_counter()
-    if not skip_eval and prompts:
+    if not skip_eval:
         with ui.progress("eval after", len(prompts)) as task:
-            res.after = seeking_rate(base, tok, prompts, max_new_tokens, task)
+            res.after = before_after_rate(base, tok, prompts, n_prompts, max_new_tokens, task)
     times["eval_after"] = time.perf_counter() - t
     ui.info("[bold]5/5 export[/bold]")
     res.exported = _export_hook(res)
