@@ -79,3 +79,23 @@ def test_model_info_table_and_bad_inputs(tiny_model_dir, tmp_path, monkeypatch):
         assert len(r.output.strip().splitlines()) == 1, (args, r.output)
     assert not (tmp_path / "out").exists()
     assert not list((tmp_path / "home").rglob("*.safetensors")) if (tmp_path / "home").exists() else True
+
+
+def test_convert_quantized_dir_to_dense(tiny_model_dir, tmp_path, monkeypatch):
+    from notme_mlx.export.gguf_export import write_gguf
+
+    monkeypatch.setenv("NOTME_HOME", str(tmp_path / "home"))
+    m, t, _ = load_model(str(tiny_model_dir))
+    write_gguf(tmp_path / "q.gguf", m, t, quant="q4_1")
+    assert CliRunner().invoke(main, ["model", "convert", str(tmp_path / "q.gguf"), str(tmp_path / "q")]).exit_code == 0
+    r = CliRunner().invoke(main, ["model", "convert", str(tmp_path / "q"), str(tmp_path / "dense"), "--dequantize"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "dense" / "config.json").read_text())
+    assert "quantization" not in cfg and cfg["rope_traditional"] is True
+    _, _, iq = load_model(str(tmp_path / "q"), dequantize=False)
+    mq, _, _ = load_model(str(tmp_path / "q"), dequantize=True)  # same float32 weights, dequantized at load
+    md, _, idn = load_model(str(tmp_path / "dense"), dequantize=False)
+    assert iq["quantization"]["bits"] == 4 and idn["quantization"] is None
+    assert idn["n_params"] == iq["n_params"]
+    ids = mx.array([t.encode("hello there")])
+    assert float(mx.abs(mq(ids) - md(ids)).max()) < 1e-5

@@ -14,7 +14,8 @@ from notme_mlx.export.gguf_export import write_gguf
 from notme_mlx.models import load_model
 from notme_mlx.models import registry as reg
 
-PROMPTS = ["Does that make sense? I hope this helps!", "def f(x):\n    return x * 2  # émoji 🙂", "Paris 2024, 12:30"]
+PROMPTS = ["Does that make sense? I hope this helps!", "def f(x):\n    return x * 2  # émoji 🙂", "Paris 2024, 12:30",
+           "<|im_start|>user\nhi 👍🏽<|im_end|>\n<|im_start|>assistant\n", "  tabs\tand\n\nnewlines ", "日本語のテキスト"]
 # max abs logit difference vs the float32 MLX model, relative to the logits' max magnitude
 # (4-bit error on random 64-dim weights is large; the exactness of the loader itself is
 # checked tensor by tensor against gguf's own dequantizer below)
