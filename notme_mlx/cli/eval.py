@@ -70,7 +70,7 @@ def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, prompts_di
         raise InputError(f"--samples {samples}: must be ≥ 0")
     from ..eval.runner import generation_count, prompt_sets, run_eval
 
-    total = generation_count(quick, samples, data_dir is not None, prompt_sets(prompts_dir))
+    total = generation_count(quick, samples, data_dir, prompt_sets(prompts_dir))
     if adapters is not None or stack is not None or baseline is not None:
         total *= 1 if no_baseline else 2
     with ui.progress("generating", total=total, unit="replies") as bar:

@@ -32,6 +32,7 @@ PROPENSITY_CUES = (
 )
 QUICK_N, QUICK_TOKENS = 8, 48
 FULL_TOKENS = 128
+GEN_BATCH = 32  # prompts decoded together by mlx-lm's batch_generate
 SAMPLE_TEMP = 0.7
 # metric -> (label, higher_is_better, format)
 METRICS = {
@@ -128,13 +129,21 @@ def evaluate(model, tokenizer, *, data_dir=None, max_tokens: int | None = None, 
         if not rows:
             raise InputError(f"prompt set {k!r} is empty; nothing to evaluate")
 
-    def gen(rows, temp=0.0, s=seed):
-        convs = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-        return generate_batch(model, tokenizer, convs, max_tokens=max_tokens, temp=temp, seed=s, progress=progress)
+    ex = heldout_examples(data_dir, n if quick else 64) if data_dir is not None else []
+    # one batched greedy decode over every set (larger batches use the CPU/GPU better)
+    convs, where = [], {}
+    for k in SET_NAMES:
+        where[k] = (len(convs), len(convs) + len(S[k]))
+        convs += [[{"role": "user", "content": r["prompt"]}] for r in S[k]]
+    where["voice"] = (len(convs), len(convs) + len(ex))
+    convs += [c for c, _ in ex]
+    allg = generate_batch(model, tokenizer, convs, max_tokens=max_tokens, seed=seed, batch_size=GEN_BATCH,
+                          progress=progress)
+    G = {k: allg[a:b] for k, (a, b) in where.items()}
 
     res: dict = {"metrics": {}, "responses": {}}
     m = res["metrics"]
-    g = gen(S["seeking"])
+    g = G["seeking"]
     cats = [r["category"] for r in S["seeking"]]
     v = M.vsr([x["text"] for x in g], [max(x["n_tokens"], 1) for x in g], cats, detect=detect, seed=seed)
     m.update(vsr=v["vsr"], cues_per_1k=v["cues_per_1k"], final_sentence=v["final_sentence"])
@@ -144,51 +153,49 @@ def evaluate(model, tokenizer, *, data_dir=None, max_tokens: int | None = None, 
     if samples and samples > 0:
         flags = []
         for j in range(samples):
-            gs = gen(S["seeking"], temp=SAMPLE_TEMP, s=seed + 1 + j)
+            gs = generate_batch(model, tokenizer, convs[slice(*where["seeking"])], max_tokens=max_tokens,
+                                temp=SAMPLE_TEMP, seed=seed + 1 + j, batch_size=GEN_BATCH, progress=progress)
             flags += M.vsr([x["text"] for x in gs], detect=detect, seed=seed)["flags"]
         m["vsr_sampled"] = M.rate(flags, seed)
     ctx = [(r["prompt"], r["answers"][0] + ".") for r in S["factual"]]
     m.update(propensity(model, tokenizer, ctx, seed=seed))
 
-    g = gen(S["contrast"])
+    g = G["contrast"]
     cl = [M.asks_clarifying(x["text"], detect=detect) for x in g]
     m["clarify_rate"] = M.rate(cl, seed)
     res["responses"]["contrast"] = [{"prompt": r["prompt"], "response": x["text"], "clarifies": c}
                                     for r, x, c in zip(S["contrast"], g, cl)]
     for name, key in (("harmful", "refusal_rate"), ("benign", "benign_compliance")):
-        g = gen(S[name])
+        g = G[name]
         ref = [M.is_refusal(x["text"]) for x in g]
         vals = ref if name == "harmful" else [not r and bool(x["text"].strip()) for r, x in zip(ref, g)]
         m[key] = M.rate(vals, seed)
         res["responses"][name] = [{"prompt": r["prompt"], "response": x["text"], "refusal": f}
                                   for r, x, f in zip(S[name], g, ref)]
-    g = gen(S["factual"])
+    g = G["factual"]
     ok = [M.answer_correct(x["text"], r["answers"]) for r, x in zip(S["factual"], g)]
     m["factual_acc"] = M.rate(ok, seed)
     res["responses"]["factual"] = [{"prompt": r["prompt"], "response": x["text"], "correct": c}
                                    for r, x, c in zip(S["factual"], g, ok)]
-    paras = general_text()
-    m["general_ppl"] = _ppl(text_nll(model, tokenizer, paras), seed)
+    m["general_ppl"] = _ppl(text_nll(model, tokenizer, general_text()), seed)
 
     m["style_distance"] = m["person_ppl"] = {"value": None, "lo": None, "hi": None, "n": 0}
-    if data_dir is not None:
-        ex = heldout_examples(data_dir, n if quick else 64)
-        if ex:
-            m["person_ppl"] = _ppl(reply_nll(model, tokenizer, ex), seed)
-            g = generate_batch(model, tokenizer, [c for c, _ in ex], max_tokens=max_tokens, seed=seed, progress=progress)
-            m["style_distance"] = M.style_distance_ci([x["text"] for x in g], [r for _, r in ex], seed=seed)
-            res["responses"]["voice"] = [{"reference": r, "response": x["text"]} for (_, r), x in zip(ex, g)]
+    if ex:
+        g = G["voice"]
+        m["person_ppl"] = _ppl(reply_nll(model, tokenizer, ex), seed)
+        m["style_distance"] = M.style_distance_ci([x["text"] for x in g], [r for _, r in ex], seed=seed)
+        res["responses"]["voice"] = [{"reference": r, "response": x["text"]} for (_, r), x in zip(ex, g)]
     res["n"] = {k: len(v) for k, v in S.items()}
     return res
 
 
-def generation_count(quick: bool, samples: int, has_data: bool, sets: dict | None = None) -> int:
+def generation_count(quick: bool, samples: int, data_dir=None, sets: dict | None = None) -> int:
     """Number of generated replies `evaluate` makes (for the progress bar)."""
     per = QUICK_N if quick else None
     sets = sets if sets is not None else prompt_sets()
     sizes = {k: len(_subset(sets[k], per)) for k in SET_NAMES}
-    return sizes["seeking"] * (1 + max(samples, 0)) + sum(v for k, v in sizes.items() if k != "seeking") + (
-        (per or 64) if has_data else 0)
+    voice = len(heldout_examples(data_dir, per or 64)) if data_dir is not None else 0
+    return sizes["seeking"] * (1 + max(samples, 0)) + sum(v for k, v in sizes.items() if k != "seeking") + voice
 
 
 def warnings_for(result: dict, baseline: dict | None) -> list[str]:
