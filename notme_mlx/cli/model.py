@@ -33,7 +33,7 @@ def info_cmd(spec, as_json):
     t = Table(title=f"model {spec}", show_header=False)
     q = info["quantization"]
     rows = [
-        ("path", info["path"]), ("architecture", info["architecture"]),
+        ("path", info["path"]), ("source", info["source"]), ("architecture", info["architecture"]),
         ("parameters", f"{info['n_params'] / 1e6:,.1f} M"), ("layers", str(info["n_layers"])),
         ("hidden size", str(info["hidden_size"])), ("dtypes", ", ".join(info["dtypes"])),
         ("quantization", "none" if not q else f"{q['bits']}-bit, group {q['group_size']}"
