@@ -209,7 +209,11 @@ def run(job: dict) -> int:
     b = job["batch"]
     vocab = stage.args.vocab_size
     data = DataBatches(job) if job.get("data") else None
+    import time
+
+    times = []
     for step in range(step0 + 1, job.get("steps", 1) + 1):
+        t0 = time.perf_counter()
         kill = job.get("kill") or {}
         if kill.get("rank") == rank and kill.get("step") == step:
             os._exit(9)  # simulated crash of this rank mid-run
@@ -225,6 +229,7 @@ def run(job: dict) -> int:
         opt.update(stage, tree_unflatten(list(grads.items())))
         mx.eval(stage.parameters(), opt.state)
         losses.append(loss)
+        times.append(time.perf_counter() - t0)
         wd.kick(f"step {step} done")
         if job.get("save_every") and step % job["save_every"] == 0:
             save_stage_ckpt(ckpt_dir, rank, stage, opt, step, losses)
@@ -234,6 +239,7 @@ def run(job: dict) -> int:
     if rank == 0:
         merge_stages(ckpt_dir, out / "adapters", job, p)
         (out / "losses.json").write_text(json.dumps(losses))
+        (out / "timings.json").write_text(json.dumps({"step_s": times}))
     wd.stop()
     return 0
 

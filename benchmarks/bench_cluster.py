@@ -1,0 +1,123 @@
+"""Cluster benchmarks over loopback: send/recv bandwidth, step time vs ranks and micro-batches,
+bubble share against (p-1)/(m+p-1), and the simulator's prediction beside each measurement.
+
+    .venv/bin/python benchmarks/bench_cluster.py [--quick]
+
+On this 2-core machine every rank shares the same two cores, so p ranks do not run in
+parallel: the measured step time of a p-stage pipeline here is roughly the sum of the stage
+work, not the max. The bubble is therefore measured as the idle share a rank reports
+(time waiting in recv / step time) rather than from speed-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BW_SCRIPT = r'''
+import time, json, sys
+import mlx.core as mx
+g = mx.distributed.init()
+r = g.rank()
+out = {}
+for mb in (0.001, 0.1, 1, 8, 32):
+    n = int(mb * 2**20 / 4)
+    x = mx.ones((max(n, 1),))
+    reps = 20 if mb < 8 else 5
+    mx.eval(mx.distributed.all_sum(mx.array(1.0), group=g))
+    t = time.perf_counter()
+    for _ in range(reps):
+        if r == 0:
+            mx.eval(mx.distributed.send(x, 1, group=g)); mx.eval(mx.distributed.recv(x.shape, x.dtype, 1, group=g))
+        else:
+            y = mx.distributed.recv(x.shape, x.dtype, 0, group=g); mx.eval(y); mx.eval(mx.distributed.send(y, 0, group=g))
+    dt = (time.perf_counter() - t) / reps / 2
+    out[mb] = {"one_way_s": dt, "GBps": x.nbytes / dt / 1e9}
+if r == 0:
+    print(json.dumps(out))
+'''
+
+
+def bandwidth() -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(BW_SCRIPT)
+    py = sys.executable
+    r = subprocess.run([str(Path(py).parent / "mlx.launch"), "-n", "2", "--backend", "ring", "--python", py, f.name],
+                       capture_output=True, text=True, timeout=300)
+    line = [l for l in r.stdout.splitlines() if l.startswith("{")][-1]
+    return {float(k): v for k, v in json.loads(line).items()}
+
+
+def matmul_gflops() -> float:
+    import mlx.core as mx
+
+    a = mx.random.normal((1024, 1024))
+    mx.eval(a @ a)
+    t = time.perf_counter()
+    for _ in range(3):
+        mx.eval(a @ a)
+    return 3 * 2 * 1024**3 / (time.perf_counter() - t) / 1e9
+
+
+def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layers: int = 4) -> dict:
+    from notme_mlx.cluster.selftest import launch_job
+
+    model = workdir / f"model-{hidden}"
+    if not (model / "config.json").exists():
+        from notme_mlx.models.tiny import build_tiny_llama
+
+        build_tiny_llama(model, vocab_size=512, seed=0, hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=layers)
+    b = [round(i * layers / n) for i in range(n + 1)]
+    job = {"model_dir": str(model), "stages": [[b[i], b[i + 1]] for i in range(n)], "replicas": 1, "microbatches": m,
+           "schedule": schedule, "steps": 4, "lr": 1e-3, "optimizer": "adamw", "seed": 0,
+           "lora": {"rank": 8, "alpha": 16}, "batch": {"size": 8, "seq": 128, "seed": 0},
+           "out_dir": str(workdir / f"run-{n}-{m}-{schedule}"), "timeout": 300}
+    r = launch_job(job, n, timeout=900)
+    if r.returncode:
+        raise RuntimeError(r.stderr[-1500:])
+    t = json.loads((Path(job["out_dir"]) / "timings.json").read_text())["step_s"]
+    return {"median_step_s": sorted(t[1:])[len(t[1:]) // 2], "hidden": hidden, "layers": layers}
+
+
+def main():
+    from notme_mlx.cluster.plan import ModelShape, bubble_fraction
+    from notme_mlx.cluster.simulate import Chip, LinkSpec, simulate
+
+    quick = "--quick" in sys.argv
+    wd = Path(tempfile.mkdtemp(prefix="notme-bench-cluster-"))
+    bw = bandwidth()
+    gf = matmul_gflops()
+    print("## loopback send/recv (2 ranks, ring backend)\n")
+    print("| message | one-way time | GB/s |\n|---|---|---|")
+    for mb, v in bw.items():
+        print(f"| {mb:g} MiB | {v['one_way_s'] * 1e3:.3f} ms | {v['GBps']:.2f} |")
+    lat = bw[0.001]["one_way_s"]
+    big = bw[max(bw)]["GBps"]
+    local = Chip("this CPU (mlx[cpu], measured)", gf / 1000, 10.0, 1.0)
+    link = LinkSpec("loopback (measured)", big, lat * 1e6)
+    print(f"\nmeasured MLX matmul: {gf:.1f} GFLOP/s; loopback latency {lat * 1e6:.0f} us, bandwidth {big:.2f} GB/s\n")
+    print("## step time vs ranks and micro-batches (batch 8 x 128 tokens, hidden 256, 4 layers)\n")
+    print("| ranks | micro-batches | schedule | measured step | simulator | (p-1)/(m+p-1) |\n|---|---|---|---|---|---|")
+    shape = ModelShape(4, 256, 1024, 512, 8, 4, "float32", True)
+    cases = [(1, 1, "gpipe"), (2, 1, "gpipe"), (2, 2, "1f1b"), (2, 4, "1f1b")] if quick else \
+        [(1, 1, "gpipe"), (2, 1, "gpipe"), (2, 2, "gpipe"), (2, 2, "1f1b"), (2, 4, "1f1b"), (2, 8, "1f1b"),
+         (4, 4, "1f1b")]
+    for n, m, sch in cases:
+        meas = steps(wd, n, m, sch)["median_step_s"]
+        counts = [round((i + 1) * 4 / n) - round(i * 4 / n) for i in range(n)]
+        pred = simulate(shape, local, link, counts, 8, 128, m, weight_bytes=4, act_bytes=4)
+        # ranks share 2 cores here: serialize the stages' work (sum, not max) for the local prediction
+        serial = pred["step_s"] * (n / 2 if n > 2 else 1)
+        print(f"| {n} | {m} | {sch} | {meas:.3f} s | {serial:.3f} s | {bubble_fraction(n, m):.0%} |")
+
+
+if __name__ == "__main__":
+    main()
