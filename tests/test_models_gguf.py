@@ -266,3 +266,23 @@ def test_wrong_values_from_mx_load_are_caught(tiny_model_dir, tmp_path, monkeypa
     with pytest.raises(NotmeError, match=r"m.gguf: tensor blk.1.ffn_up.weight \(Q4_1\) read by mlx .* differs"):
         load_model(str(gg))
     assert not (tmp_path / "home" / "gguf").exists() or not any((tmp_path / "home" / "gguf").iterdir())
+
+
+@pytest.mark.parametrize("quant", ["f32", "q4_1"])
+def test_fast_header_reader_matches_gguf_reader(quant, tiny_model_untied_dir, tmp_path):
+    import gguf
+
+    from notme_mlx.models.gguf_header import read_header
+
+    m, t, _ = load_model(str(tiny_model_untied_dir))
+    gg = tmp_path / "m.gguf"
+    write_gguf(gg, m, t, quant=quant)
+    meta, infos = read_header(gg)
+    r = gguf.GGUFReader(str(gg))
+    assert meta["general.architecture"] == "llama"
+    want = [(x.name, tuple(reversed(x.shape.tolist())), x.tensor_type.name, x.data_offset) for x in r.tensors]
+    assert [(i.name, i.shape, i.type_name, i.offset) for i in infos] == want
+    for i, x in zip(infos, r.tensors):  # raw bytes of the first rows are the reader's bytes
+        raw = np.asarray(x.data).reshape(-1).view(np.uint8)
+        got = i.rows(gg, 2).reshape(-1)
+        assert np.array_equal(got, raw[: got.size])

@@ -59,39 +59,38 @@ def _check_header(path: Path):
     float16; its Q4_K conversion disagrees with gguf's reference dequantizer,
     so only the types checked exactly in the tests are let through.
     """
-    import gguf
+    from .gguf_header import read_header
 
     try:
-        r = gguf.GGUFReader(str(path))
-        f = r.fields.get("general.architecture")
-        arch = f.contents() if f is not None else None
-        types = [(t.name, t.tensor_type.name) for t in r.tensors]
+        meta, tensors = read_header(path)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"{path}: cannot read the GGUF header ({msg}); truncated or corrupt file?") from None
+    arch = meta["general.architecture"]
     if arch not in SUPPORTED_ARCHS:
         raise InputError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
-    bad = [(n, t) for n, t in types if t not in SUPPORTED_TYPES]
+    bad = [(t.name, t.type_name) for t in tensors if t.type_name not in SUPPORTED_TYPES]
     if bad:
         kinds = sorted({t for _, t in bad})
         raise InputError(f"{path}: tensor {bad[0][0]} has type {bad[0][1]} ({len(bad)} tensors of type "
                          f"{', '.join(kinds)}); supported types: {', '.join(SUPPORTED_TYPES)} "
                          "(re-quantize with llama.cpp, or load the mlx-lm/Hugging Face directory)")
-    return r
+    return tensors
 
 
-def _spot_check(path: Path, reader, weights: dict, rows: int = 2) -> None:
+def _spot_check(path: Path, tensors, weights: dict, rows: int = 2) -> None:
     """Compare the first rows of every tensor with gguf's reference dequantizer.
 
     Guards against MLX versions whose GGUF unpacking is wrong (mlx PR #3664 fixed
     silently corrupted Q4_1 weights); costs a few milliseconds per tensor.
     """
+    import gguf
     import numpy as np
     from gguf.quants import dequantize as ref_dequantize
 
-    for t in reader.tensors:
-        raw = np.asarray(t.data[:rows] if t.data.ndim > 1 else t.data)
-        ref = ref_dequantize(raw, t.tensor_type).astype(np.float32)
+    for t in tensors:
+        raw = t.rows(path, rows)
+        ref = ref_dequantize(raw, gguf.GGMLQuantizationType(t.type_id)).astype(np.float32)
         base = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
         if base + ".scales" in weights:
             w, sc, b = weights[t.name], weights[base + ".scales"], weights[base + ".biases"]
@@ -103,7 +102,7 @@ def _spot_check(path: Path, reader, weights: dict, rows: int = 2) -> None:
         got = np.array(got.astype(mx.float32)).reshape(ref.shape)
         err = float(np.abs(got - ref).max()) if ref.size else 0.0
         if not err <= 1e-5 * max(1.0, float(np.abs(ref).max())):
-            raise InputError(f"{path}: tensor {t.name} ({t.tensor_type.name}) read by mlx {mx.__version__} differs from "
+            raise InputError(f"{path}: tensor {t.name} ({t.type_name}) read by mlx {mx.__version__} differs from "
                              f"the GGUF reference by {err:.3g}; upgrade mlx (pip install -U mlx)")
 
 
@@ -116,7 +115,7 @@ def read_gguf(path: str | Path):
         magic = f.read(4)
     if magic != b"GGUF":
         raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
-    reader = _check_header(path)
+    tensors = _check_header(path)
     try:
         weights, md = mx.load(str(path), return_metadata=True)
     except Exception as e:  # mlx raises ValueError/RuntimeError with its own text
@@ -125,7 +124,7 @@ def read_gguf(path: str | Path):
     arch = md.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise InputError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
-    _spot_check(path, reader, weights)
+    _spot_check(path, tensors, weights)
     return weights, md
 
 
