@@ -12,7 +12,6 @@ sequence cap; sides alternate --repeat times. Chat-like synthetic data by defaul
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
