@@ -124,3 +124,12 @@ def test_generate_with_adapters_matches_mlx_lm(tiny_model_dir, tmp_path):
                                   "--max-tokens", "12", "--adapters", str(tmp_path / "ad")])
     assert r.exit_code == 0, r.output
     assert r.output == want + "\n"
+
+
+def test_chat_cli_scripted_greedy_reply_matches_library(tiny_model_dir):
+    m, t, _ = load_model(str(tiny_model_dir))
+    want = generate_text(m, t, chat_prompt(t, [{"role": "user", "content": "hi"}]), max_tokens=6)
+    r = CliRunner().invoke(main, ["chat", "--model", str(tiny_model_dir), "--temp", "0", "--max-tokens", "6"],
+                           input="hi\n/quit\n")
+    assert r.exit_code == 0, r.output
+    assert f"me> {want}\n" in r.output
