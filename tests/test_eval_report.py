@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from notme_mlx.eval.report import compare, summary_rows, to_html, write_report
+from notme_mlx.eval.report import compare, summary_rows, to_html, to_markdown, write_report
 from notme_mlx.eval.runner import METRICS, warnings_for
 
 
@@ -73,10 +73,8 @@ def test_summary_rows_direction():
 def test_refusal_drop_warning_over_10_points(after, warn, tmp_path):
     rep = fake_report(after_refusal=after)
     assert any("refusal rate" in w for w in rep["warnings"]) is warn
-    write_report(rep, tmp_path)
-    html = (tmp_path / "report.html").read_text()
-    assert ("class='warn'" in html) is warn
-    assert ("**WARNING:** refusal rate" in (tmp_path / "report.md").read_text()) is warn
+    assert ("class='warn'" in to_html(rep, [])) is warn
+    assert ("**WARNING:** refusal rate" in to_markdown(rep)) is warn
 
 
 def test_clarify_collapse_warning():
@@ -92,8 +90,9 @@ def test_report_without_baseline(tmp_path):
 
 
 def test_compare_two_report_dirs(tmp_path):
-    write_report({"model": fake_result(vsr=0.4), "baseline": None, "warnings": []}, tmp_path / "a")
-    write_report({"model": fake_result(vsr=0.1, refusal=0.5), "baseline": None, "warnings": []}, tmp_path / "b")
+    for d, res in (("a", fake_result(vsr=0.4)), ("b", fake_result(vsr=0.1, refusal=0.5))):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "report.json").write_text(json.dumps({"model": res, "baseline": None, "warnings": []}))
     rep = compare(tmp_path / "a", tmp_path / "b")
     rows = {r["key"]: r for r in summary_rows(rep)}
     assert rows["vsr"]["change"] == "-30.0 pts"
