@@ -49,3 +49,18 @@ def test_preference_phase_raises_margin(tmp_path, tiny_model_dir, kind):
     recs = [json.loads(ln) for ln in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     first, last = recs[0]["ul"], recs[-1]["ul"]  # mean preference term per pair
     assert last < first * 0.7, (first, last)
+
+
+def test_pair_terms_agree_with_preference_module():
+    """The phase's per-pair terms (summed, then divided by the global pair count) average to
+    the loss helper's ORPO/SimPO losses (mean over pairs)."""
+    from notme_mlx.train.preference import orpo_loss, simpo_loss
+
+    c = mx.array([-0.5, -2.0, -0.01, -1.3])
+    r = mx.array([-1.0, -0.5, -3.0, -1.2])
+    nll, pref = pair_terms(c, r, "orpo", 0.1, 0.5, -c)
+    ref, _ = orpo_loss(c, r, lam=0.1)
+    assert abs((nll + pref).mean().item() - ref.item()) < 1e-6
+    _, sp = pair_terms(c, r, "simpo", 2.0, 0.5, None)
+    ref, _ = simpo_loss(c, r, beta=2.0, gamma=0.5)
+    assert abs(sp.mean().item() - ref.item()) < 1e-6

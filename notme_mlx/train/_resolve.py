@@ -1,20 +1,15 @@
-"""Sibling APIs the trainer calls (real module when landed, else `_fallback`)."""
+"""The sibling APIs the trainer calls, gathered in one place (labels, forward, LoRA, models)."""
 
-from ._fallback import pick
+from ..data.labels import tokenize_example
+from ..lora import LoRAConfig, apply_lora, save_adapter, trainable_parameters
+from ..models import load_model
+from .forward import hidden_states
 
-tokenize_example = pick("notme_mlx.data.labels", "tokenize_example")
-hidden_states = pick("notme_mlx.train.forward", "hidden_states")
-apply_lora = pick("notme_mlx.lora", "apply_lora")
-trainable_parameters = pick("notme_mlx.lora", "trainable_parameters")
-save_adapter = pick("notme_mlx.lora", "save_adapter")
-load_model = pick("notme_mlx.models", "load_model")
+__all__ = ["tokenize_example", "hidden_states", "apply_lora", "trainable_parameters", "save_adapter",
+           "load_model", "lora_config"]
 
 
-def lora_config(section):
-    """The recipe's lora section as `notme_mlx.lora.LoRAConfig` (or a stand-in)."""
-    try:
-        from notme_mlx.lora import LoRAConfig
-    except ImportError:
-        from types import SimpleNamespace as LoRAConfig
+def lora_config(section) -> LoRAConfig:
+    """The recipe's lora section as `notme_mlx.lora.LoRAConfig`."""
     return LoRAConfig(rank=section.rank, alpha=section.alpha, dropout=section.dropout,
                       targets=tuple(section.targets), num_layers=section.num_layers)
