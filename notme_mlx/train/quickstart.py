@@ -191,6 +191,7 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
                            str(info.get("path", recipe.model)))
     t = time.perf_counter()
     if not skip_eval:
+        ui.info(f"validation-seeking rate before training ({n_prompts} greedy replies, {max_new_tokens} tokens)")
         with ui.progress("eval before", len(prompts)) as task:
             res.before = before_after_rate(base, tok, prompts, n_prompts, max_new_tokens, task)
     times["eval_before"] = time.perf_counter() - t
@@ -207,6 +208,7 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
 
     t = time.perf_counter()
     if not skip_eval:
+        ui.info("validation-seeking rate after training")
         with ui.progress("eval after", len(prompts)) as task:
             res.after = before_after_rate(base, tok, prompts, n_prompts, max_new_tokens, task)
     times["eval_after"] = time.perf_counter() - t
