@@ -32,8 +32,10 @@ for mb in (0.001, 0.1, 1, 8, 32):
     x = mx.ones((max(n, 1),))
     reps = 20 if mb < 8 else 5
     mx.eval(mx.distributed.all_sum(mx.array(1.0), group=g))
-    t = time.perf_counter()
-    for _ in range(reps):
+    t = None
+    for i in range(reps + 1):  # the first round trip is an untimed warm-up
+        if i == 1:
+            t = time.perf_counter()
         if r == 0:
             mx.eval(mx.distributed.send(x, 1, group=g)); mx.eval(mx.distributed.recv(x.shape, x.dtype, 1, group=g))
         else:
@@ -66,7 +68,8 @@ def matmul_gflops() -> float:
     return 3 * 2 * 1024**3 / (time.perf_counter() - t) / 1e9
 
 
-def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layers: int = 4) -> dict:
+def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layers: int = 4,
+          batch: int = 8, seq: int = 128, n_steps: int = 4) -> dict:
     from notme_mlx.cluster.selftest import launch_job
 
     model = workdir / f"model-{hidden}"
@@ -77,8 +80,8 @@ def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layer
                          num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=layers)
     b = [round(i * layers / n) for i in range(n + 1)]
     job = {"model_dir": str(model), "stages": [[b[i], b[i + 1]] for i in range(n)], "replicas": 1, "microbatches": m,
-           "schedule": schedule, "steps": 4, "lr": 1e-3, "optimizer": "adamw", "seed": 0,
-           "lora": {"rank": 8, "alpha": 16}, "batch": {"size": 8, "seq": 128, "seed": 0},
+           "schedule": schedule, "steps": n_steps, "lr": 1e-3, "optimizer": "adamw", "seed": 0,
+           "lora": {"rank": 8, "alpha": 16}, "batch": {"size": batch, "seq": seq, "seed": 0},
            "out_dir": str(workdir / f"run-{n}-{m}-{schedule}"), "timeout": 300}
     r = launch_job(job, n, timeout=900)
     if r.returncode:
@@ -104,19 +107,27 @@ def main():
     local = Chip("this CPU (mlx[cpu], measured)", gf / 1000, 10.0, 1.0)
     link = LinkSpec("loopback (measured)", big, lat * 1e6)
     print(f"\nmeasured MLX matmul: {gf:.1f} GFLOP/s; loopback latency {lat * 1e6:.0f} us, bandwidth {big:.2f} GB/s\n")
-    print("## step time vs ranks and micro-batches (batch 8 x 128 tokens, hidden 256, 4 layers)\n")
-    print("| ranks | micro-batches | schedule | measured step | simulator | (p-1)/(m+p-1) |\n|---|---|---|---|---|---|")
-    shape = ModelShape(4, 256, 1024, 512, 8, 4, "float32", True)
-    cases = [(1, 1, "gpipe"), (2, 1, "gpipe"), (2, 2, "1f1b"), (2, 4, "1f1b")] if quick else \
+    # --quick: a smaller model/batch so the table finishes in minutes on a loaded 2-core box
+    hidden, batch, seq, n_steps = (128, 4, 64, 3) if quick else (256, 8, 128, 4)
+    print(f"## step time vs ranks and micro-batches (batch {batch} x {seq} tokens, hidden {hidden}, 4 layers)\n")
+    print("| ranks | micro-batches | schedule | measured step | simulator | measured bubble 1-T1/(p*Tp) | simulator bubble = (p-1)/(m+p-1) |\n|---|---|---|---|---|---|---|")
+    shape = ModelShape(4, hidden, 4 * hidden, 512, 8, 4, "float32", True)
+    cases = [(1, 1, "gpipe"), (2, 1, "gpipe"), (2, 2, "gpipe"), (2, 4, "1f1b"), (4, 4, "1f1b")] if quick else \
         [(1, 1, "gpipe"), (2, 1, "gpipe"), (2, 2, "gpipe"), (2, 2, "1f1b"), (2, 4, "1f1b"), (2, 8, "1f1b"),
          (4, 4, "1f1b")]
+    t1 = None
     for n, m, sch in cases:
-        meas = steps(wd, n, m, sch)["median_step_s"]
+        meas = steps(wd, n, m, sch, hidden, 4, batch, seq, n_steps)["median_step_s"]
+        if n == 1:
+            t1 = meas
         counts = [round((i + 1) * 4 / n) - round(i * 4 / n) for i in range(n)]
-        pred = simulate(shape, local, link, counts, 8, 128, m, weight_bytes=4, act_bytes=4)
+        pred = simulate(shape, local, link, counts, batch, seq, m, weight_bytes=4, act_bytes=4)
         # ranks share 2 cores here: serialize the stages' work (sum, not max) for the local prediction
         serial = pred["step_s"] * (n / 2 if n > 2 else 1)
-        print(f"| {n} | {m} | {sch} | {meas:.3f} s | {serial:.3f} s | {bubble_fraction(n, m):.0%} |")
+        # measured bubble (idle + communication share): only meaningful while p <= cores (2 here)
+        mb = f"{1 - t1 / (n * meas):.0%}" if (t1 and 1 < n <= 2) else "n/a"
+        sb = pred["bubble_fraction"]
+        print(f"| {n} | {m} | {sch} | {meas:.3f} s | {serial:.3f} s | {mb} | {sb:.0%} |", flush=True)
 
 
 if __name__ == "__main__":
