@@ -131,3 +131,12 @@ def test_dpo_loss_uses_cache_and_trains_only_the_upper_layer(tiny_model_dir, tmp
     g = nn.value_and_grad(model, lambda m: dpo_loss(m, batch, ref=(c, r), beta=0.5)[0])(model)[1]
     keys = [k for k, _ in tree_flatten(g)]
     assert keys and all(".adapters.mode." in k for k in keys)
+
+
+def test_dpo_terms_agree_with_loss_helpers_dpo():
+    from notme_mlx.train.preference import dpo_loss as helper_dpo
+
+    rng = np.random.default_rng(0)
+    c, r, rc, rr = (mx.array(rng.normal(-20, 5, 6).astype(np.float32)) for _ in range(4))
+    want, _ = helper_dpo(c, r, rc, rr, beta=0.2)
+    np.testing.assert_allclose(float(dpo_terms(c, r, rc, rr, beta=0.2).mean()), float(want), rtol=1e-6)
