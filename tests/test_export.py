@@ -319,3 +319,41 @@ def test_smollm2_with_adapter_matches_llama_cpp_greedy(tmp_path):
     lc = res.verify["llama_cpp"]
     assert lc is not None and lc["all_match"], lc["prompts"]
     assert lc["position_top1_agreement"] >= 0.95
+
+
+def test_gguf_lora_adapter_export(tiny_model_dir, adapter_dir, tmp_path):
+    """Adapter-only GGUF: tensors are Aᵀ/Bᵀ (Q/K rows permuted) with alpha = scale·r; with the
+    [verify] extra, llama.cpp applies it to the base GGUF and matches MLX's logits."""
+    import gguf
+
+    from notme_mlx.export import export_model
+    from notme_mlx.lora import load_adapter
+
+    res = export_model(str(tiny_model_dir), tmp_path / "lora", to="gguf-lora", adapters=[adapter_dir])
+    r = gguf.GGUFReader(str(tmp_path / "lora" / "adapter.gguf"))
+    f = r.fields
+    assert bytes(f["general.type"].parts[-1]).decode() == "adapter"
+    assert float(f["adapter.lora.alpha"].parts[-1][0]) == pytest.approx(2.0 * 4)
+    w = mx.load(str(adapter_dir / "adapters.safetensors"))
+    t = {x.name: x for x in r.tensors}
+    a = w["model.layers.0.mlp.up_proj.lora_a"]
+    np.testing.assert_array_equal(np.array(t["blk.0.ffn_up.weight.lora_a"].data).reshape(a.shape[::-1]), np.array(a).T)
+    bq = np.array(t["blk.1.attn_q.weight.lora_b"].data)
+    ref = np.array(permute_qk(w["model.layers.1.self_attn.q_proj.lora_b"].T, 4))
+    np.testing.assert_array_equal(bq.reshape(ref.shape), ref)
+    assert res.tensor_types["modules"] == 14
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp"):  # the optional [verify] extra
+        from llama_cpp import Llama
+        from mlx_lm import load
+
+        model, tok = load(str(tiny_model_dir))
+        write_gguf(tmp_path / "base.gguf", model, tok, quant="f32")
+        load_adapter(model, adapter_dir)
+        ids = tok.encode("Does that make sense? I hope this helps")
+        llm = Llama(model_path=str(tmp_path / "base.gguf"), lora_path=str(tmp_path / "lora" / "adapter.gguf"),
+                    n_ctx=128, logits_all=True, verbose=False)
+        llm.eval(ids)
+        got = np.array(llm.scores[: len(ids)])
+        assert np.abs(got - np.array(model(mx.array([ids]))[0])).max() < 5e-3

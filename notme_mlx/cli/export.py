@@ -7,7 +7,7 @@ import click
 @click.option("--model", "model_spec", required=True, help="Base model: mlx-lm dir, hub id, .gguf or registry name.")
 @click.option("--adapters", "adapters", multiple=True, type=click.Path(), help="Adapter folder(s) to fuse, bottom first.")
 @click.option("--stack", type=click.Path(), help="A stack.yaml whose layers are fused.")
-@click.option("--to", "to", type=click.Choice(["mlx", "hf", "gguf", "ollama"]), default="mlx", show_default=True)
+@click.option("--to", "to", type=click.Choice(["mlx", "hf", "gguf", "ollama", "gguf-lora"]), default="mlx", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="Output folder (refused if it exists, unless --force).")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default="float16", show_default=True,
               help="Weight dtype for mlx/hf.")
@@ -24,6 +24,8 @@ def export_cmd(model_spec, adapters, stack, to, out, dtype, quant, system, force
       notme export --model smollm2-135m --adapters runs/quickstart/adapters --to hf --out exports/me-hf
       notme export --model smollm2-135m --stack stacks/genesis.yaml --to ollama --out exports/me --verify
       ollama create me -f exports/me/Modelfile
+      notme export --model smollm2-135m --adapters runs/quickstart/adapters --to gguf-lora --out exports/lora
+      llama-cli -m base.gguf --lora exports/lora/adapter.gguf
     """
     from rich.table import Table
 

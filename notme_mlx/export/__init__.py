@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import NotmeError
 from ..io import atomic_dir
 
-TARGETS = ("mlx", "hf", "gguf", "ollama")
+TARGETS = ("mlx", "hf", "gguf", "ollama", "gguf-lora")
 VERIFY_PROMPTS = (
     "The capital of France is",
     "Write one sentence about rivers.",
@@ -184,6 +184,23 @@ def verify_export(model, tokenizer, target: str, path: Path) -> dict:
     return res
 
 
+def _export_lora(model_spec: str, out: Path, adapters, force: bool) -> ExportResult:
+    """One adapter as a llama.cpp GGUF LoRA (`llama-cli -m base.gguf --lora adapter.gguf`)."""
+    from ..lora import adapter_parameters, load_adapter, read_adapter_config
+    from ..models import load_model
+    from .gguf_export import write_gguf_lora
+
+    if len(adapters or ()) != 1:
+        raise NotmeError("--to gguf-lora exports exactly one adapter folder (--adapters DIR)")
+    model, _, _ = load_model(model_spec, dequantize=True)
+    name = load_adapter(model, adapters[0], name="export")
+    cfg = read_adapter_config(adapters[0])["lora_parameters"]
+    weights = adapter_parameters(model, name)
+    with atomic_dir(out, force=force) as tmp:
+        n = write_gguf_lora(tmp / "adapter.gguf", model, weights, int(cfg["rank"]), float(cfg["scale"]))
+    return ExportResult(out, "gguf-lora", ["adapter.gguf"], tensor_types={"modules": n})
+
+
 def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(), stack: str | None = None,
                  dtype: str = "float16", quant: str = "f16", system: str | None = None,
                  force: bool = False, verify: bool = False, card_extra: dict | None = None) -> ExportResult:
@@ -207,6 +224,8 @@ def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(),
     out = Path(out)
     if out.exists() and not force:
         raise NotmeError(f"{out}: already exists (use --force to replace it)")
+    if to == "gguf-lora":
+        return _export_lora(model_spec, out, adapters, force)
     model, tokenizer, info, layers = load_fused(model_spec, adapters, stack, force=force)
     arch = getattr(model.args, "model_type", "?")
     if arch != "llama":

@@ -141,3 +141,45 @@ def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "no
     w.write_tensors_to_file()
     w.close()
     return types
+
+
+def write_gguf_lora(path: Path, model, adapter_weights: dict, rank: int, scale: float, name: str = "notme-lora") -> int:
+    """Write a LoRA adapter as a llama.cpp GGUF adapter (`general.type = adapter`).
+
+    llama.cpp applies y += (alpha / r) · B (A x) with `lora_a` [r, in] and `lora_b` [out, r]
+    (PEFT layout), so our A [in, r] and B [r, out] are transposed, alpha = scale · r, and the
+    rows of B for Q/K are permuted into GGUF's interleaved RoPE order like the base weights.
+    `adapter_weights`: {"model.layers.{i}.self_attn.q_proj.lora_a": [in, r], ... .lora_b: [r, out]}.
+    Returns the number of adapted modules.
+    """
+    import gguf
+
+    args = model.args
+    n_head = args.num_attention_heads
+    n_kv = args.num_key_value_heads or n_head
+    permute = not bool(getattr(args, "rope_traditional", False))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_name(name)
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(scale * rank))
+    n = 0
+    for k in sorted(adapter_weights):
+        if not k.endswith(".lora_a"):
+            continue
+        base = k[: -len(".lora_a")]
+        a = adapter_weights[k].astype(mx.float32).T  # [r, in]
+        b = adapter_weights[base + ".lora_b"].astype(mx.float32).T  # [out, r]
+        if permute and base.endswith("self_attn.q_proj"):
+            b = permute_qk(b, n_head)
+        elif permute and base.endswith("self_attn.k_proj"):
+            b = permute_qk(b, n_kv)
+        g = gguf_name(base + ".weight")
+        w.add_tensor(g + ".lora_a", np.array(a))
+        w.add_tensor(g + ".lora_b", np.array(b))
+        n += 1
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return n
