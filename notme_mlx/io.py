@@ -22,21 +22,9 @@ PRIVATE = 0o600
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = PRIVATE) -> Path:
     """Write `data` to `path` via a temp file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path, mode, binary=True) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int = PRIVATE) -> Path:
@@ -70,6 +58,20 @@ def write_jsonl(path: str | Path, records: Iterable[dict], mode: int = PRIVATE) 
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def read_yaml(path: str | Path, what: str = "file"):
+    """Parse a YAML file; a missing file or a syntax error is one InputError naming file:line."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML ({getattr(e, 'problem', e)})") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -144,6 +144,16 @@ def _freeze_all_but(model, trainable: str | None):
             m.adapters[trainable].unfreeze(keys=["lora_a", "lora_b"], recurse=False)
 
 
+def _set_trainable_after_add(model, name: str, trainable: bool) -> None:
+    """A newly added adapter becomes the only trainable one, or stays frozen."""
+    if trainable:
+        _freeze_all_but(model, name)
+        return
+    for _, m in lora_modules(model):
+        if name in m.adapters:
+            m.adapters[name].freeze()
+
+
 def apply_lora(model, config: LoRAConfig, name: str = "default", trainable: bool = True) -> int:
     """Add adapter `name` to the target linears of the last `config.num_layers` layers.
 
@@ -175,12 +185,7 @@ def apply_lora(model, config: LoRAConfig, name: str = "default", trainable: bool
             layer.update_modules(tree_unflatten(updates))
     if added == 0:
         raise NotmeError(f"LoRA targets {sorted(targets)} matched no linear layer in the model")
-    if trainable:
-        _freeze_all_but(model, name)
-    else:
-        for _, m in lora_modules(model):
-            if name in m.adapters:
-                m.adapters[name].freeze()
+    _set_trainable_after_add(model, name, trainable)
     return added
 
 
@@ -316,12 +321,7 @@ def load_adapter(model, path: str | Path, name: str | None = None, scale: float 
                              f"do not fit the layer [{in_dims} -> {out_dims}] (adapter for another base?)")
         a = mod.add(name, ab["lora_a"].shape[1], saved_scale * (1.0 if scale is None else scale), dropout)
         a.lora_a, a.lora_b = ab["lora_a"], ab["lora_b"]
-    if trainable:
-        _freeze_all_but(model, name)
-    else:
-        for _, m in lora_modules(model):
-            if name in m.adapters:
-                m.adapters[name].freeze()
+    _set_trainable_after_add(model, name, trainable)
     return name
 
 

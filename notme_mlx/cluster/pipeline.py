@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_unflatten
 
 from .stage import StageModel, flat_trainable
 

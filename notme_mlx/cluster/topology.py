@@ -18,7 +18,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from ..errors import InputError, NotmeError
 
@@ -140,10 +139,10 @@ def read_exo(url_or_file: str, timeout: float = 5.0) -> Topology:
 
 def read_hosts(path: str | Path) -> Topology:
     """A plain hosts.yaml: `hosts: [{name, ip, ssh?, memory_gb, chip?, link?, rdma?}]`."""
+    from ..io import read_yaml
+
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data = read_yaml(p, "hosts file") or {}
     hosts = data.get("hosts") if isinstance(data, dict) else None
     if not hosts:
         raise InputError(f"{p}: expected `hosts:` with a list of {{name, ip, memory_gb}}")

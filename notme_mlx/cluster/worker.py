@@ -42,8 +42,6 @@ class DataBatches:
     def __init__(self, job: dict):
         import random
 
-        from mlx_lm import load as _load_tok  # noqa: F401  (tokenizer comes from the model folder)
-
         from ..data.labels import tokenize_example
         from ..io import read_jsonl
         from mlx_lm.tokenizer_utils import load as load_tokenizer

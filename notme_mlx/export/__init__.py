@@ -135,9 +135,9 @@ def verify_llama_cpp(model, tokenizer, gguf_path: Path, n_tokens: int = 16) -> d
 
     Returns None when llama_cpp (the `[verify]` extra) is not installed.
     """
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
         return None
     max_diff, agree = 0.0, []
     for p in VERIFY_PROMPTS:

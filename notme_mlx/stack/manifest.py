@@ -128,15 +128,10 @@ def parse_stack(data: dict, source: Path | None = None) -> Stack:
 
 
 def load_stack(path: str | Path) -> Stack:
+    from ..io import read_yaml
+
     path = Path(path)
-    if not path.exists():
-        raise NotmeError(f"{path}: stack manifest not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    return parse_stack(data or {}, path)
+    return parse_stack(read_yaml(path, "stack manifest") or {}, path)
 
 
 def save_stack(stack: Stack, path: str | Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ..errors import NotmeError
-from .compose import adapter_meta, check_stack
+from .compose import adapter_meta
 from .manifest import LAYER_ORDER, Stack, StackLayer, adapter_hash, with_layers
 
 
