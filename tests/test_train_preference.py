@@ -64,3 +64,28 @@ def test_pair_terms_agree_with_preference_module():
     _, sp = pair_terms(c, r, "simpo", 2.0, 0.5, None)
     ref, _ = simpo_loss(c, r, beta=2.0, gamma=0.5)
     assert abs(sp.mean().item() - ref.item()) < 1e-6
+
+
+def test_dpo_phase_uses_cached_reference_and_raises_margin(tmp_path, tiny_model_dir):
+    """DPO: reference log-probs of the model entering the phase are computed once and cached;
+    the implicit reward margin (C - C_ref) - (R - R_ref) grows from 0."""
+    d = tmp_path / "data"
+    d.mkdir()
+    exs = make_examples(16, seed=0, cue="")
+    pairs = [{"prompt": e["messages"][:-1], "chosen": e["messages"][-1]["content"],
+              "rejected": e["messages"][-1]["content"] + " Does that make sense?"} for e in exs]
+    write_jsonl(d / "train.jsonl", exs)
+    write_jsonl(d / "pairs.jsonl", pairs)
+    r = load_recipe(None, {"model": str(tiny_model_dir), "out_dir": str(tmp_path / "runs"), "name": "dpo",
+                           "data.train": str(d / "train.jsonl"), "data.valid": None,
+                           "data.pairs": str(d / "pairs.jsonl"), "data.max_seq_len": 64, "lora.rank": 4,
+                           "optimizer.lr": 3e-3, "batch_size": 4, "schedule.type": "constant",
+                           "phases": [{"name": "pref", "type": "dpo", "max_steps": 10, "beta": 0.5}],
+                           "compile": COMPILE})
+    res = train(r)
+    cache = res.run_dir / "ref_logprobs-0-pref.safetensors"
+    assert cache.exists()
+    recs = [json.loads(ln) for ln in (res.run_dir / "metrics.jsonl").read_text().splitlines() if '"ul"' in ln]
+    first, last = recs[0]["ul"], recs[-1]["ul"]  # mean DPO term per pair: log 2 at the reference
+    assert abs(first - np.log(2)) < 1e-3, first
+    assert last < first * 0.8, (first, last)

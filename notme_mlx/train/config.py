@@ -105,7 +105,7 @@ class DetectConfig:
 @dataclass(frozen=True)
 class PhaseConfig:
     name: str = _f("sft", "Phase name (used in logs and metrics).")
-    type: str = _f("sft", "Phase type from the registry (phases.PHASE_TYPES): sft, orpo, simpo, grpo.")
+    type: str = _f("sft", "Phase type from the registry (phases.PHASE_TYPES): sft, orpo, simpo, dpo, grpo.")
     penalty_weight: Optional[float] = _f(None, "Override loss.penalty_weight in this phase (0 = learn only).")
     epochs: Optional[float] = _f(None, "Override epochs in this phase.")
     max_steps: Optional[int] = _f(None, "Override max_steps in this phase.")

@@ -4,6 +4,7 @@
            tokens (penalty_weight 0 = phase 1 of two-phase training: penalize tokens ignored)
     orpo   reference-free preference phase on data.pairs (odds-ratio term + NLL of chosen)
     simpo  reference-free preference phase (length-normalized margin)
+    dpo    preference phase against cached reference log-probs of the model entering the phase
 
 A phase runner is `fn(run, idx, phase, state, resume_from, stop_at_step) -> dict` and is
 added with `@register("name")` (issue 12 adds `grpo`). Every phase continues from the
@@ -109,6 +110,13 @@ def orpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
     from .pref_phase import preference_phase
 
     return preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind="orpo")
+
+
+@register("dpo")
+def dpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
+    from .pref_phase import preference_phase
+
+    return preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind="dpo")
 
 
 @register("simpo")

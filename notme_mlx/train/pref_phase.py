@@ -6,6 +6,8 @@ reply); only reply tokens count. Per pair, with mean reply log-probs c (chosen) 
 
     orpo:  NLL_chosen + beta * -log sigmoid(log_odds(c) - log_odds(r)),  log_odds(x) = x - log(1 - e^x)
     simpo: -log sigmoid(beta * (c - r) - gamma)
+    dpo:   -log sigmoid(beta * ((C - C_ref) - (R - R_ref)))   summed log-probs; the reference
+           log-probs are computed once at phase start and cached (notme_mlx.stack.ref_cache)
 
 The loss is a sum over pairs divided by the GLOBAL pair count of the accumulated batch, so
 accumulation is exact like the token loss. (The loss helper's `notme_mlx.train.preference`,
@@ -96,7 +98,7 @@ class PairStream(BatchStream):
             real += n
         P = len(idx)
         return {"inputs": mx.array(inp), "targets": mx.array(tgt), "labels": mx.array(lab),
-                "tokens": real, "padded": inp.size - real, "n_learn": P, "n_penalize": P}
+                "pair_idx": mx.array(np.asarray(idx, np.int32)), "tokens": real, "padded": inp.size - real, "n_learn": P, "n_penalize": P}
 
 
 def load_pairs(run, path: str) -> list:
@@ -125,8 +127,23 @@ def load_pairs(run, path: str) -> list:
     return out
 
 
+def _dpo_loss_fn(run, idx, phase, pairs):
+    """DPO against reference log-probs computed ONCE from the model as it enters the phase
+    (the policy's starting point: the stack below plus this layer after any earlier phases),
+    cached in the run folder (reused on resume; checked against the pairs' hash), so no
+    second model is ever held in memory."""
+    from ..stack.ref_cache import compute_reference_logprobs, dpo_loss, load_reference_logprobs
+
+    path = run.recipe.run_dir() / f"ref_logprobs-{idx}-{phase.name}.safetensors"
+    if not path.exists():
+        compute_reference_logprobs(run.model, pairs, path, chunk_size=run.recipe.loss.chunk_size,
+                                   meta={"phase": phase.name})
+    c, r, _ = load_reference_logprobs(path, pairs)
+    return partial(dpo_loss, ref=(mx.array(c), mx.array(r)))
+
+
 def preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind: str) -> dict:
-    """Run an orpo/simpo phase with the shared loop."""
+    """Run an orpo/simpo/dpo phase with the shared loop."""
     from .phases import _optimizer, phase_total_steps
     from .trainer import train_loop
 
@@ -138,8 +155,12 @@ def preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind: st
                         g.rank() if g is not None else 0, g.size() if g is not None else 1)
     total = phase_total_steps(r, phase, stream.batches_per_epoch())
     opt = _optimizer(run, phase, total, resume_from)
-    loss_fn = partial(preference_loss, kind=kind, beta=phase.beta, gamma=phase.gamma,
-                      chunk_size=r.loss.chunk_size, grad_checkpoint=r.grad_checkpoint)
+    if kind == "dpo":
+        loss_fn = partial(_dpo_loss_fn(run, idx, phase, pairs), beta=phase.beta,
+                          chunk_size=r.loss.chunk_size, grad_checkpoint=r.grad_checkpoint)
+    else:
+        loss_fn = partial(preference_loss, kind=kind, beta=phase.beta, gamma=phase.gamma,
+                          chunk_size=r.loss.chunk_size, grad_checkpoint=r.grad_checkpoint)
     res = train_loop(run.model, opt, stream, loss_fn, total_steps=total, state=state, grad_accum=r.grad_accum,
                      grad_clip=r.grad_clip, seed=r.seed, max_bad_steps=r.max_bad_steps,
                      save=lambda st: run.save_checkpoint(st, opt), log=run.log.write, save_every=r.save_every,
