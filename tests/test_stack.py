@@ -216,3 +216,21 @@ def test_fuse_lower_for_training_matches_unfused(trained, tiny_model_dir):
     from notme_mlx.stack import get_meta
 
     assert get_meta(m2)["trained_on"] == get_meta(m1)["trained_on"]
+
+
+def test_recipe_fuse_lower_trains_same_upper_layer(trained, tiny_model_dir, tmp_path):
+    """`fuse_lower: true` merges the frozen lower layers into the base before training the upper
+    one; the first-step loss equals the unfused stacked run's."""
+    from notme_mlx.train.metrics import read_metrics
+
+    d = trained["tmp"] / "data"
+    losses = []
+    for fl in (False, True):
+        over = {"model": str(tiny_model_dir), "data.train": str(d / "train.jsonl"), "data.valid": None,
+                "data.max_seq_len": 64, "out_dir": str(tmp_path / "runs"), "name": f"fl-{fl}", "lora.rank": 4,
+                "lora.alpha": 8, "batch_size": 4, "max_steps": 2, "eval_every": 0, "save_every": 0,
+                "optimizer.lr": 1e-2, "schedule.type": "constant", "stack": str(trained["base"]),
+                "train_layer": "identity", "fuse_lower": fl}
+        res = train(load_recipe(None, over))
+        losses.append([m["loss"] for m in read_metrics(res.run_dir / "metrics.jsonl") if "loss" in m])
+    assert abs(losses[0][0] - losses[1][0]) < 1e-4 * abs(losses[0][0]), losses

@@ -140,6 +140,7 @@ class Recipe:
     stack: Optional[str] = _f(None, "Stack manifest (stack.yaml) whose layers are loaded frozen below the trained one.")
     train_layer: Optional[Literal["domain", "use", "mode", "identity"]] = _f(None, "Stack layer this run trains.")
     grad_checkpoint: bool = _f(False, "Recompute each block in the backward pass (less activation memory, more compute).")
+    fuse_lower: bool = _f(False, "With `stack:`, merge the frozen lower layers into a dense base first (one-adapter step cost; dense base only).")
     compile: bool = _f(True, "mx.compile the training step.")
     memory_check: bool = _f(True, "Refuse to start when the estimated memory exceeds what is available.")
     detect: DetectConfig = _f(DetectConfig(), "Detector settings used by the quickstart eval.")

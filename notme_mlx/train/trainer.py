@@ -392,7 +392,8 @@ def train(recipe, *, resume: bool = False, force: bool = False, model=None, toke
         except ImportError:
             raise NotImplementedYet("recipe.stack: training on a stack of adapters comes with issue 7 "
                                     "(notme_mlx.stack.load_for_training)") from None
-        model, tokenizer = load_for_training(recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer)
+        model, tokenizer = load_for_training(recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer,
+                                             fuse_lower=recipe.fuse_lower)
     if model is None:
         model, tokenizer, _info = _resolve.load_model(recipe.model)
         from ..stack.compose import get_meta, set_meta
