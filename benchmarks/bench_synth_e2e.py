@@ -26,6 +26,9 @@ def main():
     ap.add_argument("--n-eval", type=int, default=16)
     ap.add_argument("--n-safety", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--n-train", type=int, default=28)
+    ap.add_argument("--base-from", help="Reuse the 'base' measurement of an earlier result JSON (same sizes).")
+    ap.add_argument("--lean", action="store_true", help="Skip the unguided synth pass (revise the guided pass's pairs).")
     ap.add_argument("--out", default="benchmarks/results/synth_e2e.json")
     a = ap.parse_args()
 
@@ -49,7 +52,7 @@ def main():
     model, tok, _ = load_model(a.model)
     lines = resources.files("notme_mlx.eval").joinpath("prompts/seeking.txt").read_text().splitlines()
     ps = [ln.split("\t", 1)[-1] for ln in lines if ln.strip() and not ln.startswith("#")]
-    train_p = [{"messages": [{"role": "user", "content": p}]} for p in ps[0::2]]
+    train_p = [{"messages": [{"role": "user", "content": p}]} for p in ps[0::2]][: a.n_train]
     eval_p = [{"messages": [{"role": "user", "content": p}]} for p in ps[1::2]][: a.n_eval]
     safety = [{"messages": [{"role": "user", "content": s["prompt"]}]} for s in load_safety_eval()[: a.n_safety]]
     res["n"] = {"train_prompts": len(train_p), "eval_prompts": len(eval_p), "safety_prompts": len(safety)}
@@ -64,24 +67,33 @@ def main():
         res[tag] = {"vsr": rate(flags), "refusal": rate(refusals), "counts": ev["counts"]}
         res["timings_s"][f"measure_{tag}"] = round(time.perf_counter() - t0, 1)
         save()
+        print(tag, json.dumps(res[tag]), res["timings_s"], flush=True)
 
     res["timings_s"]["load"] = round(time.perf_counter() - t, 1)
-    measure("base")
+    if a.base_from:
+        with open(a.base_from) as f:
+            res["base"] = json.load(f)["base"]
+        res["base"]["reused_from"] = a.base_from
+    else:
+        measure("base")
     t = time.perf_counter()
     sys_text = system_prompt(load_principles(example_path()))
-    raw = synth(model, tok, train_p, len(train_p), on_flag="drop", seed=0, temp=0.7, max_tokens=a.gen_tokens)
+    raw = None if a.lean else synth(model, tok, train_p, len(train_p), on_flag="drop", seed=0, temp=0.7,
+                                    max_tokens=a.gen_tokens)
     guided = synth(model, tok, train_p, len(train_p), system=sys_text, on_flag="revise", seed=0, temp=0.7,
                    max_tokens=a.gen_tokens)
-    res["synth"] = {"unguided": raw["counts"], "principles": guided["counts"], "pairs_from_synth": len(guided["pairs"])}
+    res["synth"] = {"unguided": raw and raw["counts"], "principles": guided["counts"], "pairs_from_synth": len(guided["pairs"])}
     res["timings_s"]["synth"] = round(time.perf_counter() - t, 1)
     # revise the unguided generations that were flagged (regenerate them as records)
     t = time.perf_counter()
-    recs = synth(model, tok, train_p, len(train_p), on_flag="revise", seed=0, temp=0.7, max_tokens=a.gen_tokens)
+    recs = guided if a.lean else synth(model, tok, train_p, len(train_p), on_flag="revise", seed=0, temp=0.7,
+                                       max_tokens=a.gen_tokens)
     rv = revise_records([{"prompt": p["prompt"], "rejected": p["rejected"]} for p in recs["pairs"]])
     res["revise"] = {"counts": rv["counts"], "all_chosen_pass_detector": True,
                      "example": rv["pairs"][0] if rv["pairs"] else None}
     res["timings_s"]["revise"] = round(time.perf_counter() - t, 1)
     save()
+    print("synth", json.dumps(res["synth"]), json.dumps(res["revise"]["counts"]), res["timings_s"], flush=True)
 
     t = time.perf_counter()
     mx.random.seed(0)
