@@ -110,9 +110,14 @@ class PhaseConfig:
     epochs: Optional[float] = _f(None, "Override epochs in this phase.")
     max_steps: Optional[int] = _f(None, "Override max_steps in this phase.")
     lr: Optional[float] = _f(None, "Override optimizer.lr in this phase.")
-    beta: float = _f(0.1, "Preference strength (orpo lambda / simpo beta).")
+    beta: float = _f(0.1, "Preference strength (orpo lambda / simpo / dpo beta; grpo: KL coefficient).")
     gamma: float = _f(0.5, "SimPO target margin.")
-    data: Optional[str] = _f(None, "Override the phase's data file (train examples, or pairs for preference).")
+    data: Optional[str] = _f(None, "Override the phase's data file (train examples, pairs for preference, prompts for grpo).")
+    k: Optional[int] = _f(None, "grpo: completions sampled per prompt (the group; default 4).")
+    prompts_per_step: Optional[int] = _f(None, "grpo: prompts per optimizer step (default 2).")
+    max_tokens: Optional[int] = _f(None, "grpo: tokens per sampled completion (default 32).")
+    temp: Optional[float] = _f(None, "grpo: sampling temperature (default 1.0).")
+    clip_eps: Optional[float] = _f(None, "grpo: PPO ratio clip (default 0.2).")
 
 
 @dataclass(frozen=True)
