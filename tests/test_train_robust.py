@@ -110,11 +110,14 @@ def test_stop_after_n_bad_in_a_row_keeps_last_good(setup):
 def test_sigint_saves_and_exits(setup):
     model, batches = setup
     saves = []
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may start with SIG_IGN
     stream = ListStream(batches, [1.0], on_next=lambda i: i == 2 and os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(Interrupted, match="SIGINT at step 2: checkpoint saved"):
         _loop(model, stream, saves, save_every=0, total_steps=10)
     assert [s[0] for s in saves] == [2]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
