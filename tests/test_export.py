@@ -206,6 +206,7 @@ def test_template_families_and_unknown():
 # --- llama.cpp itself (optional [verify] extra) --------------------------------------------
 
 
+@pytest.mark.slow  # needs the [verify] extra, which `make test-slow` installs
 @pytest.mark.parametrize("quant,tol", [("f32", 5e-3), ("f16", 1e-2), ("q8_0", 0.15)])
 def test_gguf_runs_in_llama_cpp_with_same_logits(quant, tol, tiny_model_untied_dir, tmp_path):
     pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
