@@ -18,6 +18,7 @@ import re
 
 from ...errors import InputError
 from ..record import iso_utc, message, parse_iso, stable_id
+from .jsonl import _lines
 
 SOURCE = "claude_code"
 _WRAPPER = re.compile(
@@ -105,46 +106,35 @@ def parse(src, ctx):
             state["prev"], state["n"] = rec["message_id"], state["n"] + 1
             yield rec
 
-    with src.open() as f:
-        for lineno, raw in enumerate(f, 1):
-            ctx.advance(len(raw))
-            if not raw.strip():
+    for lineno, o in _lines(src, ctx):
+        if o.get("type") not in ("user", "assistant"):
+            continue
+        uid = o.get("uuid")
+        if uid is not None:
+            if uid in seen:
                 continue
-            try:
-                o = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-                raise InputError(f"{src.name}:{lineno}: invalid JSON ({msg})") from None
-            if not isinstance(o, dict):
-                raise InputError(f"{src.name}:{lineno}: expected a JSON object")
-            if o.get("type") not in ("user", "assistant"):
-                continue
-            uid = o.get("uuid")
-            if uid is not None:
-                if uid in seen:
-                    continue
-                seen.add(uid)
-            if o.get("isMeta") or o.get("isCompactSummary") or o.get("isVisibleInTranscriptOnly"):
-                continue
-            if o.get("isSidechain") and not ctx.sidechains:
-                continue
-            msg = o.get("message") or {}
-            if not isinstance(msg, dict):
-                raise InputError(f"{src.name}:{lineno}: 'message' is not an object")
-            texts, tools = _blocks(msg.get("content"), o["type"])
-            if o["type"] == "user":
-                texts = [t for t in (_clean_user(t) for t in texts) if t]
-                key = uid
-            else:
-                key = msg.get("id") or uid
-            if pending is not None and (o["type"] == "user" or pending.key != key):
-                yield from emit(pending)
-                pending = None
-            if pending is None:
-                pending = _Pending(key, o, lineno)
-            for t in texts:
-                if t not in pending.texts:
-                    pending.texts.append(t)
-            pending.tools.extend(tools)
-        if pending is not None:
+            seen.add(uid)
+        if o.get("isMeta") or o.get("isCompactSummary") or o.get("isVisibleInTranscriptOnly"):
+            continue
+        if o.get("isSidechain") and not ctx.sidechains:
+            continue
+        msg = o.get("message") or {}
+        if not isinstance(msg, dict):
+            raise InputError(f"{src.name}:{lineno}: 'message' is not an object")
+        texts, tools = _blocks(msg.get("content"), o["type"])
+        if o["type"] == "user":
+            texts = [t for t in (_clean_user(t) for t in texts) if t]
+            key = uid
+        else:
+            key = msg.get("id") or uid
+        if pending is not None and (o["type"] == "user" or pending.key != key):
             yield from emit(pending)
+            pending = None
+        if pending is None:
+            pending = _Pending(key, o, lineno)
+        for t in texts:
+            if t not in pending.texts:
+                pending.texts.append(t)
+        pending.tools.extend(tools)
+    if pending is not None:
+        yield from emit(pending)
