@@ -358,3 +358,13 @@ def test_gguf_lora_adapter_export(tiny_model_dir, adapter_dir, tmp_path):
         llm.eval(ids)
         got = np.array(llm.scores[: len(ids)])
         assert np.abs(got - np.array(model(mx.array([ids]))[0])).max() < 5e-3
+
+
+def test_quickstart_export_hook(tiny_model_dir, adapter_dir, tmp_path):
+    from notme_mlx.export import quickstart_export
+
+    paths = quickstart_export(str(tiny_model_dir), adapter_dir, tmp_path / "export")
+    names = sorted(Path(p).name for p in paths)
+    assert names == ["Modelfile", "README.md", "model.gguf", "verify.json"]
+    v = json.loads((tmp_path / "export" / "verify.json").read_text())
+    assert v["top1_agreement"] == 1.0 and v["max_abs_diff"] < 0.1

@@ -248,5 +248,13 @@ def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(),
         if verify:
             result.verify = verify_export(model, tokenizer, to, tmp)
             (tmp / "verify.json").write_text(json.dumps(result.verify, indent=2))
+            result.files = sorted(p.name for p in tmp.iterdir())
     result.out = out
     return result
+
+
+def quickstart_export(model_spec: str, adapter_dir, out) -> list[str]:
+    """The quickstart's export step: the adapter fused into an Ollama-ready GGUF (Q8_0) with a
+    Modelfile, verified by reloading. Returns the written paths."""
+    res = export_model(model_spec, out, to="ollama", adapters=[adapter_dir], quant="q8_0", force=True, verify=True)
+    return [str(Path(out) / f) for f in res.files]
