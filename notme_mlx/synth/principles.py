@@ -17,7 +17,6 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from ..errors import ConfigError
 
@@ -90,14 +89,10 @@ def parse_principles(data, where: str = "principles.yaml") -> list[Principle]:
 
 def load_principles(path: str | Path) -> list[Principle]:
     """Read and validate a principles YAML file (ConfigError names the key and the nearest valid one)."""
+    from ..io import read_yaml
+
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: principles file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    return parse_principles(data, str(path))
+    return parse_principles(read_yaml(path, "principles file"), str(path))
 
 
 def system_prompt(principles: list[Principle]) -> str:
