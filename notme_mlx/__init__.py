@@ -11,3 +11,9 @@ import os as _os
 _os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 __version__ = "0.1.0"
+
+# Linux: route MLX's GEMMs to numpy's OpenBLAS instead of the wheel's reference BLAS (must run
+# before mlx.core is imported; NOTME_BLAS=off disables it). See notme_mlx/cpu_blas.py.
+from . import cpu_blas as _cpu_blas  # noqa: E402
+
+_cpu_blas.enable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import notme_mlx  # noqa: F401  (first: loads the fast CPU BLAS before mlx.core)
 from notme_mlx.models.tiny import build_tiny_llama
 
 

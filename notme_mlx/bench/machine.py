@@ -34,7 +34,15 @@ def machine_info() -> dict:
             versions[name] = getattr(__import__(name), "__version__", "?")
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem, "os": platform.platform(),
             "python": platform.python_version(), "device": str(mx.default_device()), "versions": versions,
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "cpu_blas": _blas()}
+
+
+def _blas() -> str:
+    from .. import cpu_blas
+
+    st = cpu_blas.status()
+    return f"OpenBLAS shim ({st['library']})" if st["active"] else f"MLX wheel BLAS ({st['reason']})"
 
 
 def mlx_matmul_peak(n: int = 1024, repeat: int = 3, dtype: str = "float32") -> float:
