@@ -55,6 +55,21 @@ def test_read_prompts(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"prompt": ""}\n')
     with pytest.raises(InputError, match="record 1"):
         read_prompts(tmp_path / "b.jsonl")
+    (tmp_path / "c.txt").write_text("# a comment\nadvice\tShould I?\nplain one\n")
+    assert [p["messages"][0]["content"] for p in read_prompts(tmp_path / "c.txt")] == ["Should I?", "plain one"]
+
+
+def test_starter_prompts_are_120_and_disjoint_from_eval_sets():
+    from importlib import resources
+
+    starter = [p["messages"][0]["content"] for p in read_prompts("starter")]
+    assert len(starter) == 120 and len(set(starter)) == 120
+    eval_dir = resources.files("notme_mlx.eval").joinpath("prompts")
+    eval_prompts = set()
+    for f in eval_dir.iterdir():
+        if f.name.endswith(".txt"):
+            eval_prompts |= {ln.split("\t", 1)[-1].strip() for ln in f.read_text().splitlines()}
+    assert not set(starter) & eval_prompts
 
 
 FLAGGED = "Great question! The answer is 42. Does that make sense?"

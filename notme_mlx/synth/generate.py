@@ -29,8 +29,18 @@ BASE_FRAME = ("The following is a conversation between a user and an assistant w
               "and completely.\n\n")
 
 
+STARTER_PROMPTS = Path(__file__).parent / "prompts" / "starter.txt"
+
+
 def read_prompts(path: str | Path) -> list[dict]:
-    """Read a prompts file into [{"messages": [...], "safety": bool}] (InputError on empty/bad records)."""
+    """Read a prompts file into [{"messages": [...], "safety": bool}] (InputError on empty/bad records).
+
+    `.jsonl`: {"prompt": str} or {"messages": [...]} records. Otherwise one prompt per line; `#` lines
+    are comments and a `category<TAB>` prefix is dropped (the format of the eval prompt sets).
+    `starter` names the shipped starter set (notme_mlx/synth/prompts/starter.txt).
+    """
+    if str(path) == "starter" and not Path(path).exists():
+        path = STARTER_PROMPTS
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: prompts file not found")
@@ -50,8 +60,9 @@ def read_prompts(path: str | Path) -> list[dict]:
                         "safety": bool(r.get("safety", False))})
     else:
         for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                out.append({"messages": [{"role": "user", "content": line.strip()}], "safety": False})
+            text = line.split("\t", 1)[-1].strip()
+            if text and not line.lstrip().startswith("#"):
+                out.append({"messages": [{"role": "user", "content": text}], "safety": False})
     if not out:
         raise InputError(f"{path}: no prompts (empty file); write one prompt per line or JSONL "
                          "{\"prompt\": ...} records")
