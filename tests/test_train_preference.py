@@ -74,10 +74,9 @@ def test_dpo_phase_uses_cached_reference_and_raises_margin(tmp_path, tiny_model_
     exs = make_examples(16, seed=0, cue="")
     pairs = [{"prompt": e["messages"][:-1], "chosen": e["messages"][-1]["content"],
               "rejected": e["messages"][-1]["content"] + " Does that make sense?"} for e in exs]
-    write_jsonl(d / "train.jsonl", exs)
-    write_jsonl(d / "pairs.jsonl", pairs)
+    write_jsonl(d / "pairs.jsonl", pairs)  # no train.jsonl: a preference-only run needs none
     r = load_recipe(None, {"model": str(tiny_model_dir), "out_dir": str(tmp_path / "runs"), "name": "dpo",
-                           "data.train": str(d / "train.jsonl"), "data.valid": None,
+                           "data.train": str(d / "absent.jsonl"), "data.valid": None,
                            "data.pairs": str(d / "pairs.jsonl"), "data.max_seq_len": 64, "lora.rank": 4,
                            "optimizer.lr": 3e-3, "batch_size": 4, "schedule.type": "constant",
                            "phases": [{"name": "pref", "type": "dpo", "max_steps": 10, "beta": 0.5}],

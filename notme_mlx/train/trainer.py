@@ -405,7 +405,11 @@ def train(recipe, *, resume: bool = False, force: bool = False, model=None, toke
     trainable = _resolve.apply_lora(model, lora_cfg, name=recipe.train_layer or "default", trainable=True)
     check_memory(model, trainable, recipe)
     run = Run(recipe, model, tokenizer, lora_cfg, trainable, group)
-    run.examples(recipe.data.train)  # fail fast on missing data / no learn tokens
+    # fail fast on missing data / no learn tokens, for the phases that read examples (a run of
+    # preference or grpo phases only needs no data.train)
+    for ph in recipe.phases or [None]:
+        if ph is None or ph.type == "sft":
+            run.examples((ph and ph.data) or recipe.data.train)
 
     state = ckpt.TrainState()
     if start is not None:
