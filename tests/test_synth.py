@@ -158,8 +158,9 @@ def test_synth_cli_bad_inputs_write_nothing(tiny_model_dir, tmp_path):
     bad.write_text("principles:\n  - name: a\n    description: b\n    goods: [x]\n")
     r = CliRunner().invoke(cli_main, base + ["--prompts", str(_prompts(tmp_path)), "--principles", str(bad)])
     assert r.exit_code != 0 and "did you mean 'good'" in r.output
-    r = CliRunner().invoke(cli_main, base + ["--prompts", str(_prompts(tmp_path))])
-    assert r.exit_code != 0 and "exactly one of" in r.output
+    r = CliRunner().invoke(cli_main, base + ["--prompts", str(_prompts(tmp_path)), "--base-frame",
+                                             "--principles", str(bad)])
+    assert r.exit_code != 0 and "at most one of" in r.output
     assert not o.exists() and list(tmp_path.glob(".o.jsonl*")) == []
 
 

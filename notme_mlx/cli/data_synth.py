@@ -12,8 +12,9 @@ from .. import ui
 def _system_text(system, principles, base_frame):
     from ..errors import InputError
 
-    if sum(bool(x) for x in (system, principles, base_frame)) != 1:
-        raise InputError("give exactly one of --system FILE, --principles FILE or --base-frame")
+    if sum(bool(x) for x in (system, principles, base_frame)) > 1:
+        raise InputError("give at most one of --system FILE, --principles FILE or --base-frame "
+                         "(none: the model's chat template without a system message)")
     if system:
         p = Path(system)
         if not p.exists():
@@ -37,7 +38,8 @@ def _system_text(system, principles, base_frame):
               help="Prompts: .jsonl ({prompt} or {messages}) or one prompt per line.")
 @click.option("--system", type=click.Path(dir_okay=False), help="System prompt file.")
 @click.option("--principles", type=click.Path(dir_okay=False), help="principles.yaml rendered as the system prompt.")
-@click.option("--base-frame", is_flag=True, help="Plain-text conversation frame for a base model (no template).")
+@click.option("--base-frame", is_flag=True, help="Plain-text conversation frame for a base model (no template). "
+              "Without --system/--principles/--base-frame: the chat template, no system message.")
 @click.option("-n", "n", type=int, required=True, help="Replies to generate (prompts are cycled).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Examples JSONL to write.")
 @click.option("--pairs", "pairs_out", type=click.Path(dir_okay=False),
@@ -59,6 +61,7 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
     Examples:
       notme data synth --model smollm2-135m --prompts prompts.txt --principles principles.yaml -n 200 -o synth.jsonl
       notme data synth --model base-model/ --prompts prompts.jsonl --base-frame -n 50 -o synth.jsonl --on-flag drop
+      notme data synth --model smollm2-135m --prompts starter -n 480 --temp 0.9 -o synth/synth.jsonl
     """
     from ..errors import InputError
     from ..eval.generation import load_target
