@@ -18,7 +18,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map_with_path
 
 from ..errors import NotmeError
+from ..io import atomic_dir
 
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
@@ -83,8 +83,7 @@ def save(ckpt_root: Path, state: TrainState, adapter: dict, optimizer_state, rec
     ckpt_root = Path(ckpt_root)
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{state.step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{state.step}.", suffix=".tmp", dir=ckpt_root))
-    try:
+    with atomic_dir(final, force=True) as tmp:  # a re-save of the same step replaces it whole
         mx.save_safetensors(str(tmp / "adapter.safetensors"), dict(adapter))
         opt = {k: v for k, v in tree_flatten(optimizer_state) if isinstance(v, mx.array)}
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
@@ -94,17 +93,6 @@ def save(ckpt_root: Path, state: TrainState, adapter: dict, optimizer_state, rec
         (tmp / "state.json").write_text(json.dumps(body), encoding="utf-8")
         for p in tmp.iterdir():
             os.chmod(p, 0o600)
-        if final.exists():
-            old = ckpt_root / f".step-{state.step}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if keep_last:
         prune(ckpt_root, keep_last)
     return final
