@@ -74,13 +74,20 @@ def read_yaml(path: str | Path, what: str = "file"):
         raise InputError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML ({getattr(e, 'problem', e)})") from None
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Yield objects from a JSONL file; a bad line raises InputError naming file:line."""
+def read_jsonl(path: str | Path, progress=None, numbered: bool = False, what: str = "") -> Iterator:
+    """Yield objects from a JSONL file; a bad line raises InputError naming file:line.
+
+    progress: advanced by one per line read (blank lines included, so it matches a line count).
+    numbered: yield (line number, object) so callers can name the line in their own checks.
+    what: names the expected record in the error, e.g. "a Message record".
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
+            if progress is not None:
+                progress.advance(1)
             if not line.strip():
                 continue
             try:
@@ -88,8 +95,9 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
-                raise InputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+                raise InputError(f"{path}:{i}: expected a JSON object{f' ({what})' if what else ''}, "
+                                 f"got {type(obj).__name__}")
+            yield (i, obj) if numbered else obj
 
 
 @contextmanager

@@ -14,8 +14,8 @@ import random
 from collections import Counter, OrderedDict
 from pathlib import Path
 
-from ..errors import InputError, NotmeError
-from ..io import atomic_dir, write_jsonl
+from ..errors import NotmeError
+from ..io import atomic_dir, read_jsonl, write_jsonl
 from .config import DataConfig
 from .dedupe import dedupe
 from .pairs import pairs_from_example
@@ -27,24 +27,10 @@ SPLITS = ("train", "valid", "test")
 
 def read_messages(path: str | Path, progress=None) -> list[dict]:
     """Read and validate Message records; raises InputError naming file:line."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if progress is not None:
-                progress.advance(1)
-            if not line.strip():
-                continue
-            try:
-                m = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(m, dict):
-                raise InputError(f"{path}:{i}: expected a JSON object (a Message record), got {type(m).__name__}")
-            validate_message(m, f"{path}:{i}")
-            out.append(m)
+    for i, m in read_jsonl(path, progress=progress, numbered=True, what="a Message record"):
+        validate_message(m, f"{path}:{i}")
+        out.append(m)
     return out
 
 
