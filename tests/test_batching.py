@@ -1,4 +1,4 @@
-"""Batcher: shift, padding, determinism, resume, packing isolation."""
+"""BatchStream (the trainer's batches): shift, padding, counts, bucketing, the packed mask, packed == alone."""
 
 from collections import namedtuple
 
@@ -6,8 +6,8 @@ import mlx.core as mx
 import numpy as np
 
 from notme_mlx.loss import naive_token_loss, output_head
-from notme_mlx.train.batching import Batcher, packed_mask
 from notme_mlx.train.forward import hidden_states
+from notme_mlx.train.stream import BatchStream, collate
 
 Ex = namedtuple("Ex", "tokens labels")
 
@@ -23,79 +23,71 @@ def _examples(n=50, seed=0, vocab=500):
     return out
 
 
-def _key(b):
-    return np.array(b["inputs"]).tobytes() + np.array(b["labels"]).tobytes()
+def _epoch(stream):
+    return [stream.next() for _ in range(stream.batches_per_epoch())]
 
 
 def test_shift_padding_and_counts():
     exs = _examples()
-    bat = Batcher(exs, batch_size=4, seed=1, epochs=1)
     seen, real = 0, 0
     by_input = {tuple(e.tokens[:-1]): e for e in exs}
-    for b in bat:
+    for b in _epoch(BatchStream(exs, 4, seed=1)):
         x, y, lab = (np.array(b[k]) for k in ("inputs", "targets", "labels"))
         assert x.shape[1] % 32 == 0 and b["mask"] is None
         for r in range(x.shape[0]):
-            n = int((lab[r] != 0).sum())  # not all non-pad, but pads must be 0
             e = next(e for k, e in by_input.items() if tuple(x[r, :len(k)]) == k)
             L = len(e.tokens) - 1
             assert (y[r, :L] == e.tokens[1:]).all() and (lab[r, :L] == e.labels[1:]).all()
-            assert (lab[r, L:] == 0).all() and n <= L
+            assert (lab[r, L:] == 0).all()
             real += L
             seen += 1
-        assert b["n_real_tokens"] + b["n_pad"] == x.size
+        assert b["tokens"] + b["padded"] == x.size
+        assert b["n_learn"] == int((lab == 1).sum()) and b["n_penalize"] == int((lab == -1).sum())
+        # the loss rows: every non-zero label, in order, padded with label 0
+        sel, sl = np.array(b["sel"]), np.array(b["sel_labels"])
+        nz = np.nonzero(lab.reshape(-1))[0]
+        assert (sel[:len(nz)] == nz).all() and (sl[len(nz):] == 0).all() and len(sel) % 64 == 0
     assert seen == len(exs) and real == sum(len(e.tokens) - 1 for e in exs)
-    assert 0 < bat.padding_fraction < 1
-
-
-def test_deterministic_and_resumable():
-    exs = _examples()
-    a = [_key(b) for b in Batcher(exs, 4, seed=3, epochs=2)]
-    b = [_key(b) for b in Batcher(exs, 4, seed=3, epochs=2)]
-    c = [_key(b) for b in Batcher(exs, 4, seed=4, epochs=2)]
-    assert a == b and a != c
-    it = Batcher(exs, 4, seed=3, epochs=2)
-    first = [_key(next(it)) for _ in range(17)]
-    state = it.state_dict()
-    it2 = Batcher(exs, 4, seed=3, epochs=2)
-    it2.load_state_dict(state)
-    assert first + [_key(x) for x in it2] == a
 
 
 def test_bucketing_reduces_padding():
     exs = _examples(400)
-    bucket = Batcher(exs, 8, seed=0, epochs=1, pad_multiple=1)
-    rand = Batcher(exs, 8, seed=0, epochs=1, pad_multiple=1, pool_batches=1)
-    list(bucket), list(rand)
-    assert bucket.padding_fraction < rand.padding_fraction
+    pad = lambda s: sum(b["padded"] for b in _epoch(s)) / sum(b["tokens"] + b["padded"] for b in _epoch(s))  # noqa: E731
+    bucket = BatchStream(exs, 8, seed=0, pad_multiple=1)
+    rand = BatchStream(exs, 8, seed=0, pad_multiple=1, pool_size=1)
+    assert pad(bucket) < 0.5 * pad(rand)
 
 
 def test_packed_mask_blocks():
-    seg = np.array([[1, 1, 2, 2, 2, 0]])
-    m = np.array(packed_mask(seg))[0, 0]
-    assert m[1, 0] and not m[2, 1] and m[4, 2] and not m[2, 3] and m[5, 5] and not m[5, 4]
+    exs = [Ex([5, 6, 7], [0, 1, 1]), Ex([8, 9, 10, 11], [0, 1, 1, 1])]
+    b = collate(exs, [[0, 1]], 8)
+    m = np.array(b["mask"])[0, 0]  # segments: positions 0-1 example 0, 2-4 example 1, 5-7 padding
+    assert m[1, 0] and not m[2, 1] and m[4, 2] and not m[2, 3] and m[7, 7] and not m[7, 6] and not m[6, 4]
 
 
 def test_packed_equals_unpacked(tiny_model):
     model = tiny_model[0]
     W = output_head(model)
     exs = _examples(6, seed=2, vocab=512)
-    packed = Batcher(exs, batch_size=8, max_seq_len=128, pack=True, seed=0, epochs=1)
-    total = 0
-    for b in packed:
+    stream = BatchStream(exs, batch_size=8, seed=0, batching="pack", max_len=128)
+    total, pads, size = 0, 0, 0
+    for b in _epoch(stream):
         h = hidden_states(model, b["inputs"], mask=b["mask"])
-        seg = np.array(b["segments"])
-        for r in range(seg.shape[0]):
-            for s in range(1, seg[r].max() + 1):
-                pos = np.nonzero(seg[r] == s)[0]
-                x = b["inputs"][r, pos[0]:pos[-1] + 1]
+        pads, size = pads + b["padded"], size + b["inputs"].size
+        for row in stream.plan(0)[0]:
+            start = 0
+            r = stream.plan(0)[0].index(row)
+            for i in row:
+                L = len(exs[i].tokens) - 1
+                x = b["inputs"][r, start:start + L]
+                assert np.array(x).tolist() == exs[i].tokens[:-1]
                 alone = hidden_states(model, x[None])[0]
-                np.testing.assert_allclose(np.array(h[r, pos[0]:pos[-1] + 1]), np.array(alone),
-                                           rtol=1e-4, atol=1e-4)
-                lab = mx.ones((len(pos),), dtype=mx.int32)
-                y = b["targets"][r, pos[0]:pos[-1] + 1]
-                lp, _ = naive_token_loss(h[r, pos[0]:pos[-1] + 1], W, y, lab)
+                np.testing.assert_allclose(np.array(h[r, start:start + L]), np.array(alone), rtol=1e-4, atol=1e-4)
+                lab = mx.ones((L,), dtype=mx.int32)
+                y = b["targets"][r, start:start + L]
+                lp, _ = naive_token_loss(h[r, start:start + L], W, y, lab)
                 la, _ = naive_token_loss(alone, W, y, lab)
                 assert abs(lp.item() - la.item()) <= 1e-5 * abs(la.item())
+                start += L
                 total += 1
-    assert total == 6 and packed.padding_fraction < 0.5
+    assert total == 6 and pads / size < 0.5

@@ -46,7 +46,7 @@ def run_layers(model, h: mx.array, start: int = 0, end: Optional[int] = None,
     Args:
         h: [B, T, H] (embedding output or a previous stage's output).
         mask: None (causal), "causal", or an additive/boolean array broadcastable
-            to [B, heads, T, T] (e.g. `batching.packed_mask`, [B, 1, T, T]).
+            to [B, heads, T, T] (e.g. the packed mask of `stream.collate`, [B, 1, T, T]).
         checkpoint: wrap each layer in `mx.checkpoint` (recompute in backward).
     Returns:
         [B, T, H] un-normalized hidden states after layer end-1.
