@@ -122,8 +122,11 @@ def load_reference_logprobs(path: str | Path, pairs=None):
 
 
 def dpo_terms(c, r, ref_c, ref_r, beta: float = 0.1):
-    """Per-pair DPO loss -log σ(β·((c - ref_c) - (r - ref_r))) from summed log-probs [P]."""
-    return mx.logaddexp(0.0, -beta * ((c - ref_c) - (r - ref_r)))
+    """Per-pair DPO loss -log σ(β·((c - ref_c) - (r - ref_r))) from summed log-probs [P]
+    (`train.preference.dpo_terms`, without the margin)."""
+    from ..train.preference import dpo_terms as _terms
+
+    return _terms(c, r, ref_c, ref_r, beta)[0]
 
 
 def dpo_loss(model, batch, n_pairs=None, _unused=None, *, ref, beta: float = 0.1, chunk_size: int = 8192,

@@ -10,9 +10,8 @@ reply); only reply tokens count. Per pair, with mean reply log-probs c (chosen) 
            log-probs are computed once at phase start and cached (notme_mlx.stack.ref_cache)
 
 The loss is a sum over pairs divided by the GLOBAL pair count of the accumulated batch, so
-accumulation is exact like the token loss. (The loss helper's `notme_mlx.train.preference`,
-not landed when this was written, is meant to hold these formulas and DPO; `pair_terms` is
-tested against a NumPy reference here.)
+accumulation is exact like the token loss. The per-pair formulas are those of
+`notme_mlx.train.preference` (`orpo_terms`, `simpo_terms`, `dpo_terms`).
 """
 
 from __future__ import annotations
@@ -25,18 +24,13 @@ import numpy as np
 from .stream import BatchStream, _round_up, bucket_plan
 
 
-def _log_odds(x):
-    from ..loss import log1mexp
-
-    return x - log1mexp(mx.minimum(x, -1e-6))
-
-
 def pair_terms(c, r, kind: str, beta: float, gamma: float, nll_chosen):
     """Per-pair (nll, preference) terms [P] from mean log-probs c, r [P]."""
+    from .preference import orpo_terms, simpo_terms
+
     if kind == "orpo":
-        pref = mx.logaddexp(0.0, -(_log_odds(c) - _log_odds(r)))  # -log sigmoid
-        return nll_chosen, beta * pref
-    pref = mx.logaddexp(0.0, -(beta * (c - r) - gamma))
+        return nll_chosen, beta * orpo_terms(c, r)[0]
+    pref = simpo_terms(c, r, beta, gamma)[0]
     return mx.zeros_like(pref), pref
 
 

@@ -3,13 +3,14 @@
 Each is a pure function over per-sequence log-probs from
 `notme_mlx.loss.sequence_logprobs` (summed, or `average=True` for the
 per-token mean) and returns (loss scalar, stats). Chosen and rejected are
-paired row by row ([B] each).
+paired row by row ([B] each). The per-pair terms (`*_terms`, unreduced [B]) are the one
+place the formulas live: the trainer's phases (`train.pref_phase`, `stack.ref_cache`) sum
+them over a global pair count; the `*_loss` functions here take their mean.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
-import mlx.nn as nn
 
 from notme_mlx.loss import log1mexp, sequence_logprobs
 
@@ -23,6 +24,31 @@ def _stats(margin, chosen, rejected):
     }
 
 
+def log_odds(avg_logp):
+    """log(P / (1 - P)) with P = exp(avg_logp), P clamped below 1."""
+    a = mx.minimum(avg_logp, -1e-6)
+    return a - log1mexp(a)
+
+
+def dpo_terms(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta: float = 0.1):
+    """Per-pair DPO loss -log sigmoid(beta * ((c - ref_c) - (r - ref_r))) [B]; reference without grad."""
+    margin = beta * ((chosen_logp - mx.stop_gradient(ref_chosen_logp))
+                     - (rejected_logp - mx.stop_gradient(ref_rejected_logp)))
+    return mx.logaddexp(0.0, -margin), margin
+
+
+def simpo_terms(chosen_avg_logp, rejected_avg_logp, beta: float = 2.0, gamma: float = 0.5):
+    """Per-pair SimPO loss -log sigmoid(beta * (avg_c - avg_r) - gamma) [B]."""
+    margin = beta * (chosen_avg_logp - rejected_avg_logp) - gamma
+    return mx.logaddexp(0.0, -margin), margin
+
+
+def orpo_terms(chosen_avg_logp, rejected_avg_logp):
+    """Per-pair ORPO odds-ratio term -log sigmoid(log odds_c - log odds_r) [B] (unweighted)."""
+    ratio = log_odds(chosen_avg_logp) - log_odds(rejected_avg_logp)
+    return mx.logaddexp(0.0, -ratio), ratio
+
+
 def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta: float = 0.1):
     """DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), mean over pairs.
 
@@ -32,11 +58,8 @@ def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, bet
     Returns:
         (loss, stats) with stats margin (the beta-scaled reward margin), accuracy, ...
     """
-    ref_c = mx.stop_gradient(ref_chosen_logp)
-    ref_r = mx.stop_gradient(ref_rejected_logp)
-    margin = beta * ((chosen_logp - ref_c) - (rejected_logp - ref_r))
-    loss = -nn.log_sigmoid(margin).mean()
-    return loss, _stats(margin, chosen_logp, rejected_logp)
+    terms, margin = dpo_terms(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta)
+    return terms.mean(), _stats(margin, chosen_logp, rejected_logp)
 
 
 def simpo_loss(chosen_avg_logp, rejected_avg_logp, beta: float = 2.0, gamma: float = 0.5):
@@ -46,9 +69,8 @@ def simpo_loss(chosen_avg_logp, rejected_avg_logp, beta: float = 2.0, gamma: flo
         chosen_avg_logp, rejected_avg_logp: [B] per-token mean log-probs (length-normalized).
         beta: reward scale; gamma: target reward margin.
     """
-    margin = beta * (chosen_avg_logp - rejected_avg_logp) - gamma
-    loss = -nn.log_sigmoid(margin).mean()
-    return loss, _stats(margin, chosen_avg_logp, rejected_avg_logp)
+    terms, margin = simpo_terms(chosen_avg_logp, rejected_avg_logp, beta, gamma)
+    return terms.mean(), _stats(margin, chosen_avg_logp, rejected_avg_logp)
 
 
 def orpo_loss(chosen_avg_logp, rejected_avg_logp, lam: float = 0.1, chosen_nll=None):
@@ -61,12 +83,8 @@ def orpo_loss(chosen_avg_logp, rejected_avg_logp, lam: float = 0.1, chosen_nll=N
         lam: weight of the odds-ratio term.
         chosen_nll: the SFT term; default -mean(chosen_avg_logp).
     """
-    def log_odds(a):
-        a = mx.minimum(a, -1e-6)  # P < 1
-        return a - log1mexp(a)
-
-    ratio = log_odds(chosen_avg_logp) - log_odds(rejected_avg_logp)
-    or_term = -nn.log_sigmoid(ratio).mean()
+    terms, ratio = orpo_terms(chosen_avg_logp, rejected_avg_logp)
+    or_term = terms.mean()
     nll = -chosen_avg_logp.mean() if chosen_nll is None else chosen_nll
     loss = nll + lam * or_term
     stats = _stats(ratio, chosen_avg_logp, rejected_avg_logp)
