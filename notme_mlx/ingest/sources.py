@@ -46,6 +46,21 @@ class Source:
         with self.open() as f:
             return f.read()
 
+    def text_lines(self, advance: Callable[[int], None] | None = None) -> Iterator[tuple[int, str]]:
+        """(line number, line without its newline), UTF-8 (a BOM on line 1 dropped), streamed.
+
+        `advance(n_bytes)` is called per line (progress). A line that is not UTF-8 raises
+        InputError naming `name:line`.
+        """
+        with self.open() as f:
+            for lineno, raw in enumerate(f, 1):
+                if advance is not None:
+                    advance(len(raw))
+                try:
+                    yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"{self.name}:{lineno}: not UTF-8 text ({e.reason})") from None
+
 
 def file_source(path: Path, explicit: bool = False) -> Source:
     return Source(str(path), path.stat().st_size, lambda: open(path, "rb"), path=path, explicit=explicit)

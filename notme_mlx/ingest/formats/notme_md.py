@@ -68,36 +68,30 @@ def parse(src, ctx):
         state["prev"], state["n"] = rec["message_id"], state["n"] + 1
         yield rec
 
-    with src.open() as f:
-        for lineno, raw in enumerate(f, 1):
-            ctx.advance(len(raw))
+    for lineno, line in src.text_lines(ctx.advance):
+        h = _HEAD.match(line)
+        if h:
+            yield from flush()
+            if conv["started"]:
+                conv["index"] += 1
+            conv.update(title=h["title"], date=None, started=True)
+            state["prev"], state["n"] = None, 0
+            continue
+        d = _DATE.match(line)
+        if d and cur is None and state["n"] == 0:
             try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{src.name}:{lineno}: not UTF-8 text ({e.reason})") from None
-            h = _HEAD.match(line)
-            if h:
-                yield from flush()
-                if conv["started"]:
-                    conv["index"] += 1
-                conv.update(title=h["title"], date=None, started=True)
-                state["prev"], state["n"] = None, 0
-                continue
-            d = _DATE.match(line)
-            if d and cur is None and state["n"] == 0:
-                try:
-                    conv["date"] = iso_utc(parse_iso(d["date"].replace(" ", "T", 1)))
-                except ValueError:
-                    raise InputError(f"{src.name}:{lineno}: bad date {d['date']!r} (expected e.g. 2024-05-04 10:00)") from None
-                continue
-            s = _SPEAKER.match(line)
-            if s:
-                yield from flush()
-                conv["started"] = True
-                cur = {"name": s["name"].strip(), "lines": [s["text"]]}
-                continue
-            if cur is not None:
-                cur["lines"].append(line)
-            elif line.strip() and not line.startswith("# ") and not line.startswith("<!--"):
-                raise InputError(f"{src.name}:{lineno}: text before the first '**speaker:**' line: {line[:60]!r}")
-        yield from flush()
+                conv["date"] = iso_utc(parse_iso(d["date"].replace(" ", "T", 1)))
+            except ValueError:
+                raise InputError(f"{src.name}:{lineno}: bad date {d['date']!r} (expected e.g. 2024-05-04 10:00)") from None
+            continue
+        s = _SPEAKER.match(line)
+        if s:
+            yield from flush()
+            conv["started"] = True
+            cur = {"name": s["name"].strip(), "lines": [s["text"]]}
+            continue
+        if cur is not None:
+            cur["lines"].append(line)
+        elif line.strip() and not line.startswith("# ") and not line.startswith("<!--"):
+            raise InputError(f"{src.name}:{lineno}: text before the first '**speaker:**' line: {line[:60]!r}")
+    yield from flush()

@@ -201,39 +201,33 @@ def parse(src, ctx):
         state["prev"], state["n"] = rec["message_id"], state["n"] + 1
         yield rec
 
-    with src.open() as f:
-        for lineno, raw in enumerate(f, 1):
-            ctx.advance(len(raw))
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{src.name}:{lineno}: not UTF-8 text ({e.reason})") from None
-            if "\u202f" in line or "\u00a0" in line or "\u2009" in line:
-                line = line.translate(_SPACES)
-            m = _HDR.match(line) if line[:1].isdigit() or line[:1] in "[\u200e\ufeff" else None
-            if m is None:
-                if cur is None:
-                    if not line.strip():
-                        continue
-                    raise InputError(f"{src.name}:{lineno}: expected a WhatsApp message header, got {line[:60]!r}")
-                cur["lines"].append(line)
-                continue
-            if cur is not None:
-                yield from flush(cur)
-            try:
-                ts = _timestamp(m["d1"] or m["d2"], m["t1"] or m["t2"], order, ctx.tz)
-            except ValueError:
-                raise InputError(f"{src.name}:{lineno}: impossible date/time {(m['d1'] or m['d2'])!r} "
-                                 f"{(m['t1'] or m['t2'])!r} (resolved order {order})") from None
-            rest = m["rest"]
-            nm = _NAME.match(rest)
-            if nm and _SYSTEM_NAME.search(nm["name"]):
-                nm = None  # "Ann changed the subject to "Trip: Lisbon"": a system line with a colon inside
-            if nm:
-                name, raw_text = nm["name"].translate(_INVIS).strip(), nm["text"]
-            else:
-                name, raw_text = None, rest.lstrip("\u200e")
-            text = raw_text.lstrip("\u200e\u200f")
-            cur = {"name": name, "lines": [text], "raw": raw_text, "ts": ts}
+    for lineno, line in src.text_lines(ctx.advance):
+        if "\u202f" in line or "\u00a0" in line or "\u2009" in line:
+            line = line.translate(_SPACES)
+        m = _HDR.match(line) if line[:1].isdigit() or line[:1] in "[\u200e\ufeff" else None
+        if m is None:
+            if cur is None:
+                if not line.strip():
+                    continue
+                raise InputError(f"{src.name}:{lineno}: expected a WhatsApp message header, got {line[:60]!r}")
+            cur["lines"].append(line)
+            continue
         if cur is not None:
             yield from flush(cur)
+        try:
+            ts = _timestamp(m["d1"] or m["d2"], m["t1"] or m["t2"], order, ctx.tz)
+        except ValueError:
+            raise InputError(f"{src.name}:{lineno}: impossible date/time {(m['d1'] or m['d2'])!r} "
+                             f"{(m['t1'] or m['t2'])!r} (resolved order {order})") from None
+        rest = m["rest"]
+        nm = _NAME.match(rest)
+        if nm and _SYSTEM_NAME.search(nm["name"]):
+            nm = None  # "Ann changed the subject to "Trip: Lisbon"": a system line with a colon inside
+        if nm:
+            name, raw_text = nm["name"].translate(_INVIS).strip(), nm["text"]
+        else:
+            name, raw_text = None, rest.lstrip("\u200e")
+        text = raw_text.lstrip("\u200e\u200f")
+        cur = {"name": name, "lines": [text], "raw": raw_text, "ts": ts}
+    if cur is not None:
+        yield from flush(cur)
