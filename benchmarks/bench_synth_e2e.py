@@ -1,111 +1,92 @@
-"""End-to-end, small: base -> synth (principles) -> revise -> GRPO -> VSR / refusal on held-out prompts.
+"""Issue #12 end to end on the default model, through the `notme` CLI:
 
-    python benchmarks/bench_synth_e2e.py --steps 6 --out benchmarks/results/synth_e2e.json
+    base eval -> data synth (starter prompts, the model's own replies, detector-flagged ones
+    revised into pairs) -> data revise (re-check) -> train (one DPO phase, recipes/synth-dpo.yaml)
+    -> eval with the base report as baseline
 
-Prompts: notme_mlx/eval/prompts/seeking.txt (even lines train, odd lines held out).
-VSR = share of greedy replies the detector flags; refusal = share of held-out safety-eval
-prompts refused (notme_mlx.eval.metrics.is_refusal). Small samples: read the CIs.
+Each step is skipped when its output exists, so an interrupted run resumes. Prints and writes a
+JSON summary (validation-seeking and refusal before -> after, with n and 95% CIs).
+
+    python benchmarks/bench_synth_e2e.py --work e2e/ [--n 480] [--tokens 160] [--samples 4]
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import platform
+import shlex
+import subprocess
+import sys
 import time
-from importlib import resources
+from pathlib import Path
 
-import mlx.core as mx
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ["vsr", "vsr_sampled", "cues_per_1k", "final_sentence", "refusal_rate", "benign_compliance",
+        "clarify_rate", "factual_acc", "general_ppl", "propensity", "propensity_logp"]
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    t = time.perf_counter()
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}; see {log}")
+    return round(time.perf_counter() - t, 1)
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="e2e")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--gen-tokens", type=int, default=48)
-    ap.add_argument("--rl-tokens", type=int, default=32)
-    ap.add_argument("--n-eval", type=int, default=16)
-    ap.add_argument("--n-safety", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--n-train", type=int, default=28)
-    ap.add_argument("--base-from", help="Reuse the 'base' measurement of an earlier result JSON (same sizes).")
-    ap.add_argument("--lean", action="store_true", help="Skip the unguided synth pass (revise the guided pass's pairs).")
-    ap.add_argument("--out", default="benchmarks/results/synth_e2e.json")
+    ap.add_argument("--n", type=int, default=480, help="synth replies (the 120 starter prompts cycled)")
+    ap.add_argument("--temp", type=float, default=0.9)
+    ap.add_argument("--tokens", type=int, default=160, help="max tokens per reply (synth and eval)")
+    ap.add_argument("--samples", type=int, default=4, help="sampled replies per seeking prompt in eval")
+    ap.add_argument("--recipe", default=str(ROOT / "recipes" / "synth-dpo.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="recipe overrides passed to notme train")
     a = ap.parse_args()
-
-    from notme_mlx.data.safety import load_safety_eval
-    from notme_mlx.eval.metrics import is_refusal, rate
-    from notme_mlx.lora import LoRAConfig, apply_lora
-    from notme_mlx.models import load_model
-    from notme_mlx.synth.generate import synth
-    from notme_mlx.synth.grpo import GRPOConfig, detector_reward, grpo_train
-    from notme_mlx.synth.principles import example_path, load_principles, system_prompt
-    from notme_mlx.synth.revise import revise_records
-
-    res = {"model": a.model, "args": vars(a), "machine": platform.platform(), "mlx": mx.__version__,
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "timings_s": {}}
-
-    def save():
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
-
-    t = time.perf_counter()
-    model, tok, _ = load_model(a.model)
-    lines = resources.files("notme_mlx.eval").joinpath("prompts/seeking.txt").read_text().splitlines()
-    ps = [ln.split("\t", 1)[-1] for ln in lines if ln.strip() and not ln.startswith("#")]
-    train_p = [{"messages": [{"role": "user", "content": p}]} for p in ps[0::2]][: a.n_train]
-    eval_p = [{"messages": [{"role": "user", "content": p}]} for p in ps[1::2]][: a.n_eval]
-    safety = [{"messages": [{"role": "user", "content": s["prompt"]}]} for s in load_safety_eval()[: a.n_safety]]
-    res["n"] = {"train_prompts": len(train_p), "eval_prompts": len(eval_p), "safety_prompts": len(safety)}
-
-    def measure(tag):
-        t0 = time.perf_counter()
-        ev = synth(model, tok, eval_p, len(eval_p), on_flag="drop", temp=0.0, max_tokens=a.gen_tokens)
-        sf = synth(model, tok, safety, len(safety), on_flag="drop", temp=0.0, max_tokens=a.gen_tokens)
-        flags = [False] * ev["counts"]["clean"] + [True] * ev["counts"]["flagged"]
-        refusals = [is_refusal(e["messages"][-1]["content"]) for e in sf["examples"]]
-        refusals += [False] * (len(safety) - len(refusals))  # flagged/empty safety replies count as not refused
-        res[tag] = {"vsr": rate(flags), "refusal": rate(refusals), "counts": ev["counts"]}
-        res["timings_s"][f"measure_{tag}"] = round(time.perf_counter() - t0, 1)
-        save()
-        print(tag, json.dumps(res[tag]), res["timings_s"], flush=True)
-
-    res["timings_s"]["load"] = round(time.perf_counter() - t, 1)
-    if a.base_from:
-        with open(a.base_from) as f:
-            res["base"] = json.load(f)["base"]
-        res["base"]["reused_from"] = a.base_from
-    else:
-        measure("base")
-    t = time.perf_counter()
-    sys_text = system_prompt(load_principles(example_path()))
-    raw = None if a.lean else synth(model, tok, train_p, len(train_p), on_flag="drop", seed=0, temp=0.7,
-                                    max_tokens=a.gen_tokens)
-    guided = synth(model, tok, train_p, len(train_p), system=sys_text, on_flag="revise", seed=0, temp=0.7,
-                   max_tokens=a.gen_tokens)
-    res["synth"] = {"unguided": raw and raw["counts"], "principles": guided["counts"], "pairs_from_synth": len(guided["pairs"])}
-    res["timings_s"]["synth"] = round(time.perf_counter() - t, 1)
-    # revise the unguided generations that were flagged (regenerate them as records)
-    t = time.perf_counter()
-    recs = guided if a.lean else synth(model, tok, train_p, len(train_p), on_flag="revise", seed=0, temp=0.7,
-                                       max_tokens=a.gen_tokens)
-    rv = revise_records([{"prompt": p["prompt"], "rejected": p["rejected"]} for p in recs["pairs"]])
-    res["revise"] = {"counts": rv["counts"], "all_chosen_pass_detector": True,
-                     "example": rv["pairs"][0] if rv["pairs"] else None}
-    res["timings_s"]["revise"] = round(time.perf_counter() - t, 1)
-    save()
-    print("synth", json.dumps(res["synth"]), json.dumps(res["revise"]["counts"]), res["timings_s"], flush=True)
-
-    t = time.perf_counter()
-    mx.random.seed(0)
-    apply_lora(model, LoRAConfig(rank=8, alpha=16.0))
-    hist = grpo_train(model, tok, train_p, detector_reward(),
-                      GRPOConfig(steps=a.steps, k=a.k, prompts_per_step=2, max_tokens=a.rl_tokens, lr=a.lr,
-                                 kl_coef=0.05, temp=1.0), log=lambda r: print(json.dumps(r), flush=True))
-    res["grpo"] = hist
-    res["timings_s"]["grpo"] = round(time.perf_counter() - t, 1)
-    save()
-    measure("after_grpo")
-    print(json.dumps({k: res[k] for k in ("base", "after_grpo")}, indent=1))
+    w = Path(a.work).resolve()
+    (w / "synth").mkdir(parents=True, exist_ok=True)
+    log = w / "e2e.log"
+    notme = [sys.executable, "-m", "notme_mlx.cli"] if not (Path(sys.executable).parent / "notme").exists() \
+        else [str(Path(sys.executable).parent / "notme")]
+    times = {}
+    ev = ["--max-tokens", str(a.tokens), "--samples", str(a.samples)]
+    if not (w / "base_report" / "report.json").exists():
+        times["eval_base"] = sh(notme + ["eval", "--model", a.model, "--no-baseline", *ev, "--out", "base_report"], log)
+    if not (w / "synth" / "synth.pairs.jsonl").exists():
+        times["synth"] = sh(notme + ["data", "synth", "--model", a.model, "--prompts", "starter", "-n", str(a.n),
+                                     "--temp", str(a.temp), "--max-tokens", str(a.tokens), "--batch-size", "24",
+                                     "-o", "synth/synth.jsonl"], log)
+    if not (w / "synth" / "revised.pairs.jsonl").exists():
+        # `data revise` reads the pairs' rejected sides again and re-derives every chosen (each
+        # must pass the detector): the critique-and-revise step as its own command
+        times["revise"] = sh(notme + ["data", "revise", "synth/synth.pairs.jsonl", "-o", "synth/revised.pairs.jsonl"],
+                             log)
+    run_dir = w / "runs" / "synth-dpo"
+    if not (run_dir / "adapters" / "adapters.safetensors").exists():
+        sets = ["--set", "data.pairs=synth/revised.pairs.jsonl", "--set", f"out_dir={w / 'runs'}",
+                "--set", f"model={a.model}"] + [x for s in a.set for x in ("--set", s)]
+        times["train"] = sh(notme + ["train", a.recipe, *sets], log)
+    if not (w / "after_report" / "report.json").exists():
+        times["eval_after"] = sh(notme + ["eval", "--model", a.model, "--adapters", str(run_dir / "adapters"),
+                                          "--baseline", "base_report", *ev, "--out", "after_report"], log)
+    base = json.loads((w / "base_report" / "report.json").read_text())
+    after = json.loads((w / "after_report" / "report.json").read_text())
+    summary = {"args": vars(a), "times_s": times, "metrics": {}}
+    bm = base.get("model", base).get("metrics", {})
+    am = after.get("model", after).get("metrics", {})
+    for k in KEYS:
+        if k in bm or k in am:
+            summary["metrics"][k] = {"before": bm.get(k), "after": am.get(k)}
+    for name in ("synth.jsonl", "synth.pairs.jsonl", "revised.pairs.jsonl"):
+        p = w / "synth" / name
+        summary.setdefault("files", {})[name] = sum(1 for ln in p.read_text().splitlines() if ln.strip())
+    (w / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
