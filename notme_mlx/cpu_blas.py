@@ -19,7 +19,9 @@ library's own dependencies, so MLX's GEMMs then run on OpenBLAS (measured 30-70x
 
 It never makes an import fail: without a C compiler or numpy's OpenBLAS, or when `mlx.core` was
 imported first, MLX keeps its reference BLAS and `status()` says why. macOS is untouched (MLX
-uses Accelerate and Metal there). OpenBLAS threads follow OPENBLAS_NUM_THREADS.
+uses Accelerate and Metal there). OpenBLAS threads follow OPENBLAS_NUM_THREADS; when unset in a
+process launched by `mlx.launch` (MLX_RANK set), it becomes cores / ranks-on-this-host, so local
+multi-process runs do not oversubscribe the cores.
 """
 
 from __future__ import annotations
@@ -124,6 +126,26 @@ def build_shim(openblas: str, cache: Path | None = None) -> Path:
     return out
 
 
+def _local_ranks() -> int:
+    """Ranks of this `mlx.launch` job on this host (from MLX_HOSTFILE; 1 when unknown)."""
+    import json
+    import socket
+
+    try:
+        hosts = json.loads(Path(os.environ["MLX_HOSTFILE"]).read_text())
+        me = {"localhost", "127.0.0.1", socket.gethostname()}
+        n = sum(1 for h in hosts if h.get("ssh") in me
+                or all(str(ip).startswith("127.") for ip in h.get("ips", []) or ["x"]))
+        return max(n, 1)
+    except (KeyError, OSError, ValueError, TypeError, AttributeError):
+        return 1
+
+
+def _thread_default() -> None:
+    if "MLX_RANK" in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _local_ranks()))
+
+
 def enable() -> dict:
     """Load a fast BLAS into the global symbol scope if this is Linux and mlx.core is not loaded yet."""
     setting = os.environ.get("NOTME_BLAS", "auto").strip() or "auto"
@@ -136,6 +158,7 @@ def enable() -> dict:
     if "mlx.core" in sys.modules:
         _STATE.update(active=False, reason="mlx.core was imported before notme_mlx; import notme_mlx first")
         return status()
+    _thread_default()  # before OpenBLAS is first loaded (it reads the variable once)
     try:
         if setting.lower() == "auto":
             openblas = _numpy_openblas()

@@ -111,3 +111,24 @@ def test_bad_explicit_library_warns_one_line_and_falls_back(tmp_path):
     assert out["active"] is False and out["ok"] == 12.0
     lines = [ln for ln in err.splitlines() if "notme: warning" in ln]
     assert len(lines) == 1 and str(missing) in lines[0] and "no such file" in lines[0]
+
+
+def test_openblas_threads_split_between_local_ranks(tmp_path):
+    hf = tmp_path / "hosts.json"
+    hf.write_text(json.dumps([{"ssh": "localhost", "ips": ["127.0.0.1:5000"]}] * 2 +
+                             [{"ssh": "mac-studio-3.local", "ips": ["10.0.0.3:5000"]}]))
+    code = """
+        import json, os
+        import notme_mlx
+        print(json.dumps({"threads": os.environ.get("OPENBLAS_NUM_THREADS"), "cores": os.cpu_count()}))
+    """
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       env={**env, "MLX_RANK": "1", "MLX_HOSTFILE": str(hf), "NOTME_HOME": str(tmp_path)})
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["threads"] == str(max(1, out["cores"] // 2))  # two of the three ranks are local
+    _, out, _ = _run(code, MLX_RANK="1", MLX_HOSTFILE=str(hf), OPENBLAS_NUM_THREADS="3", NOTME_HOME=str(tmp_path))
+    assert out["threads"] == "3"  # an explicit setting wins
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       env={**env, "NOTME_HOME": str(tmp_path)})
+    assert json.loads(r.stdout.strip().splitlines()[-1])["threads"] is None  # not under mlx.launch: untouched
