@@ -38,7 +38,8 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def build(model_dir, variant, rank):
     from mlx_lm import load
 
-    from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules
+    from notme_mlx.lora import LoRAConfig, apply_lora
+    from notme_mlx.models.tiny import perturb_adapters
 
     model, _ = load(str(model_dir))
     model.freeze()
@@ -53,10 +54,7 @@ def build(model_dir, variant, rank):
         names = ["domain", "use", "mode", "identity"] if variant.startswith("stack-4") else ["identity"]
         for n in names:
             apply_lora(model, cfg, name=n, trainable=(n == names[-1]))
-        mx.random.seed(1)
-        for _, m in lora_modules(model):  # non-zero frozen layers, as after training
-            for n, a in m.adapters.items():
-                a.lora_b = mx.random.normal(a.lora_b.shape) * 0.01
+        perturb_adapters(model, None, 0.01, seed=1)  # non-zero frozen layers, as after training
         if variant == "stack-4-fused":  # load_for_training(fuse_lower=True): lower layers merged into W
             from notme_mlx.lora import fuse, remove_adapter
 

@@ -10,6 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from notme_mlx.models.tiny import perturb_adapters
 from notme_mlx.errors import NotmeError
 from notme_mlx.export.gguf_export import write_gguf
 from notme_mlx.export.hf import permute_qk, unpermute_qk, write_hf_dir
@@ -87,7 +88,6 @@ def test_hf_export_matches_independent_numpy_llama(which, request, tmp_path):
 
 def test_hf_export_from_traditional_rope_unpermutes(tiny_model, tmp_path):
     """A model holding GGUF-ordered Q/K (rope_traditional) exports to HF order."""
-    from mlx_lm import load
     from mlx_lm.models import llama
 
     model, tok = tiny_model
@@ -231,15 +231,12 @@ def test_gguf_runs_in_llama_cpp_with_same_logits(quant, tol, tiny_model_untied_d
 def adapter_dir(tiny_model_dir, tmp_path):
     from mlx_lm import load
 
-    from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+    from notme_mlx.lora import LoRAConfig, apply_lora, save_adapter
 
     model, _ = load(str(tiny_model_dir))
     cfg = LoRAConfig(rank=4, alpha=8)
     apply_lora(model, cfg)
-    mx.random.seed(11)
-    for _, m in lora_modules(model):
-        a = m.adapters["default"]
-        a.lora_b = mx.random.normal(a.lora_b.shape) * 0.05
+    perturb_adapters(model, ["default"], 0.05, seed=11)
     return save_adapter(model, "default", tmp_path / "adapters", cfg, extra_meta={"layer": "identity"})
 
 
@@ -305,16 +302,13 @@ def test_smollm2_with_adapter_matches_llama_cpp_greedy(tmp_path):
     same greedy continuation as MLX for 16 tokens (needs the [verify] extra)."""
     pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
     from notme_mlx.export import export_model
-    from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+    from notme_mlx.lora import LoRAConfig, apply_lora, save_adapter
     from notme_mlx.models import load_model
 
     model, _, _ = load_model("smollm2-135m")
     cfg = LoRAConfig(rank=8, alpha=16, num_layers=4)
     apply_lora(model, cfg)
-    mx.random.seed(5)
-    for _, m in lora_modules(model):
-        a = m.adapters["default"]
-        a.lora_b = mx.random.normal(a.lora_b.shape) * 0.02
+    perturb_adapters(model, ["default"], 0.02, seed=5)
     ad = save_adapter(model, "default", tmp_path / "ad", cfg)
     res = export_model("smollm2-135m", tmp_path / "gg", to="gguf", quant="f16", adapters=[ad], verify=True)
     lc = res.verify["llama_cpp"]

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from notme_mlx.models.tiny import perturb_adapters
 from notme_mlx.errors import NotmeError
 from notme_mlx.lora import (
-    LoRAConfig, MultiLoRALinear, adapter_names, apply_lora, fuse, load_adapter, lora_modules,
+    LoRAConfig, adapter_names, apply_lora, fuse, load_adapter, lora_modules,
     save_adapter, set_scale, trainable_parameters,
 )
 
@@ -23,11 +24,7 @@ def _load(d):
 
 def _randomize(model, name, seed):
     """Give adapter `name` non-zero B so it changes the output."""
-    mx.random.seed(seed)
-    for _, m in lora_modules(model):
-        if name in m.adapters:
-            a = m.adapters[name]
-            a.lora_b = mx.random.normal(a.lora_b.shape) * 0.05
+    perturb_adapters(model, [name], 0.05, seed)
 
 
 def _ids(tok):

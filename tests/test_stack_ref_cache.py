@@ -8,8 +8,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from notme_mlx.models.tiny import perturb_adapters
 from notme_mlx.errors import NotmeError
-from notme_mlx.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+from notme_mlx.lora import LoRAConfig, apply_lora, save_adapter
 from notme_mlx.stack.ref_cache import (
     compute_reference_logprobs, dpo_terms, load_reference_logprobs, reference_logprobs,
 )
@@ -18,11 +19,8 @@ Ex = namedtuple("Ex", "tokens labels")
 
 
 def _randomize(model, name, seed):
-    mx.random.seed(seed)
-    for _, m in lora_modules(model):
-        if name in m.adapters:
-            a = m.adapters[name]
-            a.lora_b = mx.random.normal(a.lora_b.shape) * 0.05
+    """Give adapter `name` non-zero B so it changes the output."""
+    perturb_adapters(model, [name], 0.05, seed)
 
 
 def _pairs(seed=0, n=5):

@@ -129,3 +129,19 @@ def build_tiny_llama(out_dir: str | Path, vocab_size: int = 512, seed: int = 0, 
     mx.save_safetensors(str(out_dir / "model.safetensors"), params, metadata={"format": "mlx"})
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
     return out_dir
+
+
+def perturb_adapters(model, names=None, scale: float = 0.05, seed: int = 0) -> None:
+    """Give LoRA adapters a random non-zero B (fresh adapters are the identity), as after training.
+
+    For tests and benchmarks. names: adapter names to touch (None = all).
+    """
+    import mlx.core as mx
+
+    from ..lora import lora_modules
+
+    mx.random.seed(seed)
+    for _, m in lora_modules(model):
+        for n, a in m.adapters.items():
+            if names is None or n in names:
+                a.lora_b = mx.random.normal(a.lora_b.shape) * scale
