@@ -126,6 +126,12 @@ def test_dpo_loss_uses_cache_and_trains_only_the_upper_layer(tiny_model_dir, tmp
     pol = _naive(model, [pairs[i] for i in sel])
     z = 0.5 * ((pol[:, 0] - np.array(c)[sel]) - (pol[:, 1] - np.array(r)[sel]))
     np.testing.assert_allclose(float(loss), np.mean(np.log1p(np.exp(-z))), rtol=1e-4)
+    # RPO: + w * per-token NLL of each chosen reply (token counts from the reply mask)
+    n_tok = np.array(msk[:2]).sum(axis=1)
+    loss_rpo, st = dpo_loss(model, batch, ref=(c, r), beta=0.5, nll_weight=0.7)
+    want = np.mean(np.log1p(np.exp(-z)) + 0.7 * (-pol[:, 0] / n_tok))
+    np.testing.assert_allclose(float(loss_rpo), want, rtol=1e-4)
+    np.testing.assert_allclose(float(st["ce_sum"]), 0.7 * np.sum(-pol[:, 0] / n_tok), rtol=1e-4)
     g = nn.value_and_grad(model, lambda m: dpo_loss(m, batch, ref=(c, r), beta=0.5)[0])(model)[1]
     keys = [k for k, _ in tree_flatten(g)]
     assert keys and all(".adapters.mode." in k for k in keys)

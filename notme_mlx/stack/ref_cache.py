@@ -130,7 +130,7 @@ def dpo_terms(c, r, ref_c, ref_r, beta: float = 0.1):
 
 
 def dpo_loss(model, batch, n_pairs=None, _unused=None, *, ref, beta: float = 0.1, chunk_size: int = 8192,
-             grad_checkpoint: bool = False):
+             grad_checkpoint: bool = False, nll_weight: float = 0.0):
     """DPO on the trainer's pair batches with cached reference log-probs -> (loss, stats).
 
     Same contract as `train.pref_phase.preference_loss`: rows [chosen_0..chosen_{P-1},
@@ -150,4 +150,9 @@ def dpo_loss(model, batch, n_pairs=None, _unused=None, *, ref, beta: float = 0.1
     p = mask[:P].any(axis=1).sum().astype(mx.float32)
     n = p if n_pairs is None else n_pairs
     s = terms.sum()
-    return s / mx.maximum(n, 1.0), {"ce_sum": mx.zeros_like(s), "ul_sum": s, "n_learn": p, "n_penalize": p}
+    if not nll_weight:
+        return s / mx.maximum(n, 1.0), {"ce_sum": mx.zeros_like(s), "ul_sum": s, "n_learn": p, "n_penalize": p}
+    # RPO: + nll_weight * mean-per-token NLL of each chosen reply
+    n_tok = mx.maximum(mask[:P].astype(mx.float32).sum(axis=1), 1.0)
+    nll = nll_weight * (-(lp[:P] / n_tok)).sum()
+    return (s + nll) / mx.maximum(n, 1.0), {"ce_sum": nll, "ul_sum": s, "n_learn": p, "n_penalize": p}

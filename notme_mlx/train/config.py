@@ -118,6 +118,9 @@ class PhaseConfig:
     max_tokens: Optional[int] = _f(None, "grpo: tokens per sampled completion (default 32).")
     temp: Optional[float] = _f(None, "grpo: sampling temperature (default 1.0).")
     clip_eps: Optional[float] = _f(None, "grpo: PPO ratio clip (default 0.2).")
+    nll_weight: float = _f(0.0, "dpo: weight of the chosen replies' per-token NLL added to the DPO loss (RPO, "
+                                "TRL's rpo_alpha); keeps the chosen text likely so the margin cannot be won by "
+                                "making every reply unlikely (e.g. ending replies early).")
 
 
 @dataclass(frozen=True)

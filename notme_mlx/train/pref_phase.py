@@ -150,7 +150,7 @@ def preference_phase(run, idx, phase, state, resume_from, stop_at_step, kind: st
     total = phase_total_steps(r, phase, stream.batches_per_epoch())
     opt = _optimizer(run, phase, total, resume_from)
     if kind == "dpo":
-        loss_fn = partial(_dpo_loss_fn(run, idx, phase, pairs), beta=phase.beta,
+        loss_fn = partial(_dpo_loss_fn(run, idx, phase, pairs), beta=phase.beta, nll_weight=phase.nll_weight,
                           chunk_size=r.loss.chunk_size, grad_checkpoint=r.grad_checkpoint)
     else:
         loss_fn = partial(preference_loss, kind=kind, beta=phase.beta, gamma=phase.gamma,
