@@ -37,9 +37,10 @@ def machine() -> str:
 def main():
     parts = ["# Benchmark results", "",
              "Every section names its machine, versions, date and exact command. Ratios are measured side by side "
-             "in one run. These CPU numbers come from the Linux `mlx[cpu]` wheel (reference BLAS, one core), on a "
-             "2-core machine shared with other jobs while they were taken: compare ratios and CPU-second figures, "
-             "not absolute times; a Mac with Metal is much faster. No GPU machine was lent to this task, so there is "
+             "in one run. These CPU numbers come from the Linux `mlx[cpu]` wheel on a 2-core machine, most of them with "
+             "the wheel's reference BLAS (one core) while the machine was shared with other jobs; sections that say "
+             "so were taken with notme's OpenBLAS shim (section 'Linux CPU BLAS', ~15-35x faster GEMM-bound work). "
+             "Compare ratios and CPU-second figures within a section, not absolute times across sections; a Mac with Metal is much faster. No GPU machine was lent to this task, so there is "
              "no MLX CUDA run.", "", f"Machine (this file assembled on): {machine()}", ""]
     files = {p.stem: p for p in (HERE / "results").glob("*.md")}
     for name in ORDER + sorted(set(files) - set(ORDER)):
