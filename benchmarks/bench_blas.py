@@ -70,7 +70,8 @@ def inner(workload: str) -> dict:
         import bench_train_step
 
         r = bench_train_step.bench("smollm2", steps=2, seq=128, batch=2,
-                                   lora={"layers": 2, "rank": 8, "keys": ["q_proj", "v_proj", "o_proj", "down_proj"]})
+                                   lora={"lora.rank": 8, "lora.alpha": 16, "lora.num_layers": 2,
+                                         "lora.targets": ["q_proj", "v_proj", "o_proj", "down_proj"]})
         return {"blas": st, "value": r["tok_s"], "unit": "tok/s"}
     raise SystemExit(f"unknown workload {workload}")
 
