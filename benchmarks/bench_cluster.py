@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 BW_SCRIPT = r'''
 import time, json, sys
+import notme_mlx  # noqa: F401  (before mlx.core: the OpenBLAS shim on Linux, notme_mlx/cpu_blas.py)
 import mlx.core as mx
 g = mx.distributed.init()
 r = g.rank()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import notme_mlx  # noqa: F401  (before mlx.core: the OpenBLAS shim on Linux, notme_mlx/cpu_blas.py)
 import mlx.core as mx
 
 from notme_mlx.loss import fused_token_loss, naive_token_loss

@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 
+import notme_mlx  # noqa: F401  (before mlx.core: the OpenBLAS shim on Linux, notme_mlx/cpu_blas.py)
 import mlx.core as mx
 import mlx.nn as nn
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import notme_mlx  # noqa: F401  (before mlx.core: the OpenBLAS shim on Linux, notme_mlx/cpu_blas.py)
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim

@@ -13,6 +13,7 @@ import argparse
 import time
 from functools import partial
 
+import notme_mlx  # noqa: F401  (before mlx.core: the OpenBLAS shim on Linux, notme_mlx/cpu_blas.py)
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
