@@ -112,7 +112,8 @@ def build_shim(openblas: str, cache: Path | None = None) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         raise RuntimeError("no C compiler (cc/gcc/clang) to build the BLAS shim")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # code we load: only the user may write it
+    os.chmod(out_dir.parent, 0o700)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         c_file = Path(tmp) / "shim.c"
         c_file.write_text(src)

@@ -67,6 +67,7 @@ def test_mlx_gemm_through_openblas_matches_numpy(tmp_path):
         pytest.skip(st["reason"])
     assert st["active"], st
     assert st["library"].startswith(str(tmp_path / "blas"))
+    assert (os.stat(tmp_path / "blas").st_mode & 0o077) == 0  # loaded code: not writable by others
     assert out["global_is_shim"]
     for name, e in out["errs"].items():
         assert e < (1e-12 if name == "float64" else 1e-5), (name, e)
