@@ -60,15 +60,12 @@ def test_read_prompts(tmp_path):
 
 
 def test_starter_prompts_are_120_and_disjoint_from_eval_sets():
-    from importlib import resources
+    from notme_mlx.eval.prompts import SETS, load_set
 
     starter = [p["messages"][0]["content"] for p in read_prompts("starter")]
     assert len(starter) == 120 and len(set(starter)) == 120
-    eval_dir = resources.files("notme_mlx.eval").joinpath("prompts")
-    eval_prompts = set()
-    for f in eval_dir.iterdir():
-        if f.name.endswith(".txt"):
-            eval_prompts |= {ln.split("\t", 1)[-1].strip() for ln in f.read_text().splitlines()}
+    eval_prompts = {r["prompt"] for name in SETS for r in load_set(name)}
+    assert len(eval_prompts) > 250  # every set read (56 + 53 + 51 + 51 + 52 prompts)
     assert not set(starter) & eval_prompts
 
 

@@ -68,11 +68,11 @@ def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, prompts_di
         raise InputError(f"--max-tokens {max_tokens}: must be ≥ 1")
     if samples < 0:
         raise InputError(f"--samples {samples}: must be ≥ 0")
-    from ..eval.runner import _is_report_dir, generation_count, prompt_sets, run_eval
+    from ..eval.runner import is_report_dir, generation_count, prompt_sets, run_eval
 
     total = generation_count(quick, samples, data_dir, prompt_sets(prompts_dir))
     if (adapters is not None or stack is not None or baseline is not None) and not no_baseline \
-            and not _is_report_dir(baseline):  # a report folder as baseline is read, not generated
+            and not is_report_dir(baseline):  # a report folder as baseline is read, not generated
         total *= 2
     with ui.progress("generating", total=total, unit="replies") as bar:
         rep = run_eval(model, adapters=adapters, stack=stack, baseline=baseline, no_baseline=no_baseline,

@@ -225,7 +225,8 @@ def _meta(tmeta: dict, **kw) -> dict:
             "versions": {"notme": __version__, "mlx": mx.__version__, "mlx_lm": getattr(mlx_lm, "__version__", "?")}}
 
 
-def _is_report_dir(x) -> bool:
+def is_report_dir(x) -> bool:
+    """True when `x` is a folder holding a report.json (a baseline that is read, not generated)."""
     return x is not None and (Path(x) / "report.json").is_file()
 
 
@@ -253,7 +254,7 @@ def run_eval(model: str | None = None, *, adapters=None, stack=None, baseline=No
     import json
 
     base_res = None
-    if _is_report_dir(baseline):
+    if is_report_dir(baseline):
         base_res = json.loads((Path(baseline) / "report.json").read_text())["model"]
     mdl, tok, tmeta = load_target(model, adapters=adapters, stack=stack, force=force)
     result = evaluate(mdl, tok, **kw)
