@@ -51,8 +51,10 @@ def main():
     w = Path(a.work).resolve()
     (w / "synth").mkdir(parents=True, exist_ok=True)
     log = w / "e2e.log"
-    notme = [sys.executable, "-m", "notme_mlx.cli"] if not (Path(sys.executable).parent / "notme").exists() \
-        else [str(Path(sys.executable).parent / "notme")]
+    exe = Path(sys.executable).parent / "notme"  # the console script installed beside this python
+    if not exe.exists():
+        sys.exit(f"{exe}: not found; run with the project's .venv/bin/python after `make setup`")
+    notme = [str(exe)]
     times = {}
     ev = ["--max-tokens", str(a.tokens), "--samples", str(a.samples)]
     if not (w / "base_report" / "report.json").exists():
