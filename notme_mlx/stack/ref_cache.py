@@ -150,9 +150,8 @@ def dpo_loss(model, batch, n_pairs=None, _unused=None, *, ref, beta: float = 0.1
     p = mask[:P].any(axis=1).sum().astype(mx.float32)
     n = p if n_pairs is None else n_pairs
     s = terms.sum()
-    if not nll_weight:
-        return s / mx.maximum(n, 1.0), {"ce_sum": mx.zeros_like(s), "ul_sum": s, "n_learn": p, "n_penalize": p}
-    # RPO: + nll_weight * mean-per-token NLL of each chosen reply
-    n_tok = mx.maximum(mask[:P].astype(mx.float32).sum(axis=1), 1.0)
-    nll = nll_weight * (-(lp[:P] / n_tok)).sum()
+    nll = mx.zeros_like(s)
+    if nll_weight:  # RPO: + nll_weight * mean-per-token NLL of each chosen reply
+        n_tok = mx.maximum(mask[:P].astype(mx.float32).sum(axis=1), 1.0)
+        nll = nll_weight * (-(lp[:P] / n_tok)).sum()
     return (s + nll) / mx.maximum(n, 1.0), {"ce_sum": nll, "ul_sum": s, "n_learn": p, "n_penalize": p}

@@ -81,9 +81,8 @@ def save(ckpt_root: Path, state: TrainState, adapter: dict, optimizer_state, rec
         the checkpoint folder.
     """
     ckpt_root = Path(ckpt_root)
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{state.step}"
-    with atomic_dir(final, force=True) as tmp:  # a re-save of the same step replaces it whole
+    with atomic_dir(final, force=True) as tmp:  # makes ckpt_root; a re-save replaces the step whole
         mx.save_safetensors(str(tmp / "adapter.safetensors"), dict(adapter))
         opt = {k: v for k, v in tree_flatten(optimizer_state) if isinstance(v, mx.array)}
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
