@@ -24,8 +24,11 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .errors import NotmeError
 from .io import atomic_dir
+from .models.families import FUSED, LLAMA_TARGETS, family_of_model
 
-ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The default targets: every projection of a layer. A family with fused projections (Phi-3's
+# qkv_proj, gate_up_proj) adapts a fused linear when all the projections it holds are targets.
+ALL_TARGETS = LLAMA_TARGETS
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,33 @@ def _layer_offset(model, num_layers):
     return n - num_layers
 
 
+def resolve_targets(model, targets) -> set[str]:
+    """The layer leaf names to adapt in `model` for the requested `targets`.
+
+    A fused linear (`qkv_proj`, `gate_up_proj`) is adapted when it is named or when every
+    projection it holds is; naming only some of them is refused (one adapter spans the
+    whole fused matrix).
+    """
+    want = set(targets)
+    try:
+        fam = family_of_model(model)
+    except NotmeError:
+        return want  # not a known family: match the names as given
+    out = set()
+    for leaf in fam.targets:
+        parts = set(FUSED.get(leaf, ()))
+        if leaf in want or (parts and parts <= want):
+            out.add(leaf)
+        elif parts & want:
+            raise NotmeError(f"{fam.name} fuses {', '.join(FUSED[leaf])} into one {leaf} linear: target all of "
+                             f"them or {leaf} (asked for {', '.join(sorted(parts & want))})")
+    unknown = want - out - {p for leaf in out for p in FUSED.get(leaf, ())} - set(fam.targets)
+    if unknown and not out:
+        raise NotmeError(f"LoRA targets {sorted(unknown)} are not {fam.name} projections "
+                         f"(it has: {', '.join(fam.targets)})")
+    return out
+
+
 def lora_modules(model):
     """[(path, MultiLoRALinear)] for every wrapped linear in `model`."""
     return [(p, m) for p, m in model.named_modules() if isinstance(m, MultiLoRALinear)]
@@ -162,7 +192,7 @@ def apply_lora(model, config: LoRAConfig, name: str = "default", trainable: bool
     """
     layers = _layers(model)
     start = _layer_offset(model, config.num_layers)
-    targets = set(config.targets)
+    targets = resolve_targets(model, config.targets)
     added = 0
     for li in range(start, len(layers)):
         layer = layers[li]

@@ -1,5 +1,8 @@
-"""Tiny random llama models and a tiny BPE tokenizer, built locally (no network).
+"""Tiny random models of every supported family and a tiny BPE tokenizer, built locally (no network).
 
+The models are mlx-lm's own classes (`mlx_lm.models.<module>.Model(ModelArgs)`)
+with 2 layers and 64 dims; `TINY_CONFIGS` holds each family's config quirks
+(Gemma soft-caps, sliding windows, Qwen 3 q/k norms, Phi-3 fused projections).
 Used by tests, benchmarks and `notme cluster selftest`. The tokenizer is a
 byte-level BPE trained with the `tokenizers` library on generated chat-like
 text, with ChatML special tokens and the SmolLM2 chat template, so the same
@@ -8,9 +11,18 @@ code paths run as for the real default model.
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from ..lora import lora_modules
+from .families import family_of
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -50,9 +62,6 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int =
 
     Returns the `transformers.PreTrainedTokenizerFast`.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
@@ -100,35 +109,82 @@ def tiny_llama_config(vocab_size: int, **overrides) -> dict:
     return cfg
 
 
-def build_tiny_llama(out_dir: str | Path, vocab_size: int = 512, seed: int = 0, **config_overrides) -> Path:
-    """Write a random tiny llama + tokenizer as an mlx-lm directory.
+# Per family: config.json overrides on top of the llama base config (model_type first).
+# Gemma's attention scale is query_pre_attn_scalar**-0.5 with query_pre_attn_scalar = head_dim,
+# which is what llama.cpp derives for every Gemma size but 27B. Soft-caps and windows are small
+# so that they change the numbers of a tiny model.
+TINY_CONFIGS = {
+    "llama": {},
+    "mistral": {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "tie_word_embeddings": False},
+    "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "rope_theta": 1000000.0},
+    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "head_dim": 16,
+              "rope_theta": 1000000.0},
+    "gemma": {"model_type": "gemma", "architectures": ["GemmaForCausalLM"], "head_dim": 16},
+    "gemma2": {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "head_dim": 16,
+               "query_pre_attn_scalar": 16, "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0},
+    "gemma3": {"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"], "head_dim": 16,
+               "query_pre_attn_scalar": 16, "sliding_window": 8, "sliding_window_pattern": 2,
+               "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0},
+    "phi3": {"model_type": "phi3", "architectures": ["Phi3ForCausalLM"], "tie_word_embeddings": False,
+             "original_max_position_embeddings": 512},
+}
+
+
+def tiny_config(family: str, vocab_size: int, **overrides) -> dict:
+    """config.json of a 2-layer, 64-dim model of `family` (a `families.FAMILIES` name)."""
+    if family not in TINY_CONFIGS:
+        raise ValueError(f"no tiny config for family {family!r} (have: {', '.join(TINY_CONFIGS)})")
+    return tiny_llama_config(vocab_size, **{**TINY_CONFIGS[family], **overrides})
+
+
+def build_tiny_family_model(family: str, vocab_size: int = 512, seed: int = 0, **config_overrides):
+    """(model, config) in memory: mlx-lm's own Model class for `family`, random weights.
+
+    Norm weights and biases are perturbed away from their constant init so that
+    offsets such as Gemma's (1 + w) matter in comparisons.
+    """
+    cfg = tiny_config(family, vocab_size, **config_overrides)
+    fam = family_of(cfg["model_type"])
+    module = importlib.import_module(f"mlx_lm.models.{fam.mlx_module}")
+    mx.random.seed(seed)
+    model = module.Model(module.ModelArgs.from_dict(cfg))
+    if fam.name == "gemma3" and cfg.get("tie_word_embeddings", True):
+        model.sanitize({})  # tied: mlx-lm drops lm_head when the weights have none
+    flat = dict(tree_flatten(model.parameters()))
+    bump = {k: v + 0.1 * mx.random.normal(v.shape) for k, v in flat.items() if v.ndim == 1}
+    model.update(tree_unflatten(list(bump.items())))
+    mx.eval(model.parameters())
+    return model, cfg
+
+
+def build_tiny_model(out_dir: str | Path, family: str = "llama", vocab_size: int = 512, seed: int = 0,
+                     **config_overrides) -> Path:
+    """Write a random tiny model of `family` + the tiny tokenizer as an mlx-lm directory.
 
     Args:
       out_dir: destination directory (created).
+      family: a `families.FAMILIES` name (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, phi3).
       vocab_size: tokenizer and embedding size (≤ 1024 for unit tests).
       seed: seeds both the tokenizer corpus and the weights.
       config_overrides: e.g. num_hidden_layers=4, hidden_size=128, tie_word_embeddings=False.
     Returns:
       the directory, loadable with `mlx_lm.load` and `notme_mlx.models.load_model`.
     """
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
-
     out_dir = Path(out_dir)
     tok = build_tiny_tokenizer(out_dir, vocab_size=vocab_size, seed=seed)
-    vocab = len(tok)
-    cfg = tiny_llama_config(vocab, **config_overrides)
-    cfg["bos_token_id"] = tok.convert_tokens_to_ids("<|im_start|>")
-    cfg["eos_token_id"] = tok.convert_tokens_to_ids("<|im_end|>")
-    mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(cfg))
-    # Scale up the init a little so logits are not uniform (more realistic tests).
+    overrides = dict(config_overrides)
+    overrides.setdefault("bos_token_id", tok.convert_tokens_to_ids("<|im_start|>"))
+    overrides.setdefault("eos_token_id", tok.convert_tokens_to_ids("<|im_end|>"))
+    model, cfg = build_tiny_family_model(family, len(tok), seed=seed, **overrides)
     params = dict(tree_flatten(model.parameters()))
-    mx.eval(params)
     mx.save_safetensors(str(out_dir / "model.safetensors"), params, metadata={"format": "mlx"})
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
     return out_dir
+
+
+def build_tiny_llama(out_dir: str | Path, vocab_size: int = 512, seed: int = 0, **config_overrides) -> Path:
+    """A random tiny llama + tokenizer as an mlx-lm directory (`build_tiny_model` for llama)."""
+    return build_tiny_model(out_dir, "llama", vocab_size, seed, **config_overrides)
 
 
 def perturb_adapters(model, names=None, scale: float = 0.05, seed: int = 0) -> None:
@@ -136,10 +192,6 @@ def perturb_adapters(model, names=None, scale: float = 0.05, seed: int = 0) -> N
 
     For tests and benchmarks. names: adapter names to touch (None = all).
     """
-    import mlx.core as mx
-
-    from ..lora import lora_modules
-
     mx.random.seed(seed)
     for _, m in lora_modules(model):
         for n, a in m.adapters.items():
