@@ -65,8 +65,8 @@ def topology_cmd(exo, exo_state, hosts):
         t.add_row(n.name, n.id[:16], n.chip, f"{n.memory_total / 2**30:.0f} GiB", f"{n.memory_available / 2**30:.0f} GiB",
                   ", ".join(f"{ip} ({k})" for ip, k in n.addresses), "yes" if n.rdma else "no")
     ui.out.print(t)
-    for l in topo.links:
-        ui.out.print(f"  link {topo.node(l.a).name} ↔ {topo.node(l.b).name}: {l.kind}")
+    for (a, b), kind in topo.pairs().items():
+        ui.out.print(f"  link {topo.node(a).name} ↔ {topo.node(b).name}: {kind}")
 
 
 @cluster_group.command("plan")

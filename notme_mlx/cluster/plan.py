@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import NotmeError
+from ..io import atomic_write_text
 from .topology import Topology
 
 GiB = 2**30
@@ -189,19 +190,24 @@ def make_plan(topo: Topology, shape: ModelShape, strategy: str = "pipeline", mic
 
 
 def hostfile(plan: Plan, topo: Topology, python: str | None = None) -> dict:
-    """An `mlx.launch` JSON hostfile: {"backend", "envs", "hosts": [{"ssh", "ips", "rdma"}]} in rank order."""
+    """An `mlx.launch` JSON hostfile: {"backend", "envs", "hosts": [{"ssh", "ips", "rdma"}]} in rank order.
+
+    For JACCL, a host's `rdma` list has one entry per rank: the RDMA device this host uses
+    for its cable to that rank (from Exo's RDMA links), or null for itself and for ranks it
+    has no cable to.
+    """
     hosts = []
+    ids = [st.node_id for st in plan.stages]
     for st in plan.stages:
         node = topo.node(st.node_id)
+        rdma = [None if other == st.node_id else topo.rdma_iface(st.node_id, other) for other in ids]
         hosts.append({"ssh": node.ssh or node.best_ip() or node.name, "ips": [node.best_ip()] if node.best_ip() else [],
-                      "rdma": [] if not node.rdma else ["rdma_en2"]})
+                      "rdma": rdma if plan.backend == "jaccl" else []})
     return {"backend": plan.backend, "envs": ["MLX_METAL_FAST_SYNCH=1"] if plan.backend == "jaccl" else [],
             "hosts": hosts}
 
 
 def write_plan(plan: Plan, topo: Topology, out: str | Path) -> tuple[Path, Path]:
-    from ..io import atomic_write_text
-
     out = Path(out)
     hf = out.with_name(out.stem + ".hostfile.json")
     d = plan.to_dict()

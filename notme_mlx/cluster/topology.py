@@ -1,28 +1,39 @@
 """Read the cluster: Exo's `/state` (live or saved) or a plain hosts file.
 
-Exo (exo-explore/exo, v1) serves its cluster state as JSON at
-`GET http://<node>:52415/state` with camelCase keys (pydantic CamelCaseModel):
-`nodeIdentities[id] = {modelId, chipId, friendlyName, osVersion}`,
-`nodeMemory[id] = {ramTotal: {inBytes}, ramAvailable: {inBytes}, swapTotal, swapAvailable}`,
-`nodeNetwork[id] = {interfaces: [{name, ipAddress, interfaceType}]}` with
-interfaceType in wifi | ethernet | maybe_ethernet | thunderbolt | unknown,
-`nodeRdmaCtl[id] = {enabled}` and `topology.connections` (links between node
-ids). Field names were read from exo's `shared/types/profiling.py` and
-`master/placement_utils.py`; the fixtures in `cluster/fixtures/` follow them.
+Exo serves its cluster state at `GET http://<node>:52415/state`: its pydantic `State`
+encoded by FastAPI, camelCase keys. The parts read here:
+
+- `topology`: `{"nodes": [node_id, ...], "connections": {source_id: {sink_id: [edge, ...]}}}`.
+  An edge is a socket connection, `{"sinkMultiaddr": {"address": "/ip4/…/tcp/52415",
+  "ip_address": "…", ...}}` (the sink answered on that address), or an RDMA connection,
+  `{"sourceRdmaIface": "rdma_en2", "sinkRdmaIface": "rdma_en3"}` (a Thunderbolt cable between
+  two nodes whose rdma_ctl is enabled).
+- `nodeMemory[id]`: `{ramTotal: {inBytes}, ramAvailable: {inBytes}, ...}`.
+- `nodeIdentities[id]`: `{modelId, chipId, friendlyName, osVersion, osBuildVersion}`.
+- `nodeNetwork[id]`: `{interfaces: [{name, ipAddress, interfaceType}]}`, interfaceType one of
+  wifi, ethernet, maybe_ethernet, thunderbolt, unknown. A socket edge's kind is the
+  interfaceType of the sink's interface that holds its address.
+- `nodeRdmaCtl[id]`: `{enabled}`.
+
+Every other field is ignored. A state that does not have this shape is one `InputError`
+naming the source and the place (`topology.connections["a"]["b"][0]`), never a traceback.
+The fixtures in `cluster/fixtures/` were written by Exo's own code (see SOURCE.md there).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ..errors import InputError, NotmeError
+from ..io import read_yaml
 
 EXO_PORT = 52415
-LINK_RANK = {"thunderbolt": 3, "rdma": 4, "ethernet": 2, "maybe_ethernet": 2, "wifi": 1, "unknown": 0}
+LINK_RANK = {"rdma": 4, "thunderbolt": 3, "ethernet": 2, "maybe_ethernet": 2, "wifi": 1, "unknown": 0}
+INTERFACE_TYPES = ("wifi", "ethernet", "maybe_ethernet", "thunderbolt", "unknown")
 
 
 @dataclass
@@ -46,9 +57,18 @@ class Node:
 
 @dataclass
 class Link:
+    """One directed edge from node `a` to node `b`.
+
+    kind: "rdma" or the interface type of the address `b` answered on. For an RDMA link,
+    `iface` is `a`'s RDMA device towards `b` and `peer_iface` is `b`'s; for a socket link,
+    `iface` is `b`'s address.
+    """
+
     a: str
     b: str
     kind: str
+    iface: str = ""
+    peer_iface: str = ""
 
 
 @dataclass
@@ -63,55 +83,147 @@ class Topology:
                 return n
         raise NotmeError(f"no node {node_id!r} in {self.source}")
 
+    def rdma_iface(self, a: str, b: str) -> str | None:
+        """`a`'s RDMA device for a cable to `b`, or None when Exo reports no RDMA link."""
+        for link in self.links:
+            if link.a == a and link.b == b and link.kind == "rdma":
+                return link.iface
+        return None
 
-def _bytes(v) -> int:
-    if isinstance(v, dict):
-        for k in ("inBytes", "in_bytes", "bytes"):
-            if k in v:
-                return int(v[k])
-        return 0
-    return int(v or 0)
+    def pairs(self) -> dict:
+        """{(a, b): best link kind} over both directions, for display."""
+        out: dict = {}
+        for link in self.links:
+            key = tuple(sorted((link.a, link.b)))
+            if LINK_RANK.get(link.kind, 0) >= LINK_RANK.get(out.get(key, "unknown"), 0):
+                out[key] = link.kind
+        return out
 
 
-def parse_exo_state(state: dict, source: str = "exo state") -> Topology:
-    """Nodes and links from Exo's /state JSON."""
-    if not isinstance(state, dict):
-        raise InputError(f"{source}: expected a JSON object (Exo's /state)")
-    mem = state.get("nodeMemory") or {}
-    ids = state.get("nodeIdentities") or {}
-    net = state.get("nodeNetwork") or {}
-    rdma = state.get("nodeRdmaCtl") or {}
-    node_ids = list(dict.fromkeys(list(mem) + list(ids)))
+_FIELDS = {"state", "topology", "nodes", "connections", "nodeMemory", "ramTotal", "ramAvailable", "inBytes",
+           "nodeIdentities", "nodeNetwork", "interfaces", "interfaceType", "ipAddress", "nodeRdmaCtl", "enabled",
+           "sourceRdmaIface", "sinkRdmaIface", "sinkMultiaddr", "address", "ip_address"}
+
+
+def _where(path: tuple) -> str:
+    """`topology.connections["a"]["b"][0]`: field names dotted, node ids and indices in brackets."""
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p in _FIELDS:
+            out += f".{p}" if out else p
+        else:
+            out += f'["{p}"]'
+    return out
+
+
+class _Reader:
+    """Typed access to a JSON document; a wrong shape is one InputError naming source and place."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: tuple, msg: str):
+        raise InputError(f"{self.source}: {_where(path)}: {msg}")
+
+    def obj(self, v, path: tuple, optional: bool = False) -> dict:
+        if v is None and optional:
+            return {}
+        if not isinstance(v, dict):
+            self.fail(path, f"expected an object, got {type(v).__name__}")
+        return v
+
+    def seq(self, v, path: tuple, optional: bool = False) -> list:
+        if v is None and optional:
+            return []
+        if not isinstance(v, list):
+            self.fail(path, f"expected a list, got {type(v).__name__}")
+        return v
+
+    def text(self, v, path: tuple) -> str:
+        if not isinstance(v, str) or not v:
+            self.fail(path, f"expected a non-empty string, got {v!r}")
+        return v
+
+    def count(self, v, path: tuple) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            self.fail(path, f"expected a byte count (non-negative integer), got {v!r}")
+        return v
+
+
+_IP_IN_MULTIADDR = re.compile(r"^/ip[46]/([^/]+)")
+
+
+def parse_exo_state(state, source: str = "exo state") -> Topology:
+    """Nodes (memory, chip, addresses, rdma_ctl) and directed links from Exo's `/state` JSON."""
+    r = _Reader(source)
+    state = r.obj(state, ("state",))
+    topo = r.obj(state.get("topology"), ("topology",), optional=True)
+    mem = r.obj(state.get("nodeMemory"), ("nodeMemory",), optional=True)
+    ids = r.obj(state.get("nodeIdentities"), ("nodeIdentities",), optional=True)
+    net = r.obj(state.get("nodeNetwork"), ("nodeNetwork",), optional=True)
+    rdma = r.obj(state.get("nodeRdmaCtl"), ("nodeRdmaCtl",), optional=True)
+    listed = [r.text(n, ("topology", "nodes", i))
+              for i, n in enumerate(r.seq(topo.get("nodes"), ("topology", "nodes"), optional=True))]
+    node_ids = list(dict.fromkeys(listed + list(mem)))
     if not node_ids:
-        raise InputError(f"{source}: no nodes (nodeMemory / nodeIdentities are empty or missing)")
+        raise InputError(f"{source}: no nodes (topology.nodes and nodeMemory are empty or missing); "
+                         f"is this Exo's /state?")
     nodes = []
     for nid in node_ids:
-        ident, m = ids.get(nid, {}), mem.get(nid, {})
-        if not m:
-            raise InputError(f"{source}: node {nid} has no nodeMemory entry")
-        addrs = [(i.get("ipAddress") or i.get("ip_address"), i.get("interfaceType") or i.get("interface_type", "unknown"))
-                 for i in (net.get(nid, {}) or {}).get("interfaces", []) if i.get("ipAddress") or i.get("ip_address")]
-        nodes.append(Node(
-            id=nid, name=ident.get("friendlyName") or nid[:12], chip=ident.get("chipId", "unknown"),
-            memory_total=_bytes(m.get("ramTotal")), memory_available=_bytes(m.get("ramAvailable")),
-            addresses=addrs, rdma=bool((rdma.get(nid) or {}).get("enabled", False)),
-        ))
+        if nid not in mem:
+            raise InputError(f"{source}: nodeMemory has no entry for node {nid} (Exo has not received its "
+                             f"memory report yet; save the state again in a few seconds)")
+        m = r.obj(mem[nid], ("nodeMemory", nid))
+        ram = {k: r.count(r.obj(m.get(k), ("nodeMemory", nid, k)).get("inBytes"), ("nodeMemory", nid, k, "inBytes"))
+               for k in ("ramTotal", "ramAvailable")}
+        ident = r.obj(ids.get(nid), ("nodeIdentities", nid), optional=True)
+        addrs = []
+        ifaces = r.obj(net.get(nid), ("nodeNetwork", nid), optional=True).get("interfaces")
+        for i, iface in enumerate(r.seq(ifaces, ("nodeNetwork", nid, "interfaces"), optional=True)):
+            where = ("nodeNetwork", nid, "interfaces", i)
+            iface = r.obj(iface, where)
+            kind = iface.get("interfaceType", "unknown")
+            if kind not in INTERFACE_TYPES:
+                r.fail(where + ("interfaceType",), f"expected one of {', '.join(INTERFACE_TYPES)}, got {kind!r}")
+            addrs.append((r.text(iface.get("ipAddress"), where + ("ipAddress",)), kind))
+        enabled = r.obj(rdma.get(nid), ("nodeRdmaCtl", nid), optional=True).get("enabled", False)
+        if not isinstance(enabled, bool):
+            r.fail(("nodeRdmaCtl", nid, "enabled"), f"expected true or false, got {enabled!r}")
+        name, chip = ident.get("friendlyName"), ident.get("chipId")
+        nodes.append(Node(id=nid, name=name if isinstance(name, str) and name and name != "Unknown" else nid[:12],
+                          chip=chip if isinstance(chip, str) and chip else "unknown",
+                          memory_total=ram["ramTotal"], memory_available=ram["ramAvailable"],
+                          addresses=addrs, rdma=enabled))
+    kind_of_ip = {ip: kind for n in nodes for ip, kind in n.addresses}
     links = []
-    conns = (state.get("topology") or {}).get("connections") or []
-    for c in conns:
-        a = c.get("localNodeId") or c.get("source") or c.get("from")
-        b = c.get("sendBackNodeId") or c.get("sink") or c.get("to")
-        if not a or not b:
-            continue
-        kind = c.get("kind") or ("rdma" if "rdma" in json.dumps(c).lower() else "unknown")
-        if kind == "unknown":
-            mb = (c.get("sendBackMultiaddr") or {})
-            addr = mb.get("address") if isinstance(mb, dict) else str(mb)
-            for n in nodes:
-                for ip, k in n.addresses:
-                    if addr and ip and ip in str(addr):
-                        kind = k
-        links.append(Link(a, b, kind))
+    conns = r.obj(topo.get("connections"), ("topology", "connections"), optional=True)
+    for a, sinks in conns.items():
+        for b, edges in r.obj(sinks, ("topology", "connections", a)).items():
+            for end in (a, b):
+                if end not in node_ids:
+                    r.fail(("topology", "connections", a, b), f"node {end} is not in topology.nodes or nodeMemory")
+            for i, edge in enumerate(r.seq(edges, ("topology", "connections", a, b))):
+                where = ("topology", "connections", a, b, i)
+                edge = r.obj(edge, where)
+                if "sourceRdmaIface" in edge or "sinkRdmaIface" in edge:
+                    links.append(Link(a, b, "rdma", r.text(edge.get("sourceRdmaIface"), where + ("sourceRdmaIface",)),
+                                      r.text(edge.get("sinkRdmaIface"), where + ("sinkRdmaIface",))))
+                elif "sinkMultiaddr" in edge:
+                    ma = r.obj(edge["sinkMultiaddr"], where + ("sinkMultiaddr",))
+                    ip = ma.get("ip_address")
+                    if ip is None:
+                        m = _IP_IN_MULTIADDR.match(r.text(ma.get("address"), where + ("sinkMultiaddr", "address")))
+                        if not m:
+                            r.fail(where + ("sinkMultiaddr", "address"), f"not an /ip4 or /ip6 multiaddr: "
+                                                                         f"{ma.get('address')!r}")
+                        ip = m.group(1)
+                    ip = r.text(ip, where + ("sinkMultiaddr", "ip_address"))
+                    links.append(Link(a, b, kind_of_ip.get(ip, "unknown"), ip))
+                else:
+                    r.fail(where, "expected a socket connection (sinkMultiaddr) or an RDMA connection "
+                                  "(sourceRdmaIface, sinkRdmaIface)")
     return Topology(nodes, links, source)
 
 
@@ -122,9 +234,9 @@ def read_exo(url_or_file: str, timeout: float = 5.0) -> Topology:
         if not url.endswith("/state"):
             url += "/state"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:  # the user's own LAN node
-                state = json.loads(r.read().decode("utf-8"))
-        except Exception as e:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # the user's own LAN node
+                state = json.loads(resp.read().decode("utf-8"))
+        except (OSError, ValueError) as e:
             raise NotmeError(f"{url}: could not read Exo's cluster state ({e}); is exo running there?") from None
         return parse_exo_state(state, url)
     p = Path(url_or_file)
@@ -132,6 +244,8 @@ def read_exo(url_or_file: str, timeout: float = 5.0) -> Topology:
         raise InputError(f"{p}: file not found")
     try:
         state = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from None
     return parse_exo_state(state, str(p))
@@ -139,7 +253,6 @@ def read_exo(url_or_file: str, timeout: float = 5.0) -> Topology:
 
 def read_hosts(path: str | Path) -> Topology:
     """A plain hosts.yaml: `hosts: [{name, ip, ssh?, memory_gb, chip?, link?, rdma?}]`."""
-    from ..io import read_yaml
 
     p = Path(path)
     data = read_yaml(p, "hosts file") or {}
