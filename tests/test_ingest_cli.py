@@ -119,17 +119,30 @@ def test_skip_bad_keeps_good_files_and_reports(tmp_path):
     code, text = run(d, "-o", out, "--me", "Alex Rivera", "--skip-bad")
     assert code == 0, text
     recs = _read(out)
-    assert [(r["speaker"], r["text"]) for r in recs] == [("Alex Rivera", "hi"), ("Sam", "yo")]
+    # the good line 1 of d_bad.jsonl is kept; only its bad line 2 is skipped
+    assert [(r["speaker"], r["text"]) for r in recs] == [("Alex Rivera", "hi"), ("Sam", "yo"), ("Alex Rivera", "ok")]
     rep = json.loads((tmp_path / "m.jsonl.report.json").read_text())
     reasons = {os.path.basename(s["name"]): s["reason"] for s in rep["skipped"]}
-    assert sorted(reasons) == ["b_trunc.json", "c_evil.zip", "d_bad.jsonl"]
-    assert "record 0: truncated JSON" in reasons["b_trunc.json"] and "d_bad.jsonl:2: invalid JSON" in reasons["d_bad.jsonl"]
+    assert sorted(reasons) == ["c_evil.zip"]  # a whole file is skipped only when it cannot be read at all
+    files = {os.path.basename(f["name"]): f for f in rep["files"]}
+    assert [(b["where"].split("/")[-1], b["reason"]) for b in files["b_trunc.json"]["bad"]] == [
+        ("b_trunc.json:1: record 0", "truncated JSON (Expecting value)")]
+    assert files["b_trunc.json"]["messages"] == 0 and files["b_trunc.json"]["why"] == "every record skipped (1): see report"
+    assert [(b["where"].split("/")[-1], b["reason"]) for b in files["d_bad.jsonl"]["bad"]] == [
+        ("d_bad.jsonl:2", "invalid JSON (Expecting value)")]
+    assert (files["d_bad.jsonl"]["messages"], files["d_bad.jsonl"]["skipped_records"]) == (1, 1)
     assert [os.path.basename(u) for u in rep["unrecognized"]] == ["photo.jpg"]
-    assert "skipped 3 bad file(s)" in text
+    assert "skipped 2 bad record(s)" in text and "d_bad.jsonl:2: invalid JSON" in text and "skipped 1 bad file(s)" in text
     assert _snapshot([d]) == before
-    # without --skip-bad the first bad file stops the run
+    # without --skip-bad the first bad record stops the run, naming file:line
     code, text = run(d, "-o", tmp_path / "m2.jsonl", "--me", "Alex Rivera")
-    assert code == 1 and "b_trunc.json" in text and not (tmp_path / "m2.jsonl").exists()
+    assert code == 1 and "b_trunc.json:1: record 0: truncated JSON" in text and not (tmp_path / "m2.jsonl").exists()
+    # --strict --skip-bad: all or nothing per file, so d_bad.jsonl is skipped whole (its good line too)
+    code, text = run(d, "-o", tmp_path / "m3.jsonl", "--me", "Alex Rivera", "--skip-bad", "--strict")
+    assert code == 0, text
+    assert [r["text"] for r in _read(tmp_path / "m3.jsonl")] == ["hi", "yo"]
+    rep = json.loads((tmp_path / "m3.jsonl.report.json").read_text())
+    assert sorted(os.path.basename(s["name"]) for s in rep["skipped"]) == ["b_trunc.json", "c_evil.zip", "d_bad.jsonl"]
 
 
 def test_since_until_filter(tmp_path):

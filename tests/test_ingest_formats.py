@@ -238,8 +238,9 @@ def test_claude_code_system_reminder_stripped():
 
 def test_chatgpt_null_mapping_skipped_and_bad_record_named():
     data = json.dumps([{"id": "a", "mapping": None, "current_node": None}, {"id": "b", "title": "no mapping"}]).encode()
-    with pytest.raises(InputError, match=r"x.json: record 1: not a ChatGPT conversation"):
+    with pytest.raises(InputError, match=r"x.json: record 1 \(conversation b\): not a ChatGPT conversation"):
         parse_bytes("chatgpt", data, name="x.json")
+    assert parse_bytes("chatgpt", data, name="x.json", skip_bad=True) == []  # the bad one skipped, not the file
     assert parse_bytes("chatgpt", json.dumps([{"id": "a", "mapping": None}]).encode()) == []
 
 

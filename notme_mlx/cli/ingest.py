@@ -1,4 +1,4 @@
-"""`notme ingest`: exports -> messages.jsonl (issue #4), and `--stats` on a messages.jsonl."""
+"""`notme ingest`: exports -> messages.jsonl, and `--stats` on a messages.jsonl."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
-from ..ingest.registry import FORMATS as _REGISTRY
+from .. import ui
+from ..errors import ConfigError
+from ..ingest import FORMATS, IngestReport, compute_stats, ingest_to_file
+from ..io import atomic_write_text
 
-_FORMATS = ["auto", *_REGISTRY]
+_FORMATS = ["auto", *FORMATS]
+# Bad records printed under the summary table (all of them are in OUT.report.json).
+_SHOW_BAD = 20
 
 
 @click.command("ingest")
@@ -20,7 +27,12 @@ _FORMATS = ["auto", *_REGISTRY]
 @click.option("--me", multiple=True, help="Your name as it appears in chats (repeatable).")
 @click.option("--identity", type=click.Path(path_type=Path),
               help="identity.yaml with names/handles/phones/emails (default ~/.config/notme/identity.yaml).")
-@click.option("--skip-bad", is_flag=True, help="Skip files that fail to parse; list them in a summary.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip malformed records (a JSON line, a conversation, an undatable chat line) and files of no "
+                   "known format; keep the rest, list every skip with file:line in OUT.report.json.")
+@click.option("--strict", is_flag=True, help="All or nothing per file: one bad record fails (or, with --skip-bad, "
+                                             "skips) its whole file.")
+@click.option("--allow-empty", is_flag=True, help="Do not fail when the inputs give zero messages.")
 @click.option("--since", help="Keep messages on/after this date (2024-01-31 or ISO time, UTC).")
 @click.option("--until", help="Keep messages up to this date (a date includes that whole day).")
 @click.option("--sidechains", is_flag=True, help="Keep Claude Code sidechain (sub-agent) messages.")
@@ -28,7 +40,8 @@ _FORMATS = ["auto", *_REGISTRY]
 @click.option("--tz", default="UTC", show_default=True, help="Zone of zone-less local times (WhatsApp), e.g. Europe/Berlin.")
 @click.option("--scrub", is_flag=True, help="Replace emails, phones, secret URLs, cards, IBANs; pseudonymize others.")
 @click.option("--stats", "stats_path", type=click.Path(path_type=Path), help="Show a per-source/speaker table of a messages.jsonl.")
-def ingest_cmd(paths, out, fmt, me, identity, skip_bad, since, until, sidechains, tools, tz, scrub, stats_path):
+def ingest_cmd(paths, out, fmt, me, identity, skip_bad, strict, allow_empty, since, until, sidechains, tools, tz, scrub,
+               stats_path):
     """Turn exports (ChatGPT, Claude, Claude Code, iMessage, WhatsApp, Telegram, JSONL, Markdown)
     into one messages.jsonl. PATH may be a file, a directory (walked) or a .zip (read in place).
 
@@ -38,9 +51,6 @@ def ingest_cmd(paths, out, fmt, me, identity, skip_bad, since, until, sidechains
       notme ingest ~/.claude/projects -o cc.jsonl
       notme ingest --stats messages.jsonl
     """
-    from .. import ui
-    from ..errors import ConfigError
-
     if stats_path is not None:
         _show_stats(stats_path)
         return
@@ -50,34 +60,51 @@ def ingest_cmd(paths, out, fmt, me, identity, skip_bad, since, until, sidechains
         raise ConfigError("missing -o/--out FILE (where to write messages.jsonl)")
     if out.is_dir():
         raise ConfigError(f"-o {out}: is a directory; give a file name like {out / 'messages.jsonl'}")
-    from ..ingest import ingest_to_file
-    from ..io import atomic_write_text
-
-    report = ingest_to_file(paths, out, fmt=fmt, me=me, identity=identity, skip_bad=skip_bad, since=since,
-                            until=until, sidechains=sidechains, tools=tools, tz=tz, scrub=scrub)
-    for f in report.files:
-        ui.info(f"  {f['format']:<12} {f['messages']:>7} messages  {f['name']}")
+    report = ingest_to_file(paths, out, fmt=fmt, me=me, identity=identity, skip_bad=skip_bad, strict=strict,
+                            allow_empty=allow_empty, since=since, until=until, sidechains=sidechains, tools=tools,
+                            tz=tz, scrub=scrub)
+    rep_path = Path(str(out) + ".report.json")
+    atomic_write_text(rep_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    _summary(report)
     if report.duplicates:
         ui.info(f"  skipped {len(report.duplicates)} duplicate input(s) (same bytes as an earlier one, e.g. "
-                f"{report.duplicates[0]})")
+                f"{escape(report.duplicates[0])})")
     if report.unrecognized:
-        ui.info(f"  ignored {len(report.unrecognized)} file(s) of no known format (e.g. {report.unrecognized[0]})")
+        ui.info(f"  ignored {len(report.unrecognized)} file(s) of no known format (e.g. {escape(report.unrecognized[0])})")
+    bad = [b for f in report.files for b in f["bad"]]
+    if report.records_skipped:
+        ui.warn(f"skipped {report.records_skipped} bad record(s) (all listed in {rep_path}):")
+        for b in bad[:_SHOW_BAD]:
+            ui.console.print(f"  [red]x[/red] {escape(b['where'])}: {escape(b['reason'])}", soft_wrap=True)
+        if report.records_skipped > _SHOW_BAD:
+            ui.console.print(f"  ... and {report.records_skipped - _SHOW_BAD} more", soft_wrap=True)
     if report.skipped:
-        rep_path = Path(str(out) + ".report.json")
-        atomic_write_text(rep_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         ui.warn(f"skipped {len(report.skipped)} bad file(s) (details in {rep_path}):")
         for s in report.skipped:
-            ui.console.print(f"  [red]x[/red] {s['reason']}", soft_wrap=True)
-    ui.info(f"[green]wrote {report.messages} messages from {len(report.files)} file(s) to {out}[/green]")
+            ui.console.print(f"  [red]x[/red] {escape(s['reason'])}", soft_wrap=True)
+    ui.info(f"[green]wrote {report.messages} messages from {len(report.files)} file(s) to {escape(str(out))}[/green]")
     ui.out.print(str(out))
 
 
+def _summary(report: IngestReport) -> None:
+    """Per file: format, messages read, records skipped, why (stderr)."""
+    if not ui.is_main() or not (report.files or report.skipped):
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col, just in [("format", "left"), ("messages", "right"), ("skipped", "right"), ("file", "left"),
+                      ("why", "left")]:
+        table.add_column(col, justify=just, no_wrap=col in ("format", "messages", "skipped"))
+    for f in report.files:
+        table.add_row(f["format"], f"{f['messages']:,}", f"{f['skipped_records']:,}", escape(f["name"]),
+                      escape(f["why"]))
+    for s in report.skipped:
+        table.add_row("-", f"{s.get('messages_kept', 0):,}", "file", escape(s["name"]), "[red]not read[/red]")
+    if not ui.console.is_terminal:
+        ui.console.width = max(ui.console.width, 160)
+    ui.console.print(table)
+
+
 def _show_stats(path: Path) -> None:
-    from rich.table import Table
-
-    from .. import ui
-    from ..ingest import compute_stats
-
     st = compute_stats(path)
     table = Table(title=f"{path}: {st.total} messages")
     for col, just in [("source", "left"), ("speaker", "left"), ("role", "left"), ("messages", "right"),

@@ -6,10 +6,12 @@ import hashlib
 import json
 import tempfile
 import zipfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath
 from typing import Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConfigError, InputError, NotmeError
 from .context import Context
@@ -20,21 +22,55 @@ from .scrub import Scrubber
 from .sources import Source, iter_sources
 
 _TEXTLIKE = {".txt", ".json", ".jsonl", ".ndjson", ".md", ".markdown", ".db", ".sqlite"}
+# Records of a file held back until its owner is found (person-to-person chats); past this many
+# with no unresolved speaker the file is taken as an AI chat and streamed.
+_HOLD = 2000
+_OUT_OF_RANGE = "outside --since/--until"
 
 
 @dataclass
 class IngestReport:
-    """What an ingest run did: per-file counts, skipped files with reasons, ignored inputs."""
+    """What an ingest run did: per-file counts and skipped records, skipped files, ignored inputs.
 
-    files: list[dict] = field(default_factory=list)  # {name, format, messages}
-    skipped: list[dict] = field(default_factory=list)  # {name, reason}
+    files: {name, format, messages, skipped_records, bad: [{where, reason}], left_out: {reason: n}, why}
+    skipped: whole files not read ({name, reason}; `messages_kept` when it failed part-way).
+    """
+
+    files: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
     unrecognized: list[str] = field(default_factory=list)  # walked files of no known format
     duplicates: list[str] = field(default_factory=list)  # byte-identical to an earlier input, not read again
     messages: int = 0
     bytes_total: int = 0
 
+    @property
+    def records_skipped(self) -> int:
+        return sum(f["skipped_records"] for f in self.files)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def explain(messages: int, n_bad: int, left_out: dict) -> str:
+    """Why a file gave what it gave, in a few words ('' when every record became a message)."""
+    other = {k: v for k, v in left_out.items() if k != "not a message line"}
+    if messages == 0 and n_bad == 0:
+        if other.get("sidechain") and set(other) <= {"sidechain", "tool"}:
+            return f"all {other['sidechain']} message lines are subagent sidechains; pass --sidechains"
+        if other and set(other) <= {"tool", "reasoning"} and other.get("tool"):
+            return f"only tool calls/results ({other['tool']}); pass --tools"
+        if set(other) == {_OUT_OF_RANGE}:
+            return f"all {other[_OUT_OF_RANGE]} messages are {_OUT_OF_RANGE}"
+    parts = []
+    if messages == 0 and n_bad and not other:
+        parts.append(f"every record skipped ({n_bad}): see report")
+    elif n_bad:
+        parts.append(f"{n_bad} bad record(s) skipped: see report")
+    if other:
+        parts.append("left out: " + ", ".join(f"{n} {k}" for k, n in sorted(other.items(), key=lambda kv: -kv[1])))
+    if messages == 0 and not parts:
+        parts.append("no messages in this file")
+    return "; ".join(parts)
 
 
 def parse_date_bound(value: str | None, *, end: bool) -> datetime | None:
@@ -54,8 +90,6 @@ def parse_date_bound(value: str | None, *, end: bool) -> datetime | None:
 def _tz(name: str | None):
     if not name or name.upper() == "UTC":
         return timezone.utc
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -74,6 +108,8 @@ def ingest_paths(
     me: Iterable[str] = (),
     identity: Identity | str | Path | None = None,
     skip_bad: bool = False,
+    strict: bool = False,
+    allow_empty: bool = False,
     since: str | None = None,
     until: str | None = None,
     sidechains: bool = False,
@@ -91,7 +127,12 @@ def ingest_paths(
         fmt: "auto" (detect from content) or a name in FORMATS, forced for the named files.
         me: the owner's names (--me); merged with `identity` (an Identity or identity.yaml path;
             None reads the default ~/.config/notme/identity.yaml when it exists).
-        skip_bad: a bad file is recorded in `report.skipped` instead of raising.
+        skip_bad: a malformed record (JSON line, conversation, undatable WhatsApp line) is skipped and
+            listed in `report.files[i]["bad"]`, the rest of its file kept; a file whose format is not
+            recognised or that cannot be read is listed in `report.skipped`. Without it the first bad
+            record raises InputError naming `file:line`.
+        strict: all-or-nothing per file: with skip_bad one bad record skips its whole file.
+        allow_empty: do not raise when non-empty inputs give zero messages.
         since, until: keep messages in [since, until] (ISO date/time; null timestamps are kept).
         sidechains, tools: keep Claude Code sidechains / tool traffic (kind="tool").
         tz: IANA zone for exports with zone-less local times (WhatsApp); default UTC.
@@ -108,14 +149,15 @@ def ingest_paths(
     if fmt != "auto":
         get_format(fmt)
     lo, hi = parse_date_bound(since, end=False), parse_date_bound(until, end=True)
-    ctx = Context(identity=ident, sidechains=sidechains, tools=tools, tz=_tz(tz), on_bytes=on_bytes)
+    ctx = Context(identity=ident, sidechains=sidechains, tools=tools, tz=_tz(tz), on_bytes=on_bytes,
+                  recover=skip_bad and not strict)
     scrubber = scrub if isinstance(scrub, Scrubber) else Scrubber(keep=ident.names) if scrub else None
     report = report if report is not None else IngestReport()
     srcs = sources if sources is not None else collect_sources(paths)
     report.bytes_total = sum(s.size for s in srcs)
     seen: set[bytes] = set()
     for src in srcs:
-        done = [0]
+        done, n = [0], 0
 
         def count(n: int, done=done) -> None:
             done[0] += n
@@ -134,33 +176,27 @@ def ingest_paths(
                 report.duplicates.append(src.name)
                 continue
             seen.add(digest)
+            ctx.reset()
             records = _one_source(src, FORMATS[name], ctx, lo, hi, scrubber)
-            if skip_bad:
-                with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:  # 0600, deleted on close
-                    n = 0
-                    for r in records:
-                        spool.write(json.dumps(r, ensure_ascii=False) + "\n")
-                        n += 1
-                    spool.seek(0)
-                    for line in spool:
-                        yield json.loads(line)
-            else:
-                n = 0
-                for r in records:
-                    n += 1
-                    yield r
-            report.files.append({"name": src.name, "format": name, "messages": n})
+            if strict and skip_bad:  # all-or-nothing: nothing of a file is written until all of it parsed
+                records = _spooled(records)
+            for r in records:
+                n += 1
+                yield r
+            report.files.append({"name": src.name, "format": name, "messages": n, "skipped_records": ctx.n_bad,
+                                 "bad": ctx.bad, "left_out": dict(ctx.dropped),
+                                 "why": explain(n, ctx.n_bad, ctx.dropped)})
             report.messages += n
         except (OSError, EOFError, NotImplementedError, RuntimeError, zipfile.BadZipFile) as e:
             # unreadable file, encrypted/unsupported zip member, ...: one line naming the file
             err = InputError(f"{src.name}: cannot read ({type(e).__name__}: {e})")
             if not skip_bad:
                 raise err from None
-            report.skipped.append({"name": src.name, "reason": str(err)})
+            _skipped(report, src.name, str(err), n)
         except NotmeError as e:
             if not skip_bad or isinstance(e, ConfigError):
                 raise
-            report.skipped.append({"name": src.name, "reason": str(e)})
+            _skipped(report, src.name, str(e), n)
         finally:
             if on_bytes and src.size > done[0]:  # skipped/ignored/partly read: the bar still ends at 100%
                 on_bytes(src.size - done[0])
@@ -171,6 +207,30 @@ def ingest_paths(
         elif any(PurePath(s.name).name == "chat.html" for s in srcs):
             hint = "ChatGPT's chat.html is not read; point notme at conversations.json (same export)"
         raise InputError(f"no supported export found in {len(srcs)} input file(s) (e.g. {srcs[0].name}); {hint}")
+    if not allow_empty and report.messages == 0 and (report.files or report.skipped):
+        why = [f"{PurePath(f['name']).name}: {f['why']}" for f in report.files]
+        why += [f"{PurePath(f['name']).name}: skipped ({f['reason']})" for f in report.skipped]
+        if any(s.size for s in srcs):
+            raise InputError(f"no messages from {len(why)} non-empty input file(s): {'; '.join(why[:10])}"
+                             f"{' ...' if len(why) > 10 else ''} (pass --allow-empty to write an empty file)")
+
+
+def _spooled(records: Iterator[dict]) -> Iterator[dict]:
+    """All of `records` parsed into a private temporary file first, then replayed."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:  # 0600, deleted on close
+        for r in records:
+            spool.write(json.dumps(r, ensure_ascii=False) + "\n")
+        spool.seek(0)
+        for line in spool:
+            yield json.loads(line)
+
+
+def _skipped(report: IngestReport, name: str, reason: str, kept: int) -> None:
+    entry = {"name": name, "reason": reason}
+    if kept:  # failed part-way: what was read before the failure is already in the output
+        entry["messages_kept"] = kept
+        report.messages += kept
+    report.skipped.append(entry)
 
 
 def _digest(src: Source) -> bytes:
@@ -202,12 +262,18 @@ def _choose_format(src: Source, fmt: str, report: IngestReport) -> str | None:
 
 
 def _one_source(src, fmt, ctx, lo, hi, scrubber) -> Iterator[dict]:
+    """The file's records with roles resolved, filtered and scrubbed.
+
+    Records are held back until the owner is found among a person-to-person chat's speakers, so a
+    chat that fails the identity check (raised at its end) has written nothing.
+    """
     ident = ctx.identity
-    unresolved: dict[str, int] = {}
+    unresolved: Counter = Counter()
     matched = False
+    held: list[dict] | None = []
     for r in fmt.parse(src, ctx):
         if r["role"] == UNRESOLVED:
-            unresolved[r["speaker"]] = unresolved.get(r["speaker"], 0) + 1
+            unresolved[r["speaker"]] += 1
             if not ident.configured:
                 continue  # collect every speaker, then fail below with the full list
             if ident.is_me(r["speaker"]):
@@ -217,16 +283,25 @@ def _one_source(src, fmt, ctx, lo, hi, scrubber) -> Iterator[dict]:
         if (lo or hi) and r["timestamp"]:
             t = parse_iso(r["timestamp"])
             if (lo and t < lo) or (hi and t >= hi):
+                ctx.drop(_OUT_OF_RANGE)
                 continue
         if scrubber is not None:
-            if r["role"] in ("other",):
+            if r["role"] == "other":
                 r["speaker"] = scrubber.pseudonym(r["speaker"])
             r["text"] = scrubber.scrub(r["text"])
-        yield r
+        if held is None:
+            yield r
+            continue
+        held.append(r)
+        if matched or (not unresolved and len(held) >= _HOLD):
+            yield from held
+            held = None
     if unresolved and not ident.configured:
-        found = ", ".join(f"{s!r} ({n})" for s, n in sorted(unresolved.items(), key=lambda x: -x[1])[:20])
+        found = ", ".join(f"{s!r} ({n})" for s, n in unresolved.most_common(20))
         raise InputError(f"{src.name}: person-to-person chat and no owner given; speakers found: {found}. "
                          f"Say which one is you with --me NAME (or names in ~/.config/notme/identity.yaml)")
     if unresolved and not matched:
         raise InputError(f"{src.name}: none of the speakers {sorted(unresolved)[:20]} matches --me/identity "
                          f"{ident.names}; add your name as it appears in this chat with --me")
+    if held:
+        yield from held

@@ -46,11 +46,13 @@ class Source:
         with self.open() as f:
             return f.read()
 
-    def text_lines(self, advance: Callable[[int], None] | None = None) -> Iterator[tuple[int, str]]:
-        """(line number, line without its newline), UTF-8 (a BOM on line 1 dropped), streamed.
+    def text_lines(self, advance: Callable[[int], None] | None = None,
+                   undecodable: bool = False) -> Iterator[tuple[int, str | None]]:
+        """(line number, line without its newline and trailing CRs), UTF-8 (a BOM on line 1 dropped), streamed.
 
         `advance(n_bytes)` is called per line (progress). A line that is not UTF-8 raises
-        InputError naming `name:line`.
+        InputError naming `name:line`, or with `undecodable` is yielded as None (the reader
+        decides what it costs).
         """
         with self.open() as f:
             for lineno, raw in enumerate(f, 1):
@@ -59,6 +61,9 @@ class Source:
                 try:
                     yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as e:
+                    if undecodable:
+                        yield lineno, None
+                        continue
                     raise InputError(f"{self.name}:{lineno}: not UTF-8 text ({e.reason})") from None
 
 

@@ -1,38 +1,71 @@
-"""ChatGPT data export: `conversations.json` (a top-level array of conversations).
+"""ChatGPT data export: `conversations.json` (a top-level array of conversations), or one
+conversation object saved on its own (browser exporters, the conversation API).
 
 Each conversation has a `mapping` tree {node_id: {message, parent, children}}
 and a `current_node` (the leaf of the branch the user last saw). We walk from
 `current_node` to the root, so regenerated/edited branches are dropped, and skip
-system, hidden and `user_editable_context` nodes. Tool traffic (role `tool`, or
-assistant messages addressed to a tool) becomes kind="tool" and is dropped
-unless `ctx.tools`. Timestamps are epoch floats.
+system, hidden and `user_editable_context` nodes, and the model's reasoning
+(`thoughts`, `reasoning_recap`). Tool traffic (role `tool` such as `internal_tool`
+or `web.run`, `execution_output`, assistant `code` addressed to a tool) becomes
+kind="tool" and is dropped unless `ctx.tools`. Image parts (`image_asset_pointer`,
+`sediment://` or `file-service://` pointers) become `<media:image>`. Timestamps
+are epoch floats. A malformed conversation is one bad record; the others are kept.
 """
 
 from __future__ import annotations
 
+import json
 import re
-
 from pathlib import PurePath
 
 from ...errors import InputError
+from ..context import BadRecord
 from ..jsonstream import iter_json_array
 from ..record import iso_utc, message, stable_id
 
 SOURCE = "chatgpt"
 _ME = {"user", "human"}
 _AI = {"assistant", "ai", "model"}
-_SKIP_CONTENT = {"user_editable_context", "thoughts", "reasoning_recap", "model_editable_context"}
+_REASONING = {"thoughts", "reasoning_recap"}
+_SKIP_CONTENT = {"user_editable_context", "model_editable_context"}
+_MEDIA_TAG = re.compile(r"<media:\w+>")
 
 
 def sniff(head: bytes, name: str) -> bool:
     h = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return h.startswith(b"[") and b'"mapping"' in head and (b'"children"' in head or b'"current_node"' in head)
+    return h[:1] in (b"[", b"{") and b'"mapping"' in head and (b'"children"' in head or b'"current_node"' in head)
+
+
+def _is_conversation(obj) -> bool:
+    return isinstance(obj, dict) and "mapping" in obj
 
 
 def parse(src, ctx):
+    if src.head().lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):  # one conversation on its own
+        raw = src.read_bytes()
+        ctx.advance(len(raw))
+        try:
+            conv = json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{src.name}: not UTF-8 text ({e.reason})") from None
+        except json.JSONDecodeError as e:
+            ctx.skip(BadRecord(f"{src.name}:{e.lineno}: record 0", f"invalid JSON ({e.msg})"))
+            return
+        yield from _kept(conv, src.name, 0, ctx)
+        return
     with src.open() as f:
-        for i, conv in iter_json_array(f, src.name, on_bytes=ctx.advance):
-            yield from conversation(conv, src.name, i, ctx)
+        for i, conv in iter_json_array(f, src.name, on_bytes=ctx.advance, skip=ctx.skip, accept=_is_conversation):
+            yield from _kept(conv, src.name, i, ctx)
+
+
+def _kept(conv, name: str, index: int, ctx):
+    """One conversation's records, or none and a bad record when it is malformed."""
+    try:
+        recs = list(conversation(conv, name, index, ctx))
+    except BadRecord as e:
+        ctx.skip(e)
+        return
+    yield from recs
 
 
 def _part_text(part) -> str:
@@ -69,6 +102,8 @@ def _content_text(content: dict) -> tuple[str, bool]:
 
 
 def _branch(mapping: dict, current: str | None, where: str) -> list[dict]:
+    if not all(isinstance(n, dict) for n in mapping.values()):
+        raise BadRecord(where, "a 'mapping' node is not an object")
     if current is None or current not in mapping:
         # No current_node: take the newest leaf (no children), ties by order.
         leaves = [k for k, n in mapping.items() if not (n or {}).get("children")]
@@ -81,7 +116,7 @@ def _branch(mapping: dict, current: str | None, where: str) -> list[dict]:
     path, seen, node_id = [], set(), current
     while node_id is not None:
         if node_id in seen:
-            raise InputError(f"{where}: mapping has a parent cycle at node {node_id!r}")
+            raise BadRecord(where, f"mapping has a parent cycle at node {node_id!r}")
         seen.add(node_id)
         node = mapping.get(node_id)
         if node is None:
@@ -94,24 +129,33 @@ def _branch(mapping: dict, current: str | None, where: str) -> list[dict]:
 
 def conversation(conv, name: str, index: int, ctx):
     """Message records of one conversation object (active branch only)."""
-    where = f"{name}: record {index}"
+    cid = conv.get("conversation_id") or conv.get("id") if isinstance(conv, dict) else None
+    where = f"{name}: record {index}" + (f" (conversation {cid})" if cid else "")
     if isinstance(conv, dict) and "mapping" in conv and conv["mapping"] is None:
         return  # placeholder entries (e.g. unfinished async chats) carry no messages
     if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
-        raise InputError(f"{where}: not a ChatGPT conversation (no 'mapping' object)")
-    cid = conv.get("conversation_id") or conv.get("id") or stable_id(PurePath(name).name, index, conv.get("title"), conv.get("create_time"))
+        raise BadRecord(where, "not a ChatGPT conversation (no 'mapping' object)")
+    cid = cid or stable_id(PurePath(name).name, index, conv.get("title"), conv.get("create_time"))
     prev, n = None, 0
     for node in _branch(conv["mapping"], conv.get("current_node"), where):
         m = node.get("message")
         if not m:
             continue
+        if not isinstance(m, dict):
+            raise BadRecord(where, f"node {node.get('id')!r}: 'message' is not an object")
         author = m.get("author") or {}
         role = (author.get("role") or "").lower()
         meta = m.get("metadata") or {}
         content = m.get("content") or {}
+        if not isinstance(content, dict):
+            raise BadRecord(where, f"message {m.get('id')!r}: 'content' is not an object")
         if role == "system" or meta.get("is_visually_hidden_from_conversation") or meta.get("is_user_system_message"):
             continue
-        if content.get("content_type") in _SKIP_CONTENT:
+        ctype = content.get("content_type")
+        if ctype in _REASONING:
+            ctx.drop("reasoning")
+            continue
+        if ctype in _SKIP_CONTENT:
             continue
         text, media = _content_text(content)
         if not text.strip():
@@ -119,13 +163,15 @@ def conversation(conv, name: str, index: int, ctx):
         recipient = m.get("recipient") or "all"
         if role == "tool" or (role in _AI and recipient != "all"):
             if not ctx.tools:
+                ctx.drop("tool")
                 continue
             r, kind, speaker = "ai", "tool", author.get("name") or recipient or "tool"
         elif role in _ME:
-            r, kind, speaker = "me", "media" if media and not re.sub(r"<media:\w+>", "", text).strip() else "text", ctx.identity.display
+            r, kind, speaker = "me", "media" if media and not _MEDIA_TAG.sub("", text).strip() else "text", ctx.identity.display
         elif role in _AI:
             r, kind, speaker = "ai", "text", author.get("name") or "ChatGPT"
         else:
+            ctx.drop(f"author {role or '?'}")
             continue
         mid = m.get("id") or node.get("id")
         rec = message(SOURCE, cid, mid, text, speaker, r, timestamp=iso_utc(m.get("create_time")),

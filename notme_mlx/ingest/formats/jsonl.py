@@ -4,7 +4,8 @@
   "chat" format, which is the same shape). user -> me, assistant -> ai,
   system -> system, tool -> tool (dropped unless ctx.tools).
 - sharegpt: JSON array or JSONL of `{"conversations": [{"from", "value"}]}`;
-  human/user -> me, gpt/assistant/model -> ai, system -> system.
+  human/user -> me, gpt/assistant/model -> ai, system -> system; tool-calling
+  turns (`function_call`, `observation`, `tool`, ...) -> kind="tool" (dropped unless ctx.tools).
 - mlx_jsonl: mlx-lm "completions" `{"prompt", "completion"}` (me, ai) and "text"
   `{"text"}` (one message by me: plain writing for continued pretraining).
 - notme_jsonl: Message records (DESIGN §3) as written by `notme ingest`, or
@@ -12,7 +13,8 @@
   missing ids/conversation are filled in deterministically.
 
 Each line (or array element) is one conversation; its id is the record's own
-`id` when present, else a hash of file name and line number.
+`id` when present, else a hash of file name and line number. A malformed line or
+conversation is one bad record (BadRecord, `file:line`); the rest of the file is kept.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from __future__ import annotations
 import json
 from pathlib import PurePath
 
-from ...errors import InputError
+from ..context import BadRecord
 from ..jsonstream import iter_json_array
 from ..record import FIELDS, KINDS, ROLES, UNRESOLVED, message, parse_iso, iso_utc, stable_id
 
 _ME = {"user", "human"}
 _AI = {"assistant", "gpt", "model", "bot", "chatgpt", "ai"}
+_TOOL = {"tool", "function", "observation", "function_response", "ipython", "function_call", "tool_call",
+         "tool_response", "tool_calls"}
 
 
 def _first_obj(head: bytes) -> dict | None:
@@ -63,8 +67,8 @@ def sniff_notme(head: bytes, name: str) -> bool:
     return o is not None and "text" in o and ("role" in o or "speaker" in o) and "messages" not in o
 
 
-def _lines(src, ctx):
-    """(lineno, obj) of a JSONL source; errors name file:line."""
+def json_lines(src, ctx):
+    """(lineno, obj) of a JSONL source; a line that is not a JSON object is a bad record (ctx.skip)."""
     with src.open() as f:
         for lineno, raw in enumerate(f, 1):
             ctx.advance(len(raw))
@@ -74,10 +78,21 @@ def _lines(src, ctx):
                 o = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-                raise InputError(f"{src.name}:{lineno}: invalid JSON ({msg})") from None
+                ctx.skip(BadRecord(f"{src.name}:{lineno}", f"invalid JSON ({msg})"))
+                continue
             if not isinstance(o, dict):
-                raise InputError(f"{src.name}:{lineno}: expected a JSON object, got {type(o).__name__}")
+                ctx.skip(BadRecord(f"{src.name}:{lineno}", f"expected a JSON object, got {type(o).__name__}"))
+                continue
             yield lineno, o
+
+
+def _each(records, ctx):
+    """The records of one line/conversation (a list), or none and a bad record when it is malformed."""
+    try:
+        return list(records)
+    except BadRecord as e:
+        ctx.skip(e)
+        return []
 
 
 def _content(c) -> str:
@@ -108,108 +123,131 @@ def _turns(source, cid, turns, ctx, where):
             role, speaker, kind = "ai", "assistant", "text"
         elif rname == "system":
             role, speaker, kind = "system", "system", "system"
-        elif rname in ("tool", "function", "observation", "function_response", "ipython"):
-            if not ctx.tools:
-                continue
+        elif rname in _TOOL:
             role, speaker, kind = "ai", rname, "tool"
         else:
-            raise InputError(f"{where}: turn {j}: unknown role {rname!r} (expected user/assistant/system/tool)")
+            raise BadRecord(where, f"turn {j}: unknown role {rname!r} (expected user/assistant/system/tool)")
         if not text.strip():
+            continue
+        if kind == "tool" and not ctx.tools:
+            ctx.drop("tool")
             continue
         rec = message(source, cid, None, text, speaker, role, parent_id=prev, kind=kind, index=n)
         prev, n = rec["message_id"], n + 1
         yield rec
 
 
+def _openai_line(o, where, cid, ctx):
+    msgs = o.get("messages")
+    if not isinstance(msgs, list):
+        raise BadRecord(where, "no 'messages' list (OpenAI chat format)")
+    turns = []
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict) or "role" not in m:
+            raise BadRecord(where, f"messages[{j}] has no 'role'")
+        turns.append((m["role"], _content(m.get("content"))))
+    yield from _turns("openai_jsonl", cid, turns, ctx, where)
+
+
 def parse_openai(src, ctx):
     base = PurePath(src.name).name
-    for lineno, o in _lines(src, ctx):
-        msgs = o.get("messages")
-        if not isinstance(msgs, list):
-            raise InputError(f"{src.name}:{lineno}: no 'messages' list (OpenAI chat format)")
-        turns = []
-        for j, m in enumerate(msgs):
-            if not isinstance(m, dict) or "role" not in m:
-                raise InputError(f"{src.name}:{lineno}: messages[{j}] has no 'role'")
-            turns.append((m["role"], _content(m.get("content"))))
+    for lineno, o in json_lines(src, ctx):
         cid = str(o.get("id") or stable_id("openai_jsonl", base, lineno))
-        yield from _turns("openai_jsonl", cid, turns, ctx, f"{src.name}:{lineno}")
+        yield from _each(_openai_line(o, f"{src.name}:{lineno}", cid, ctx), ctx)
 
 
 def _sharegpt_conv(o, where, cid, ctx):
+    if not isinstance(o, dict):
+        raise BadRecord(where, f"expected an object, got {type(o).__name__}")
     conv = o.get("conversations")
     if not isinstance(conv, list):
-        raise InputError(f"{where}: no 'conversations' list (ShareGPT format)")
+        raise BadRecord(where, "no 'conversations' list (ShareGPT format)")
     turns = []
     for j, t in enumerate(conv):
         if not isinstance(t, dict) or "from" not in t:
-            raise InputError(f"{where}: conversations[{j}] has no 'from'")
+            raise BadRecord(where, f"conversations[{j}] has no 'from'")
         turns.append((t["from"], _content(t.get("value"))))
     yield from _turns("sharegpt", cid, turns, ctx, where)
+
+
+def _is_sharegpt(o) -> bool:
+    return isinstance(o, dict) and "conversations" in o
 
 
 def parse_sharegpt(src, ctx):
     base = PurePath(src.name).name
     if src.head().lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         with src.open() as f:
-            for i, o in iter_json_array(f, src.name, on_bytes=ctx.advance):
-                if not isinstance(o, dict):
-                    raise InputError(f"{src.name}: record {i}: expected an object")
-                cid = str(o.get("id") or stable_id("sharegpt", base, i))
-                yield from _sharegpt_conv(o, f"{src.name}: record {i}", cid, ctx)
+            for i, o in iter_json_array(f, src.name, on_bytes=ctx.advance, skip=ctx.skip, accept=_is_sharegpt):
+                cid = str(isinstance(o, dict) and o.get("id") or stable_id("sharegpt", base, i))
+                yield from _each(_sharegpt_conv(o, f"{src.name}: record {i}", cid, ctx), ctx)
         return
-    for lineno, o in _lines(src, ctx):
+    for lineno, o in json_lines(src, ctx):
         cid = str(o.get("id") or stable_id("sharegpt", base, lineno))
-        yield from _sharegpt_conv(o, f"{src.name}:{lineno}", cid, ctx)
+        yield from _each(_sharegpt_conv(o, f"{src.name}:{lineno}", cid, ctx), ctx)
+
+
+def _mlx_line(o, where, cid, ctx):
+    if "prompt" in o and "completion" in o:
+        turns = [("user", _content(o["prompt"])), ("assistant", _content(o["completion"]))]
+    elif "text" in o:
+        turns = [("user", _content(o["text"]))]
+    elif "messages" in o and isinstance(o["messages"], list):
+        turns = [(m.get("role"), _content(m.get("content"))) for m in o["messages"] if isinstance(m, dict)]
+    else:
+        raise BadRecord(where, "expected 'prompt'+'completion', 'text' or 'messages' (mlx-lm formats)")
+    yield from _turns("mlx_jsonl", cid, turns, ctx, where)
 
 
 def parse_mlx(src, ctx):
     base = PurePath(src.name).name
-    for lineno, o in _lines(src, ctx):
+    for lineno, o in json_lines(src, ctx):
         cid = str(o.get("id") or stable_id("mlx_jsonl", base, lineno))
-        if "prompt" in o and "completion" in o:
-            turns = [("user", _content(o["prompt"])), ("assistant", _content(o["completion"]))]
-        elif "text" in o:
-            turns = [("user", _content(o["text"]))]
-        elif "messages" in o:
-            turns = [(m.get("role"), _content(m.get("content"))) for m in o["messages"] if isinstance(m, dict)]
-        else:
-            raise InputError(f"{src.name}:{lineno}: expected 'prompt'+'completion', 'text' or 'messages' (mlx-lm formats)")
-        yield from _turns("mlx_jsonl", cid, turns, ctx, f"{src.name}:{lineno}")
+        yield from _each(_mlx_line(o, f"{src.name}:{lineno}", cid, ctx), ctx)
 
 
 def parse_notme(src, ctx):
     base = PurePath(src.name).name
     counters: dict[str, tuple[int, str | None]] = {}
-    for lineno, o in _lines(src, ctx):
-        where = f"{src.name}:{lineno}"
-        unknown = sorted(set(o) - set(FIELDS))
-        if unknown:
-            raise InputError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(FIELDS)}")
-        if not isinstance(o.get("text"), str):
-            raise InputError(f"{where}: 'text' must be a string")
-        role = o.get("role")
-        speaker = o.get("speaker")
-        if role is None and speaker is None:
-            raise InputError(f"{where}: needs 'role' (me|other|ai|system) or 'speaker'")
-        if role is not None and role not in ROLES:
-            raise InputError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
-        kind = o.get("kind") or "text"
-        if kind not in KINDS:
-            raise InputError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
-        if role is None:
-            role = "me" if ctx.identity.is_me(speaker) else UNRESOLVED
-        if speaker is None:
-            speaker = {"me": ctx.identity.display, "ai": "assistant", "system": "system"}.get(role, "other")
-        ts = o.get("timestamp")
-        if ts:
-            try:
-                ts = iso_utc(parse_iso(ts))
-            except (ValueError, TypeError, AttributeError):
-                raise InputError(f"{where}: bad timestamp {ts!r} (expected ISO-8601)") from None
-        cid = str(o.get("conversation_id") or stable_id("notme_jsonl", base))
-        n, prev = counters.get(cid, (0, None))
-        rec = message(o.get("source") or "notme_jsonl", cid, o.get("message_id"), o["text"], speaker, role,
-                      timestamp=ts, parent_id=o["parent_id"] if "parent_id" in o else prev, kind=kind, index=n)
-        counters[cid] = (n + 1, rec["message_id"])
+    for lineno, o in json_lines(src, ctx):
+        try:
+            rec = _notme_record(o, f"{src.name}:{lineno}", base, counters, ctx)
+        except BadRecord as e:
+            ctx.skip(e)
+            continue
         yield rec
+
+
+def _notme_record(o, where, base, counters, ctx):
+    unknown = sorted(set(o) - set(FIELDS))
+    if unknown:
+        raise BadRecord(where, f"unknown field(s) {unknown}; allowed: {', '.join(FIELDS)}")
+    if not isinstance(o.get("text"), str):
+        raise BadRecord(where, "'text' must be a string")
+    role = o.get("role")
+    speaker = o.get("speaker")
+    if role is None and speaker is None:
+        raise BadRecord(where, "needs 'role' (me|other|ai|system) or 'speaker'")
+    if speaker is not None and not isinstance(speaker, str):
+        raise BadRecord(where, "'speaker' must be a string")
+    if role is not None and role not in ROLES:
+        raise BadRecord(where, f"role {role!r} is not one of {', '.join(ROLES)}")
+    kind = o.get("kind") or "text"
+    if kind not in KINDS:
+        raise BadRecord(where, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if role is None:
+        role = "me" if ctx.identity.is_me(speaker) else UNRESOLVED
+    if speaker is None:
+        speaker = {"me": ctx.identity.display, "ai": "assistant", "system": "system"}.get(role, "other")
+    ts = o.get("timestamp")
+    if ts:
+        try:
+            ts = iso_utc(parse_iso(ts))
+        except (ValueError, TypeError, AttributeError):
+            raise BadRecord(where, f"bad timestamp {ts!r} (expected ISO-8601)") from None
+    cid = str(o.get("conversation_id") or stable_id("notme_jsonl", base))
+    n, prev = counters.get(cid, (0, None))
+    rec = message(o.get("source") or "notme_jsonl", cid, o.get("message_id"), o["text"], speaker, role,
+                  timestamp=ts, parent_id=o["parent_id"] if "parent_id" in o else prev, kind=kind, index=n)
+    counters[cid] = (n + 1, rec["message_id"])
+    return rec

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from ...errors import InputError
+from ..context import BadRecord
 from ..record import iso_utc, message, parse_iso, stable_id
 
 SOURCE = "notme_md"
@@ -82,7 +82,7 @@ def parse(src, ctx):
             try:
                 conv["date"] = iso_utc(parse_iso(d["date"].replace(" ", "T", 1)))
             except ValueError:
-                raise InputError(f"{src.name}:{lineno}: bad date {d['date']!r} (expected e.g. 2024-05-04 10:00)") from None
+                ctx.skip(BadRecord(f"{src.name}:{lineno}", f"bad date {d['date']!r} (expected e.g. 2024-05-04 10:00)"))
             continue
         s = _SPEAKER.match(line)
         if s:
@@ -93,5 +93,5 @@ def parse(src, ctx):
         if cur is not None:
             cur["lines"].append(line)
         elif line.strip() and not line.startswith("# ") and not line.startswith("<!--"):
-            raise InputError(f"{src.name}:{lineno}: text before the first '**speaker:**' line: {line[:60]!r}")
+            ctx.skip(BadRecord(f"{src.name}:{lineno}", f"text before the first '**speaker:**' line: {line[:60]!r}"))
     yield from flush()

@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 
 from ...errors import InputError
+from ..context import BadRecord
 from ..record import UNRESOLVED, iso_utc, message, stable_id
 
 SOURCE = "telegram"
@@ -60,12 +61,12 @@ def _time(m: dict, where: str) -> str | None:
         try:
             return iso_utc(int(m["date_unixtime"]))
         except (TypeError, ValueError):
-            raise InputError(f"{where}: bad date_unixtime {m['date_unixtime']!r}") from None
+            raise BadRecord(where, f"bad date_unixtime {m['date_unixtime']!r}") from None
     if m.get("date"):
         try:
             return iso_utc(datetime.fromisoformat(m["date"]))
         except ValueError:
-            raise InputError(f"{where}: bad date {m['date']!r}") from None
+            raise BadRecord(where, f"bad date {m['date']!r}") from None
     return None
 
 
@@ -91,6 +92,9 @@ def parse(src, ctx):
     else:
         raise InputError(f"{src.name}: no 'messages' list and no 'chats.list' (is this a Telegram result.json?)")
     for ci, chat in enumerate(chats):
+        if not isinstance(chat, dict):
+            ctx.skip(BadRecord(f"{src.name}: chat {ci}", "not an object"))
+            continue
         yield from _chat(chat, ci, owner, src.name, ctx)
 
 
@@ -99,30 +103,39 @@ def _chat(chat: dict, ci: int, owner: str | None, name: str, ctx):
     prev, n = None, 0
     for j, m in enumerate(chat.get("messages") or []):
         where = f"{name}: chat {ci} ({chat.get('name')!r}) message {j}"
-        if not isinstance(m, dict):
-            raise InputError(f"{where}: not an object")
-        text = flatten(m.get("text"))
-        media = _media(m)
-        if m.get("type") == "service":
-            action = m.get("action") or "service"
-            actor = m.get("actor") or ""
-            text = text or f"{actor} {action.replace('_', ' ')}".strip()
-            speaker, role, kind = "Telegram", "system", "system"
-        else:
-            speaker = m.get("from") or m.get("from_id") or "unknown"
-            if owner is not None:
-                role = "me" if m.get("from_id") == owner else "other"
-                speaker = ctx.identity.display if role == "me" and ctx.identity.configured else speaker
-            else:
-                role = UNRESOLVED
-            kind = "text"
-            if media:
-                placeholder = f"<media:{media}>"
-                text = f"{placeholder}\n{text}" if text.strip() else placeholder
-                kind = "media" if text == placeholder else "text"
-        if not text.strip():
+        try:
+            rec = _message(m, where, cid, owner, prev, n, ctx)
+        except BadRecord as e:
+            ctx.skip(e)
             continue
-        rec = message(SOURCE, cid, f"{cid}:{m['id']}" if m.get("id") is not None else None, text, speaker, role,
-                      timestamp=_time(m, where), parent_id=prev, kind=kind, index=n)
-        prev, n = rec["message_id"], n + 1
-        yield rec
+        if rec is not None:
+            prev, n = rec["message_id"], n + 1
+            yield rec
+
+
+def _message(m, where: str, cid: str, owner: str | None, prev, n: int, ctx) -> dict | None:
+    if not isinstance(m, dict):
+        raise BadRecord(where, "not an object")
+    text = flatten(m.get("text"))
+    media = _media(m)
+    if m.get("type") == "service":
+        action = m.get("action") or "service"
+        actor = m.get("actor") or ""
+        text = text or f"{actor} {action.replace('_', ' ')}".strip()
+        speaker, role, kind = "Telegram", "system", "system"
+    else:
+        speaker = m.get("from") or m.get("from_id") or "unknown"
+        if owner is not None:
+            role = "me" if m.get("from_id") == owner else "other"
+            speaker = ctx.identity.display if role == "me" and ctx.identity.configured else speaker
+        else:
+            role = UNRESOLVED
+        kind = "text"
+        if media:
+            placeholder = f"<media:{media}>"
+            text = f"{placeholder}\n{text}" if text.strip() else placeholder
+            kind = "media" if text == placeholder else "text"
+    if not text.strip():
+        return None
+    return message(SOURCE, cid, f"{cid}:{m['id']}" if m.get("id") is not None else None, text, str(speaker), role,
+                   timestamp=_time(m, where), parent_id=prev, kind=kind, index=n)

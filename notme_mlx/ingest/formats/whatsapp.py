@@ -4,11 +4,16 @@ Header variants handled (each line starting a message):
   iOS      `[15/01/2024, 09:05:12] Name: text`   `[1/15/24, 9:05:12 AM] Name: text`
   Android  `15/01/2024, 09:05 - Name: text`      `1/15/24, 9:05 PM - Name: text`
   dotted   `15.01.24, 09:05 - Name: text`        ISO-ish `2024-01-15, 09:05 - ...`
-with 2- or 4-digit years, 12-hour AM/PM (narrow no-break space U+202F before it on
-newer phones), and LRM (U+200E) marks before media/system lines. Day-first vs
+  older    `13.06.18 21.25.15: Name: text`       `21/8/19, 11:28:51 PM: Name: text`
+with 2- or 4-digit years, 12-hour clocks (`PM`, `p.m.`, `p. m.`, `00:08 a. m.`; a
+narrow no-break space U+202F before it on newer phones), a BOM, CR CR LF record
+ends, and LRM (U+200E) marks before media/system lines. Day-first vs
 month-first is resolved from the whole file (a first pass reads only the
 headers). Lines that do not start with a header continue the previous message.
+Messages stay in file order even where the phone's clock ran backwards.
 Times are local to the exporting phone; `ctx.tz` (default UTC) says which zone.
+A header whose date/time cannot be real (month 13, 25:61) makes that message a
+bad record (`file:line`); the rest of the chat is kept.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from functools import lru_cache
 from pathlib import PurePath
 
 from ...errors import InputError
+from ..context import BadRecord
 from ..record import UNRESOLVED, iso_utc, message, stable_id
 
 SOURCE = "whatsapp"
@@ -28,10 +34,13 @@ _HDR = re.compile(
     rf"^[\u200e\u200f\ufeff]*(?:\[(?P<d1>{_DATE}),?\s(?P<t1>{_TIME})\]\s?|(?P<d2>{_DATE}),?\s(?P<t2>{_TIME})\s[-\u2013]\s)(?P<rest>.*)$",
     re.S,
 )
-# First pass (bytes, headers only): day/month fields and an AM/PM marker.
+# Older exports: `date[,] time: Name: text` (no brackets, no dash). Same group names as _HDR.
+_HDR_COLON = re.compile(
+    rf"^[\u200e\u200f\ufeff]*(?P<d1>{_DATE}),?\s(?P<t1>{_TIME}):\s(?P<d2>(?!))?(?P<t2>(?!))?(?P<rest>.*)$", re.S)
+# First pass (bytes, headers only): day/month fields, an AM/PM marker and the header style.
 _BHDR = re.compile(
     rb"^(?:\xe2\x80[\x8e\x8f]|\xef\xbb\xbf)*\[?(\d{1,4})[./-](\d{1,2})[./-](\d{1,4}),?\s"
-    rb"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:\s|\xe2\x80\xaf|\xc2\xa0)?([AaPp]\.?\s?[Mm]\.?)?(?:\]|\s[-\xe2])")
+    rb"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:\s|\xe2\x80\xaf|\xc2\xa0)?([AaPp]\.?\s?[Mm]\.?)?(\]|\s[-\xe2]|:\s)")
 _NAME = re.compile(r"^(?P<name>[^:\n]{1,100}?): (?P<text>.*)$", re.S)
 _INVIS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\ufeff"), None)
 _SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " "})
@@ -42,6 +51,10 @@ _MEDIA = [
     (re.compile(r"^audio omitted$|^<attached: [^>]*\.(opus|m4a|mp3|aac)>$", re.I), "audio"),
     (re.compile(r"^sticker omitted$|^<attached: [^>]*\.webp>$", re.I), "sticker"),
     (re.compile(r"^GIF omitted$", re.I), "gif"),
+    (re.compile(r"^(immagine|foto) omessa$|^imagen omitida$|^Bild weggelassen$|^image absente$", re.I), "image"),
+    (re.compile(r"^video omesso$|^v[ií]deo omitido$|^Video weggelassen$", re.I), "video"),
+    (re.compile(r"^audio omesso$|^audio omitido$|^Audio weggelassen$", re.I), "audio"),
+    (re.compile(r"^sticker omesso$|^sticker omitido$|^Sticker weggelassen$", re.I), "sticker"),
     (re.compile(r"^(document|Contact card) omitted$|^.* • \d+ pages? document omitted$|^<attached: [^>]*>$|"
                 r"^\S.*\.\w{2,4} \(file attached\)$", re.I), "file"),
 ]
@@ -65,7 +78,8 @@ def sniff(head: bytes, name: str) -> bool:
     except Exception:  # pragma: no cover
         return False
     lines = [ln for ln in text.splitlines()[:20] if ln.strip()]
-    return bool(lines) and sum(bool(_HDR.match(ln.translate(_SPACES))) for ln in lines[:5]) >= min(2, len(lines))
+    hits = sum(bool(_HDR.match(ln) or _HDR_COLON.match(ln)) for ln in (x.translate(_SPACES) for x in lines[:5]))
+    return bool(lines) and hits >= min(2, len(lines))
 
 
 _SEP = re.compile(r"[./-]")
@@ -78,15 +92,19 @@ def _split_date(d: str) -> tuple[int, int, int, bool]:
     return int(parts[0]), int(parts[1]), int(parts[2]), len(parts[0]) == 4
 
 
-def _resolve_order(src, ctx) -> str:
-    """'dmy', 'mdy' or 'ymd' from all header dates of the file (first pass).
+def _resolve_order(src, ctx) -> tuple[str, bool]:
+    """('dmy' | 'mdy' | 'ymd', colon style?) from all header dates of the file (first pass).
 
-    A field above 12 decides. When every date is ambiguous (both fields <= 12), the reading
-    under which the dates run forward in time (fewer backwards steps) wins, since exports are
-    chronological; a tie falls back to month-first for 12-hour (AM/PM) files, else day-first.
+    A field above 12 decides (dates that fit no reading, like 0 or both fields above 12, do not
+    vote; when both orders get votes the majority wins and the others become bad records).
+    When every date is ambiguous (both fields <= 12), the reading under which the dates run
+    forward in time (fewer backwards steps) wins, since exports are mostly chronological; a tie
+    falls back to month-first for 12-hour (AM/PM) files, else day-first. The header style with
+    the most lines wins (`date, time: Name` vs bracket/dash).
     """
-    day_first = month_first = ymd = ampm = False
-    n = 0
+    day_first = month_first = ymd = 0
+    ampm = False
+    n = colon = 0
     prev_dmy = prev_mdy = None
     back_dmy = back_mdy = 0
     with src.open() as f:
@@ -95,14 +113,18 @@ def _resolve_order(src, ctx) -> str:
             if not m:
                 continue
             n += 1
+            colon += m[5] == b": "
             a, b, y = int(m[1]), int(m[2]), int(m[3])
             ampm = ampm or m[4] is not None
             if len(m[1]) == 4:
-                ymd = True
-            elif a > 12:
-                day_first = True
+                ymd += 1
+                continue
+            if a == 0 or b == 0 or a > 31 or b > 31 or (a > 12 and b > 12):
+                continue  # fits no reading: a bad record later, no vote
+            if a > 12:
+                day_first += 1
             elif b > 12:
-                month_first = True
+                month_first += 1
             dmy, mdy = (y, b, a), (y, a, b)
             back_dmy += prev_dmy is not None and dmy < prev_dmy
             back_mdy += prev_mdy is not None and mdy < prev_mdy
@@ -110,17 +132,14 @@ def _resolve_order(src, ctx) -> str:
     if n == 0:
         raise InputError(f"{src.name}:1: no WhatsApp message header found (expected e.g. "
                          f"'[15/01/2024, 09:05:12] Name: text' or '15/01/2024, 09:05 - Name: text')")
-    if ymd:
-        return "ymd"
-    if day_first and month_first:
-        raise InputError(f"{src.name}: dates are both day-first and month-first; is this two chats pasted together?")
-    if day_first:
-        return "dmy"
-    if month_first:
-        return "mdy"
+    style = 2 * colon > n
+    if 2 * ymd > n:
+        return "ymd", style
+    if day_first or month_first:
+        return ("dmy" if day_first >= month_first else "mdy"), style
     if back_dmy != back_mdy:
-        return "dmy" if back_dmy < back_mdy else "mdy"
-    return "mdy" if ampm else "dmy"
+        return ("dmy" if back_dmy < back_mdy else "mdy"), style
+    return ("mdy" if ampm else "dmy"), style
 
 
 @lru_cache(maxsize=4096)
@@ -143,7 +162,7 @@ def _clock(t: str) -> tuple[int, int, int]:
     hms = [int(x) for x in re.split(r"[:.]", t[: pm.start()] if pm else t)]
     h, mi, s = hms[0], hms[1], hms[2] if len(hms) > 2 else 0
     if pm:
-        if not 1 <= h <= 12:
+        if not 0 <= h <= 12:  # '00:08 a. m.' is written by some phones for 12:08 AM
             raise ValueError(t)
         h = h % 12 + (12 if pm.group(1).lower() == "p" else 0)
     if h > 23 or mi > 59 or s > 59:
@@ -170,9 +189,12 @@ def _classify(name: str | None, text: str, raw_text: str) -> tuple[str, str]:
     if body.endswith(">"):
         body = _EDITED.sub("", body)
     if len(body) < 160 and ("omitted" in body or body.startswith("<") or "attached" in body or "ausgeschlossen" in body):
+        inner = body[1:-1] if body.startswith("<") and body.endswith(">") else body
         for pat, what in _MEDIA:
-            if pat.match(body):
+            if pat.match(body) or (inner is not body and pat.match(inner)):
                 return f"<media:{what}>", "media"
+        if raw_text.startswith("\u200e") and inner is not body and "<" not in inner and len(inner) < 60:
+            return "<media:media>", "media"  # `\u200e<...>`: a placeholder in a language not listed above
     if name is None or (raw_text.startswith("\u200e") and _SYSTEM.search(body)):
         return body, "system"
     if body[:1] in "MmTtY" and (_E2E.match(body) or _DELETED.match(body)):
@@ -181,8 +203,18 @@ def _classify(name: str | None, text: str, raw_text: str) -> tuple[str, str]:
     return (_EDITED.sub("", text) if text.endswith(">") else text), "text"
 
 
+class _Swallow(list):
+    """The open record is bad: its continuation lines are read and dropped."""
+
+    def append(self, item) -> None:
+        pass
+
+
+_BAD = {"lines": _Swallow()}
+
+
 def parse(src, ctx):
-    order = _resolve_order(src, ctx)
+    order, colon = _resolve_order(src, ctx)
     cid = stable_id(SOURCE, PurePath(src.name).name, _chat_name(src))
     state = {"prev": None, "n": 0}
     cur: dict | None = None
@@ -201,24 +233,33 @@ def parse(src, ctx):
         state["prev"], state["n"] = rec["message_id"], state["n"] + 1
         yield rec
 
-    for lineno, line in src.text_lines(ctx.advance):
+    hdr = _HDR_COLON if colon else _HDR
+    for lineno, line in src.text_lines(ctx.advance, undecodable=True):
+        if line is None:  # bytes that are not UTF-8: the message they belong to is unreadable
+            ctx.skip(BadRecord(f"{src.name}:{lineno}", "not UTF-8 text; the message containing it is skipped"))
+            cur = _BAD
+            continue
         if "\u202f" in line or "\u00a0" in line or "\u2009" in line:
             line = line.translate(_SPACES)
-        m = _HDR.match(line) if line[:1].isdigit() or line[:1] in "[\u200e\ufeff" else None
+        m = hdr.match(line) if line[:1].isdigit() or line[:1] in "[\u200e\ufeff" else None
         if m is None:
             if cur is None:
                 if not line.strip():
                     continue
-                raise InputError(f"{src.name}:{lineno}: expected a WhatsApp message header, got {line[:60]!r}")
+                ctx.skip(BadRecord(f"{src.name}:{lineno}", f"expected a WhatsApp message header, got {line[:60]!r}"))
+                cur = _BAD  # the lines up to the next header belong to this bad record
+                continue
             cur["lines"].append(line)
             continue
-        if cur is not None:
+        if cur is not None and cur is not _BAD:
             yield from flush(cur)
         try:
             ts = _timestamp(m["d1"] or m["d2"], m["t1"] or m["t2"], order, ctx.tz)
         except ValueError:
-            raise InputError(f"{src.name}:{lineno}: impossible date/time {(m['d1'] or m['d2'])!r} "
-                             f"{(m['t1'] or m['t2'])!r} (resolved order {order})") from None
+            ctx.skip(BadRecord(f"{src.name}:{lineno}", f"impossible date/time {(m['d1'] or m['d2'])!r} "
+                               f"{(m['t1'] or m['t2'])!r} (resolved order {order})"))
+            cur = _BAD
+            continue
         rest = m["rest"]
         nm = _NAME.match(rest)
         if nm and _SYSTEM_NAME.search(nm["name"]):
@@ -229,5 +270,5 @@ def parse(src, ctx):
             name, raw_text = None, rest.lstrip("\u200e")
         text = raw_text.lstrip("\u200e\u200f")
         cur = {"name": name, "lines": [text], "raw": raw_text, "ts": ts}
-    if cur is not None:
+    if cur is not None and cur is not _BAD:
         yield from flush(cur)
