@@ -1,4 +1,4 @@
-"""`notme quickstart` end to end on the tiny model (a few steps; the real default model is slow)."""
+"""`notme quickstart` (notme_mlx.pipelines) end to end on the tiny model (a few steps; the real default model is slow)."""
 
 from __future__ import annotations
 

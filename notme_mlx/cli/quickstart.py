@@ -1,10 +1,14 @@
-"""`notme quickstart`: the whole pipeline on the bundled samples (issue #6)."""
+"""`notme quickstart`: the whole pipeline on the bundled samples."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from .. import ui
+from ..pipelines import quickstart
+from ..resources import bundled_dir
 
 
 @click.command("quickstart")
@@ -29,9 +33,6 @@ def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval
       notme quickstart --workdir /tmp/qs --set phases.1.max_steps=40 --force
       make quickstart
     """
-    from .. import ui
-    from ..train.quickstart import quickstart
-
     r = quickstart(workdir, model=model, overrides=list(overrides), force=force, n_prompts=n_prompts,
                    max_new_tokens=max_new_tokens, skip_eval=no_eval)
     ui.info("")
@@ -43,6 +44,7 @@ def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval
         ui.info(f"  phase {p['name']}: {p['steps']} steps, val CE {v.get('val_ce', float('nan')):.3f}, "
                 f"val penalty {v.get('val_ul', float('nan')):.4f}")
     t = r.timings
+    recipes = bundled_dir("recipes")
     ui.info(f"time: {t['total']:.0f} s (train {t['train']:.0f} s, eval {t['eval_before'] + t['eval_after']:.0f} s)")
     ui.console.print(f"""
 [bold]where things are[/bold]
@@ -52,8 +54,8 @@ def quickstart_cmd(workdir, model, overrides, n_prompts, max_new_tokens, no_eval
   adapters   {r.adapter_dir}/  (mlx-lm layout)
   report     {r.workdir}/quickstart_report.json
 [bold]next[/bold]
-  notme train recipes/default.yaml                         # your own data: notme ingest + notme data build first
-  notme train recipes/quickstart.yaml --set data.train={r.data_dir}/train.jsonl --set data.valid={r.data_dir}/valid.jsonl --set phases.0.max_steps=50
+  notme train {recipes / "default.yaml"}    # your own data: notme ingest + notme data build first
+  notme train {recipes / "quickstart.yaml"} --set data.train={r.data_dir}/train.jsonl --set data.valid={r.data_dir}/valid.jsonl --set phases.0.max_steps=50
   mlx_lm.generate --model {r.model} --adapter-path {r.adapter_dir} --prompt "How's the parser going?"
 """, soft_wrap=True)
 
