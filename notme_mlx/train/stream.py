@@ -4,10 +4,13 @@ The order of epoch e is a pure function of (seed, e), so the stream's whole stat
 its cursor {"epoch", "index"}: a resumed run rebuilds the epoch's plan and skips to
 the saved batch. Plans come from `bucket_plan` (length-bucketed: shuffle, cut into
 pools of `pool_size` batches, sort each pool by length, shuffle the batches) or
-`pack_plan` (greedy first-fit rows of several examples, block-diagonal causal mask).
+`pack_plan` (best-fit decreasing rows of several examples, block-diagonal causal mask), or,
+when a token budget is set, `budget_plan` (batches of about `batch_tokens` positions).
 """
 
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 import mlx.core as mx
@@ -24,22 +27,69 @@ def bucket_plan(lengths: list[int], batch_size: int, rng: np.random.Generator, p
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def pack_rows(lengths: list[int], rng: np.random.Generator, max_len: int) -> list[list[int]]:
+    """Rows of example indices whose lengths sum to <= max_len, packed best-fit decreasing.
+
+    Examples are shuffled, then stably sorted longest first (equal lengths stay in random
+    order), and each goes into the row with the least room that still fits it; an example
+    longer than max_len gets a row of its own. Rows come back in random order.
+    """
+    order = rng.permutation(len(lengths)).tolist()
+    order.sort(key=lambda i: -min(lengths[i], max_len))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room, row), sorted
+    for i in order:
+        n = min(lengths[i], max_len)
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            room, r = free.pop(k)
+            rows[r].append(i)
+        else:
+            room, r = max_len, len(rows)
+            rows.append([i])
+        if room - n > 0:
+            bisect.insort(free, (room - n, r))
+    return [rows[i] for i in rng.permutation(len(rows))]
+
+
 def pack_plan(lengths: list[int], batch_size: int, rng: np.random.Generator, max_len: int) -> list[list[list[int]]]:
     """Batches of rows, each row a list of example indices whose lengths sum to <= max_len."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in rng.permutation(len(lengths)).tolist():
-        n = min(lengths[i], max_len)
-        for r, free in enumerate(room):
-            if n <= free:
-                rows[r].append(i)
-                room[r] -= n
-                break
-        else:
-            rows.append([i])
-            room.append(max_len - n)
-    rows = [rows[i] for i in rng.permutation(len(rows))]
+    rows = pack_rows(lengths, rng, max_len)
     return [rows[j:j + batch_size] for j in range(0, len(rows), batch_size)]
+
+
+def budget_plan(lengths: list[int], batch_tokens: int, rng: np.random.Generator, max_len: int,
+                pad_multiple: int = 32, pack: bool = True, pool_size: int = 64) -> list[list[list[int]]]:
+    """Batches that each hold about `batch_tokens` token positions instead of a fixed number of rows.
+
+    pack: rows of `row = min(max_len, batch_tokens)` (rounded up to pad_multiple) are packed
+        first-fit (`pack_rows`), and each batch takes batch_tokens // row of them, so every full
+        batch has the same [B, row] shape and almost no padding.
+    not pack: one example per row; within random pools of about pool_size batches, examples are
+        sorted by length and cut from the longest down, each batch taking
+        batch_tokens // T rows where T is its longest row rounded up to pad_multiple (so the
+        batch shape takes one of max_len / pad_multiple values).
+    Returns [[row, ...], ...] with row = [example index, ...]; batches in random order.
+    """
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
+    if pack:
+        row = _round_up(min(max_len, batch_tokens), pad_multiple)
+        rows = pack_rows(lengths, rng, row)
+        per = max(1, batch_tokens // row)
+        return [rows[j:j + per] for j in range(0, len(rows), per)]
+    order = rng.permutation(len(lengths)).tolist()
+    mean = max(float(np.mean(lengths)) if lengths else 1.0, 1.0)
+    pool = max(1, int(pool_size * batch_tokens / mean))
+    batches = []
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s:s + pool], key=lambda i: lengths[i])
+        while chunk:
+            T = _round_up(min(lengths[chunk[-1]], max_len), pad_multiple)
+            take = max(1, batch_tokens // max(T, 1))
+            batches.append([[i] for i in chunk[-take:][::-1]])
+            del chunk[-take:]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _round_up(n: int, m: int) -> int:
@@ -110,14 +160,19 @@ class BatchStream:
     Args:
         examples: tokenized examples (`.tokens`, `.labels`); batch_size: rows per batch;
         seed: order seed; batching: "bucket" | "pack"; max_len: row length for packing.
+        batch_tokens: when set, batches hold about this many token positions instead of
+            batch_size rows (`budget_plan`; batch_size is then unused).
         rank, world: data-parallel shard: rank r takes batches r, r + world, ... of every epoch
             (all ranks share the seed, so together they cover the epoch once).
     """
 
     def __init__(self, examples, batch_size: int, seed: int, batching: str = "bucket", pad_multiple: int = 32,
                  pool_size: int = 64, max_len: int = 1024, pad_id: int = 0, cursor: dict | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, batch_tokens: int | None = None):
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
         self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.batch_tokens = batch_tokens
         self.rank, self.world = rank, world
         self.batching, self.pad_multiple, self.pool_size = batching, pad_multiple, pool_size
         self.max_len, self.pad_id = max_len, pad_id
@@ -129,7 +184,10 @@ class BatchStream:
         """The epoch's batches, each a list of rows of example indices."""
         if self._plan_epoch != epoch:
             rng = np.random.default_rng([self.seed, epoch])
-            if self.batching == "pack":
+            if self.batch_tokens:
+                self._plan = budget_plan(self.lengths, self.batch_tokens, rng, self.max_len, self.pad_multiple,
+                                         self.batching == "pack", self.pool_size)
+            elif self.batching == "pack":
                 self._plan = pack_plan(self.lengths, self.batch_size, rng, self.max_len)
             else:
                 self._plan = [[[i] for i in b] for b in bucket_plan(self.lengths, self.batch_size, rng, self.pool_size)]
@@ -151,8 +209,37 @@ class BatchStream:
             plan = self.plan(self.epoch)
         rows = plan[(self.index * self.world + self.rank) % len(plan)]
         self.index += 1
-        return collate(self.examples, rows, self.pad_multiple, self.pad_id,
-                       self.max_len if self.batching == "pack" else None)
+        return collate(self.examples, rows, self.pad_multiple, self.pad_id, self._row_cap())
+
+    def _row_cap(self) -> int | None:
+        """Longest row length packing aims at (caps the padded width); None when not packing."""
+        if self.batching != "pack":
+            return None
+        return _round_up(min(self.max_len, self.batch_tokens), self.pad_multiple) if self.batch_tokens else self.max_len
+
+    def epoch_shapes(self, epoch: int = 0) -> dict:
+        """The step shapes of an epoch, counted from the plan without building arrays.
+
+        Returns {"shapes": {(B, T, M): batches}, "distinct": n, "tokens": real positions,
+        "padded": pad positions, "padding_fraction"}; (B, T) is the [rows, width] of the inputs and
+        M the padded number of loss rows (`supervised`), the shapes a compiled step sees.
+        """
+        if not hasattr(self, "_sup"):
+            self._sup = [sum(1 for v in e.labels[1:] if v != 0) for e in self.examples]
+        cap, lm = self._row_cap(), max(self.pad_multiple, 64)
+        shapes: dict = {}
+        real = size = 0
+        for rows in self.plan(epoch):
+            fill = [sum(self.lengths[i] for i in r) for r in rows]
+            T = _round_up(max(fill), self.pad_multiple)
+            if cap is not None:
+                T = min(T, max(cap, max(fill)))
+            M = _round_up(max(sum(self._sup[i] for r in rows for i in r), 1), lm)
+            key = (len(rows), T, M)
+            shapes[key] = shapes.get(key, 0) + 1
+            real, size = real + sum(fill), size + len(rows) * T
+        return {"shapes": shapes, "distinct": len(shapes), "tokens": real, "padded": size - real,
+                "padding_fraction": (size - real) / max(size, 1)}
 
     def peek(self, n: int) -> list[dict]:
         """The next n batches (advancing the cursor)."""
