@@ -4,10 +4,11 @@ from collections import namedtuple
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from notme_mlx.loss import naive_token_loss, output_head
 from notme_mlx.train.forward import hidden_states
-from notme_mlx.train.stream import BatchStream, collate
+from notme_mlx.train.stream import BatchStream, collate, pack_rows
 
 Ex = namedtuple("Ex", "tokens labels")
 
@@ -91,3 +92,88 @@ def test_packed_equals_unpacked(tiny_model):
                 start += L
                 total += 1
     assert total == 6 and pads / size < 0.5
+
+
+def _chat_like(n=300, seed=0):
+    """Lengths like chat data: lognormal, capped at 256, labels mixed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        L = int(min(256, max(3, rng.lognormal(4.2, 0.7))))
+        toks = rng.integers(3, 500, L).tolist()
+        out.append(Ex(toks, [0] + rng.choice([0, 1, -1], L - 1, p=[0.6, 0.35, 0.05]).tolist()))
+    return out
+
+
+def _cover_once(plan, n):
+    seen = sorted(i for batch in plan for row in batch for i in row)
+    assert seen == list(range(n))
+
+
+def test_pack_rows_fit_and_cover():
+    exs = _chat_like()
+    lengths = [len(e.tokens) - 1 for e in exs]
+    rows = pack_rows(lengths, np.random.default_rng(0), 256)
+    _cover_once([rows], len(exs))
+    assert all(sum(lengths[i] for i in r) <= 256 for r in rows)
+    # best-fit decreasing: within 5% of the lower bound ceil(total / row)
+    assert len(rows) <= 1.05 * -(-sum(lengths) // 256) + 1
+
+
+def test_batch_tokens_packed_budget_padding_and_shapes():
+    exs = _chat_like()
+    s = BatchStream(exs, 4, seed=3, batching="pack", max_len=256, batch_tokens=1024)
+    _cover_once(s.plan(0), len(exs))
+    batches = _epoch(s)
+    full = [b for b in batches if b["inputs"].shape[0] == 4]
+    assert len(full) >= len(batches) - 1
+    for b in batches:
+        B, T = b["inputs"].shape
+        assert B <= 4 and T <= 256
+        assert b["tokens"] <= 1024
+    # about the budget of real tokens per full batch, and little padding on chat-like data
+    assert np.mean([b["tokens"] for b in full]) >= 0.95 * 1024
+    pad = sum(b["padded"] for b in batches) / sum(b["tokens"] + b["padded"] for b in batches)
+    assert pad <= 0.05
+    # epoch_shapes counts the shapes the collated batches really have
+    st = s.epoch_shapes(0)
+    real = {}
+    for b in batches:
+        k = (*b["inputs"].shape, b["sel"].shape[0])
+        real[k] = real.get(k, 0) + 1
+    assert st["shapes"] == real and st["distinct"] == len(real) <= 8
+    assert st["tokens"] == sum(b["tokens"] for b in batches) == sum(len(e.tokens) - 1 for e in exs)
+    assert abs(st["padding_fraction"] - pad) < 1e-12
+
+
+def test_batch_tokens_bucketed_budget():
+    exs = _chat_like()
+    s = BatchStream(exs, 4, seed=1, batching="bucket", max_len=256, batch_tokens=2048, pad_multiple=32)
+    _cover_once(s.plan(0), len(exs))
+    batches = _epoch(s)
+    for b in batches:
+        B, T = b["inputs"].shape
+        assert B * T <= 2048 and b["mask"] is None and T % 32 == 0
+    # more rows when rows are short: the batch size follows the width
+    widths = {b["inputs"].shape[1]: b["inputs"].shape[0] for b in batches}
+    assert widths[min(widths)] > widths[max(widths)]
+    st = s.epoch_shapes(0)
+    assert st["tokens"] == sum(b["tokens"] for b in batches)
+    assert st["padded"] == sum(b["padded"] for b in batches)
+
+
+def test_batch_tokens_resume_same_batches():
+    exs = _chat_like(120, seed=4)
+    a = BatchStream(exs, 4, seed=9, batching="pack", max_len=256, batch_tokens=512)
+    first = [a.next() for _ in range(5)]
+    cur = a.cursor()
+    rest = [a.next() for _ in range(3)]
+    b = BatchStream(exs, 4, seed=9, batching="pack", max_len=256, batch_tokens=512, cursor=cur)
+    for x, y in zip(rest, [b.next() for _ in range(3)]):
+        assert np.array_equal(np.array(x["inputs"]), np.array(y["inputs"]))
+    assert len(first) == 5
+
+
+def test_batch_tokens_rejects_nonpositive():
+    with pytest.raises(ValueError):
+        BatchStream(_chat_like(5), 4, seed=0, batch_tokens=0)

@@ -1,4 +1,4 @@
-"""Peak extra memory of fused vs naive loss+grad (memory ratios, never wall-clock)."""
+"""Peak extra memory of fused vs full-logits loss+grad (memory ratios, never wall-clock)."""
 
 import sys
 from pathlib import Path
@@ -9,22 +9,43 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_loss import inputs, measure  # noqa: E402
 
-from notme_mlx.loss import fused_token_loss, naive_token_loss  # noqa: E402
+from notme_mlx.loss import MIN_CHUNK, WORKING_SET, effective_chunk, fused_token_loss, naive_token_loss  # noqa: E402
 
 
-def _ratio(n, h, v, chunk):
+def _ratios(n, h, v, variants):
+    """Full-logits peak over fused peak for each (chunk_size, working_set); one naive run."""
     x, w, y, lab = inputs(n, h, v)
     naive, _, l0, g0 = measure(naive_token_loss, x, w, y, lab, None)
-    fused, _, l1, g1 = measure(fused_token_loss, x, w, y, lab, chunk)
-    assert abs(l1.item() - l0.item()) <= 1e-5 * abs(l0.item())
-    return naive / fused
+    out = []
+    for chunk, ws in variants:
+        fused, _, l1, g1 = measure(fused_token_loss, x, w, y, lab, chunk, working_set=ws)
+        assert abs(l1.item() - l0.item()) <= 1e-5 * abs(l0.item())
+        assert (mx.abs(g1 - g0).max() / mx.abs(g0).max()).item() < 1e-4
+        out.append(naive / fused)
+    return out
 
 
-def test_fused_memory_ratio_small():
-    # [N, V] fp32 logits = 96 MiB; measured naive ~480 MiB, fused (chunk 2048) ~48 MiB.
-    assert _ratio(512, 64, 49152, 2048) >= 3.0
+def test_effective_chunk():
+    assert effective_chunk(1024) == 8192           # short batches keep the cap
+    assert effective_chunk(4096) == WORKING_SET // 4096 == 2048
+    assert effective_chunk(16384) == 512
+    assert effective_chunk(10**7) == MIN_CHUNK     # never thinner than MIN_CHUNK
+    assert effective_chunk(4096, chunk_size=1000) == 1000
+    assert effective_chunk(4096, working_set=None) == 8192
+    with pytest.raises(ValueError):
+        effective_chunk(10, chunk_size=0)
+
+
+def test_fused_memory_ratio_n4096_default():
+    # Default settings at N=4096, V=49152: full logits hold [N, V] fp32 = 768 MiB (several copies
+    # with the gradient); the budgeted chunk (2048 rows) keeps the fused peak >= 10x lower, while
+    # a fixed 8192-row chunk (no budget) stays well under 10x. H=64 keeps the test fast; H only
+    # adds N x H buffers (1 MiB here, 9 MiB at H=576).
+    default, fixed = _ratios(4096, 64, 49152, [(8192, WORKING_SET), (8192, None)])
+    assert default >= 10.0
+    assert fixed < 8.0
 
 
 @pytest.mark.slow
 def test_fused_memory_ratio_h576():
-    assert _ratio(1024, 576, 49152, 2048) >= 3.0
+    assert _ratios(4096, 576, 49152, [(8192, WORKING_SET)])[0] >= 10.0
