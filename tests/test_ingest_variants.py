@@ -161,7 +161,12 @@ def test_whatsapp_undatable_line_is_one_bad_record():
         parse_bytes("auto", bad.encode(), name="chat.txt", me=["John Doe"])
     recs = parse_bytes("auto", bad.encode(), name="chat.txt", me=["John Doe"], skip_bad=True)
     good = parse_bytes("auto", raw.encode(), name="chat.txt", me=["John Doe"])
-    assert len(recs) == 8 and [r for r in good if r["text"] != "Lorem ipsum : dolor sit amet."] == recs
+    lost = [r for r in good if r["text"] == "Lorem ipsum : dolor sit amet."]
+    assert len(lost) == 1 and len(recs) == 8
+    # everything else identical; the next message's parent is re-linked past the skipped one
+    relinked = [dict(r, parent_id=lost[0]["parent_id"]) if r["parent_id"] == lost[0]["message_id"] else r
+                for r in good if r is not lost[0]]
+    assert recs == relinked
 
 
 # ---- ShareGPT with tool calling ---------------------------------------------------------------------

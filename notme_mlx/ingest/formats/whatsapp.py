@@ -216,7 +216,8 @@ _BAD = {"lines": _Swallow()}
 def parse(src, ctx):
     order, colon = _resolve_order(src, ctx)
     cid = stable_id(SOURCE, PurePath(src.name).name, _chat_name(src))
-    state = {"prev": None, "n": 0}
+    state = {"prev": None}
+    n_hdr = 0  # every header line, bad ones too: ids stay the same when a bad record is skipped
     cur: dict | None = None
 
     def flush(c):
@@ -229,8 +230,8 @@ def parse(src, ctx):
         else:
             speaker, role = c["name"], UNRESOLVED
         rec = message(SOURCE, cid, None, text, speaker, role, timestamp=c["ts"], parent_id=state["prev"],
-                      kind=kind, index=state["n"])
-        state["prev"], state["n"] = rec["message_id"], state["n"] + 1
+                      kind=kind, index=c["i"])
+        state["prev"] = rec["message_id"]
         yield rec
 
     hdr = _HDR_COLON if colon else _HDR
@@ -253,6 +254,7 @@ def parse(src, ctx):
             continue
         if cur is not None and cur is not _BAD:
             yield from flush(cur)
+        n_hdr += 1
         try:
             ts = _timestamp(m["d1"] or m["d2"], m["t1"] or m["t2"], order, ctx.tz)
         except ValueError:
@@ -269,6 +271,6 @@ def parse(src, ctx):
         else:
             name, raw_text = None, rest.lstrip("\u200e")
         text = raw_text.lstrip("\u200e\u200f")
-        cur = {"name": name, "lines": [text], "raw": raw_text, "ts": ts}
+        cur = {"name": name, "lines": [text], "raw": raw_text, "ts": ts, "i": n_hdr - 1}
     if cur is not None and cur is not _BAD:
         yield from flush(cur)
