@@ -1,6 +1,6 @@
 """Fused token loss: cross-entropy on learn tokens + unlikelihood on penalize tokens.
 
-One pass over the vocabulary in chunks. For positions t with
+One pass over the vocabulary in chunks (DESIGN.md §5). For positions t with
 hidden state h_t, frozen output matrix W [V, H], target y_t and label l_t:
 
     lse_t = logsumexp_v(h_t . W_v)      z_t = h_t . W_{y_t}
@@ -9,8 +9,7 @@ hidden state h_t, frozen output matrix W [V, H], target y_t and label l_t:
     loss  = sum CE / max(N+, 1) + penalty_weight * sum UL / max(N-, 1)
 
 `chunked_logsumexp` is an `mx.custom_function`: its forward is an online
-logsumexp over a chunk of rows of W at a time (`chunk_size` at most, fewer when
-positions x rows would exceed the WORKING_SET budget) and its VJP recomputes each
+logsumexp over `chunk_size` rows of W at a time and its VJP recomputes each
 chunk's logits, so the [N, V] logits never exist. z_t is a row gather
 (W[y_t] . h_t), so the one-hot part of the logits gradient never needs a
 chunk. See docs/loss.md for the derivation and memory numbers.
@@ -19,19 +18,35 @@ chunk. See docs/loss.md for the derivation and memory numbers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Union
 
 import mlx.core as mx
 import mlx.nn as nn
 
-# A dense [V, H] array, or (w, scales, biases, group_size, bits[, mode]).
-WeightSpec = Union[mx.array, tuple]
+from .errors import NotmeError
+from .models.families import family_of_model, final_softcap
 
-# Working-set budget of one vocabulary chunk, in logits elements (positions x rows): 2^23
-# float32 = a 32 MiB logits block. MLX's CPU scheduler keeps several chunk-sized temporaries
-# alive at once, so the peak extra memory is a small multiple of this, independent of N.
-WORKING_SET = 1 << 23
-MIN_CHUNK = 256  # rows; below this the per-chunk GEMMs get too thin to be efficient
+
+@dataclass(frozen=True)
+class SoftCapped:
+    """An output head whose logits are soft-capped: c·tanh(z / c) (Gemma 2's final logits)."""
+
+    weight: "WeightSpec"
+    cap: float
+
+
+# A dense [V, H] array, or (w, scales, biases, group_size, bits[, mode]), or SoftCapped(either, c).
+WeightSpec = Union[mx.array, tuple, SoftCapped]
+
+
+def _split_cap(weight: WeightSpec):
+    """(weight without the cap, cap or None)."""
+    return (weight.weight, weight.cap) if isinstance(weight, SoftCapped) else (weight, None)
+
+
+def _capped(logits: mx.array, cap) -> mx.array:
+    return logits if cap is None else cap * mx.tanh(logits / cap)
 
 P_MAX = 1.0 - 1e-6  # penalized-token probability clamp (UL <= ~13.8)
 _X_MAX = math.log(P_MAX)  # the same clamp on x = z - lse = log p
@@ -39,6 +54,16 @@ _LN_HALF = -math.log(2.0)
 
 
 def output_head(model) -> WeightSpec:
+    """The model's output head as a loss weight spec, soft-capped where the family caps its logits."""
+    spec = _head_weights(model)
+    try:
+        cap = final_softcap(family_of_model(model), model.args)
+    except (NotmeError, AttributeError):  # not a known family: no cap
+        cap = None
+    return spec if cap is None else SoftCapped(spec, cap)
+
+
+def _head_weights(model) -> WeightSpec:
     """The frozen output matrix of an mlx-lm model, as a loss weight spec.
 
     Args:
@@ -65,11 +90,13 @@ def output_head(model) -> WeightSpec:
 
 def vocab_size(weight: WeightSpec) -> int:
     """Number of rows V of a weight spec."""
+    weight = _split_cap(weight)[0]
     return (weight[0] if isinstance(weight, tuple) else weight).shape[0]
 
 
 def _rows(weight: WeightSpec, start=None, stop=None, index=None) -> mx.array:
     """Dense rows of W: W[start:stop] or W[index] ([n, H]); dequantizes only those rows."""
+    weight = _split_cap(weight)[0]
     if not isinstance(weight, tuple):
         return weight[index] if index is not None else weight[start:stop]
     w, scales, biases, group_size, bits = weight[:5]
@@ -85,24 +112,7 @@ def _chunks(V: int, chunk_size: int):
     return [(s, min(s + chunk_size, V)) for s in range(0, V, chunk_size)]
 
 
-def effective_chunk(n_positions: int, chunk_size: int = 8192, working_set: int | None = WORKING_SET) -> int:
-    """Vocabulary rows per chunk for `n_positions` positions.
-
-    `chunk_size` is the cap; the working set (positions x rows) sets the chunk when it is
-    smaller, rounded down to a multiple of MIN_CHUNK and never below it. So the logits
-    block stays about `working_set` elements whatever the number of positions, and short
-    batches keep the large chunk (fewer, fatter GEMMs).
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if not working_set or n_positions < 1:
-        return chunk_size
-    fit = max(MIN_CHUNK, working_set // n_positions // MIN_CHUNK * MIN_CHUNK)
-    return min(chunk_size, fit)
-
-
-def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 8192,
-                      working_set: int | None = WORKING_SET) -> mx.array:
+def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 8192) -> mx.array:
     """logsumexp over the vocabulary of hidden @ W.T without forming [N, V].
 
     Differentiable w.r.t. `hidden` only (W is treated as a frozen constant).
@@ -110,13 +120,15 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
     Args:
         hidden: [N, H] (any float dtype; logits are accumulated in float32).
         weight: dense [V, H] or a quantized spec (see `output_head`).
-        chunk_size: most rows of W per chunk.
-        working_set: cap on positions x rows of one chunk (`effective_chunk`); None: chunk_size.
-            Peak extra memory is a small multiple of the chunk's logits block (N x chunk x 4 B).
+        chunk_size: rows of W per chunk; peak extra memory ~ N * chunk_size * 4 B * 2.
     Returns:
         lse: [N] float32.
     """
-    bounds = _chunks(vocab_size(weight), effective_chunk(hidden.shape[0], chunk_size, working_set))
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    bounds = _chunks(vocab_size(weight), chunk_size)
+
+    cap = _split_cap(weight)[1]
 
     @mx.custom_function
     def lse_fn(h):
@@ -124,7 +136,7 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
         for s, e in bounds:
             # Chain each chunk on the running result so only one chunk's logits live at a time.
             hc = h if lse is None else mx.depends(h, lse)
-            logits = (hc @ _rows(weight, s, e).T).astype(mx.float32)  # [N, C]
+            logits = _capped((hc @ _rows(weight, s, e).T).astype(mx.float32), cap)  # [N, C]
             part = mx.logsumexp(logits, axis=-1)  # [N]
             lse = part if lse is None else mx.logaddexp(lse, part)
         return lse
@@ -138,7 +150,11 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
             wc = _rows(weight, s, e)  # [C, H]
             hc = h if dh is None else mx.depends(h, dh)
             logits = (hc @ wc.T).astype(mx.float32)  # [N, C]
-            coef = mx.exp(logits - lse[:, None]) * g[:, None]  # a_t * softmax_chunk
+            if cap is None:
+                coef = mx.exp(logits - lse[:, None]) * g[:, None]  # a_t * softmax_chunk
+            else:  # d(c·tanh(z/c))/dz = 1 - tanh²(z/c)
+                t = mx.tanh(logits / cap)
+                coef = mx.exp(cap * t - lse[:, None]) * g[:, None] * (1.0 - t * t)
             part = coef.astype(wc.dtype) @ wc  # [N, H]
             dh = part.astype(mx.float32) if dh is None else dh + part
         return dh.astype(h.dtype)
@@ -155,7 +171,7 @@ def target_logits(hidden: mx.array, weight: WeightSpec, targets: mx.array) -> mx
         [N] float32.
     """
     rows = _rows(weight, index=targets)  # [N, H]
-    return (hidden.astype(mx.float32) * rows.astype(mx.float32)).sum(axis=-1)
+    return _capped((hidden.astype(mx.float32) * rows.astype(mx.float32)).sum(axis=-1), _split_cap(weight)[1])
 
 
 def log1mexp(x: mx.array) -> mx.array:
@@ -199,7 +215,6 @@ def fused_token_loss(
     chunk_size: int = 8192,
     n_learn=None,
     n_penalize=None,
-    working_set: int | None = WORKING_SET,
 ):
     """CE on learn tokens + penalty_weight * unlikelihood on penalize tokens, fused.
 
@@ -209,33 +224,33 @@ def fused_token_loss(
         targets: [N] int32 next-token ids.
         labels: [N] int32 in {+1 learn, 0 context, -1 penalize}.
         penalty_weight: lambda on the unlikelihood term (0 turns it off).
-        chunk_size: most vocabulary rows per chunk.
+        chunk_size: vocabulary rows per chunk.
         n_learn, n_penalize: GLOBAL counts (all micro-steps and ranks) used as
             denominators; None uses this call's local counts.
-        working_set: positions x rows cap of one chunk (`effective_chunk`); None: chunk_size.
     Returns:
         (loss scalar, stats) with stats = {"ce_sum", "ul_sum", "n_learn",
         "n_penalize"}: local sums and local counts (mx float32 scalars).
     """
     _check(hidden, targets, labels)
-    lse = chunked_logsumexp(hidden, weight, chunk_size, working_set)
+    lse = chunked_logsumexp(hidden, weight, chunk_size)
     z = target_logits(hidden, weight, targets)
     return _combine(lse, z, labels, penalty_weight, n_learn, n_penalize)
 
 
 def naive_token_loss(
     hidden, weight, targets, labels, penalty_weight=10.0, chunk_size=None,
-    n_learn=None, n_penalize=None, working_set=None,
+    n_learn=None, n_penalize=None,
 ):
     """Reference for `fused_token_loss` (same signature): full [N, V] logits, plain formula.
 
-    `chunk_size` and `working_set` are ignored. Memory O(N * V); use for tests and small shapes only.
+    `chunk_size` is ignored. Memory O(N * V); use for tests and small shapes only.
     """
     _check(hidden, targets, labels)
     w = _rows(weight, 0, vocab_size(weight))
     logits = hidden @ w.T  # [N, V]
     if logits.dtype != mx.float64:  # float64 (CPU) is kept for exact references
         logits = logits.astype(mx.float32)
+    logits = _capped(logits, _split_cap(weight)[1])
     logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     lp = mx.take_along_axis(logp, targets[:, None].astype(mx.int32), axis=-1)[:, 0]  # [N]
     p = mx.minimum(mx.exp(lp), P_MAX)

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm import load
+from mlx_lm.utils import hf_repo_to_path
 
 from ..errors import NotmeError
 from ..io import atomic_dir, notme_home
+from .families import FAMILIES
+from .gguf_loader import convert_gguf
 from .registry import REGISTRY, fetch
 
 
@@ -52,8 +57,6 @@ def model_fingerprint(spec_or_info) -> str:
 
 
 def _gguf_cache(path: Path) -> Path:
-    from .gguf_loader import convert_gguf
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -61,8 +64,6 @@ def _gguf_cache(path: Path) -> Path:
     out = notme_home() / "gguf" / h.hexdigest()[:24]
     if not (out / "config.json").exists():
         with atomic_dir(out, force=True) as tmp:
-            import shutil
-
             shutil.rmtree(tmp)
             convert_gguf(path, tmp, dequantize=False)
     return out
@@ -83,9 +84,7 @@ def resolve(spec: str) -> Path:
             raise NotmeError(f"{p}: not a model directory (no config.json)")
         return p
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        from mlx_lm.utils import hf_repo_to_path  # hub id: needs hub access
-
-        try:
+        try:  # hub id: needs hub access
             return Path(hf_repo_to_path(spec))
         except Exception as e:
             raise NotmeError(f"{spec}: not a local path and the hub download failed ({str(e).splitlines()[0]})") from None
@@ -110,8 +109,6 @@ def dequantize_model(model) -> int:
             emb.weight = w
             repl.append((path, emb))
     if repl:
-        from mlx.utils import tree_unflatten
-
         model.update_modules(tree_unflatten(repl))
         n = len(repl)
     # f16/bf16 dense weights become float32 too (CPU training runs in fp32)
@@ -120,8 +117,6 @@ def dequantize_model(model) -> int:
 
 
 def tree_flatten_floats(model):
-    from mlx.utils import tree_unflatten
-
     flat = [(k, v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())
             if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32]
     return tree_unflatten(flat).items() if flat else []
@@ -145,11 +140,14 @@ def describe(model, path: Path, spec: str) -> dict:
     dtypes = sorted({str(v.dtype).split(".")[-1] for v in flat.values() if v.dtype != mx.uint32})
     src = path / "notme_source.json"
     source = json.loads(src.read_text()) if src.exists() else {}
+    fam = next((f for f in FAMILIES if cfg.get("model_type") in f.model_types), None)
     return {
         "spec": spec,
         "path": str(path),
         "source": "registry" if spec in REGISTRY else "gguf" if source else "mlx-dir",
         "architecture": cfg.get("model_type"),
+        "family": fam.name if fam else None,
+        "supported": list(fam.features) if fam else [],
         "n_params": int(n_params),
         "n_layers": cfg.get("num_hidden_layers"),
         "hidden_size": cfg.get("hidden_size"),
@@ -158,7 +156,7 @@ def describe(model, path: Path, spec: str) -> dict:
         "vocab_size": cfg.get("vocab_size"),
         "context_length": cfg.get("max_position_embeddings"),
         "has_chat_template": None,
-        "tie_word_embeddings": cfg.get("tie_word_embeddings", True),
+        "tie_word_embeddings": "lm_head.weight" not in flat,
         "rope_traditional": cfg.get("rope_traditional", False),
         "fingerprint": fingerprint_dir(path),
         "tokenizer_pre": source.get("tokenizer_pre"),
@@ -177,8 +175,6 @@ def load_model(spec: str, dequantize: bool | None = None):
       (path, architecture, n_params, dtypes, quantization, vocab, context,
       chat template presence, fingerprint = sha256 of the stored weights).
     """
-    from mlx_lm import load
-
     path = resolve(spec)
     try:
         model, tok = load(str(path))
