@@ -1,8 +1,13 @@
 """Ingest throughput and memory: a generated 50 MB WhatsApp .txt and a 100 MB ChatGPT export.
 
-Run: .venv/bin/python benchmarks/bench_ingest.py [--wa-mb 50] [--gpt-mb 100] [--tmp /tmp/notme-bench]
-Files are generated into --tmp (never committed). Each case runs `ingest_to_file` in a
-fresh child process and reports MB/s of input and the child's peak RSS.
+Run: nice -n 5 .venv/bin/python benchmarks/bench_ingest.py [--wa-mb 50] [--gpt-mb 100] [--tmp /tmp/notme-bench]
+Files are generated into --tmp (never committed). Each case runs `ingest_to_file` with record-level
+recovery on (skip_bad=True, as `notme ingest --skip-bad`) in a fresh child process and reports MB/s
+of input and the child's peak RSS.
+
+--baseline DIR: also time the notme_mlx found in DIR (e.g. a `git worktree` of an older commit),
+alternating runs with this checkout, each in its own process, and print the speed ratio: on a shared
+machine only ratios measured side by side mean much.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from notme_mlx.ingest import ingest_to_file
 
 WORDS = ("the rain garden drains within a day so mosquitoes never breed there and the plants do the work "
          "climbing tonight bring the rope coffee for three sorry is that ok does that make sense").split()
@@ -70,12 +77,9 @@ def gen_chatgpt(path: Path, mb: float, seed=0):
     return n
 
 
-def run_case(path: str, out: str, me: str):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from notme_mlx.ingest import ingest_to_file
-
+def run_case(path: str, out: str, me: str, recover: bool = True):
     t0 = time.perf_counter()
-    rep = ingest_to_file([path], out, me=[me], progress=True)
+    rep = ingest_to_file([path], out, me=[me], progress=True, skip_bad=recover)
     dt = time.perf_counter() - t0
     size = os.path.getsize(path)
     print(json.dumps({"bytes": size, "seconds": dt, "mb_s": size / 1e6 / dt, "messages": rep.messages,
@@ -88,10 +92,11 @@ def main():
     ap.add_argument("--gpt-mb", type=float, default=100)
     ap.add_argument("--tmp", default="/tmp/notme-bench")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case; the table shows the median")
-    ap.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", help="a folder holding another notme_mlx to time side by side (see module doc)")
+    ap.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case:
-        return run_case(*a.case)
+        return run_case(*a.case[:3], recover=a.case[3] == "1")
     tmp = Path(a.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     wa, gpt = tmp / "whatsapp_chat.txt", tmp / "conversations.json"
@@ -103,15 +108,16 @@ def main():
         gen_chatgpt(gpt, a.gpt_mb)
     rows = []
     for name, path in [("whatsapp", wa), ("chatgpt", gpt)]:
-        runs = []
+        runs, base = [], []
         for _ in range(a.repeat):
-            env = {**os.environ, "NOTME_PLAIN": "1"}
-            r = subprocess.run([sys.executable, __file__, "--case", str(path), str(tmp / f"{name}.jsonl"),
-                                "Alex Rivera"], capture_output=True, text=True, env=env, check=True)
-            res = json.loads(r.stdout.strip().splitlines()[-1])
-            res["progress_lines"] = sum("ingest:" in x for x in r.stderr.splitlines())
-            runs.append(res)
-            print(json.dumps({"case": name, **res}))
+            runs.append(_child(name, path, tmp, None))
+            if a.baseline:
+                base.append(_child(name, path, tmp, a.baseline))
+        if base:
+            ratio = sorted(b["seconds"] / r["seconds"] for r, b in zip(runs, base))
+            print(f"{name}: this checkout vs baseline, speed ratio per pair (>1 = faster): "
+                  f"{', '.join(f'{x:.2f}' for x in ratio)}; median {ratio[len(ratio) // 2]:.2f}; baseline peak RSS "
+                  f"{max(b['peak_rss_mb'] for b in base):.0f} MB")
         runs.sort(key=lambda x: x["mb_s"])
         med = dict(runs[len(runs) // 2])
         med.update(case=name, mb_s_min=runs[0]["mb_s"], mb_s_max=runs[-1]["mb_s"],
@@ -123,6 +129,26 @@ def main():
     for r in rows:
         print(f"| {r['case']} | {r['bytes'] / 1e6:.1f} | {r['messages']:,} | {r['seconds']:.1f} | "
               f"{r['mb_s']:.1f} ({r['mb_s_min']:.1f}-{r['mb_s_max']:.1f}) | {r['peak_rss_mb']:.0f} |")
+
+
+def _child(name: str, path: Path, tmp: Path, baseline: str | None) -> dict:
+    """One timed ingest in a fresh process (this checkout, or the notme_mlx under `baseline`)."""
+    env = {**os.environ, "NOTME_PLAIN": "1"}
+    cmd = [sys.executable, __file__, "--case", str(path), str(tmp / f"{name}.jsonl"), "Alex Rivera", "1"]
+    if baseline:  # the old code has no recovery switch; its script runs its own ingest_to_file
+        env["PYTHONPATH"] = baseline
+        cmd = [sys.executable, "-c", "import json,os,resource,sys,time\n"
+               "from notme_mlx.ingest import ingest_to_file\n"
+               "t=time.perf_counter(); r=ingest_to_file([sys.argv[1]], sys.argv[2], me=[sys.argv[3]], progress=True)\n"
+               "dt=time.perf_counter()-t; n=os.path.getsize(sys.argv[1])\n"
+               "print(json.dumps({'bytes': n, 'seconds': dt, 'mb_s': n/1e6/dt, 'messages': r.messages,"
+               " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
+               str(path), str(tmp / f"{name}.base.jsonl"), "Alex Rivera"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["progress_lines"] = sum("ingest:" in x for x in r.stderr.splitlines())
+    print(json.dumps({"case": name, "code": baseline or "this checkout", **res}), flush=True)
+    return res
 
 
 if __name__ == "__main__":

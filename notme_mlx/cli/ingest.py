@@ -91,14 +91,16 @@ def _summary(report: IngestReport) -> None:
     if not ui.is_main() or not (report.files or report.skipped):
         return
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for col, just in [("format", "left"), ("messages", "right"), ("skipped", "right"), ("file", "left"),
-                      ("why", "left")]:
-        table.add_column(col, justify=just, no_wrap=col in ("format", "messages", "skipped"))
+    for col, just in [("format", "left"), ("messages", "right"), ("skipped", "right"), ("why", "left"),
+                      ("file", "left")]:
+        table.add_column(col, justify=just, no_wrap=col in ("format", "messages", "skipped"),
+                         overflow="fold" if col == "file" else "ellipsis")
     for f in report.files:
-        table.add_row(f["format"], f"{f['messages']:,}", f"{f['skipped_records']:,}", escape(f["name"]),
-                      escape(f["why"]))
+        table.add_row(f["format"], f"{f['messages']:,}", f"{f['skipped_records']:,}", escape(f["why"] or "ok"),
+                      escape(f["name"]))
     for s in report.skipped:
-        table.add_row("-", f"{s.get('messages_kept', 0):,}", "file", escape(s["name"]), "[red]not read[/red]")
+        table.add_row("-", f"{s.get('messages_kept', 0):,}", "file", "[red]not read (see below)[/red]",
+                      escape(s["name"]))
     if not ui.console.is_terminal:
         ui.console.width = max(ui.console.width, 160)
     ui.console.print(table)
