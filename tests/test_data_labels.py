@@ -56,7 +56,7 @@ FAMILIES = {
     "mistral": (MISTRAL, {"bos_token": "<s>", "eos_token": "</s>", "extra": ["[INST]", "[/INST]"]}, "</s>"),
     "gemma": (GEMMA, {"bos_token": "<bos>", "eos_token": "<eos>", "extra": ["<start_of_turn>", "<end_of_turn>"]},
               "<end_of_turn>"),
-    "plain": ("", {"eos_token": "<|im_end|>"}, "<|im_end|>"),
+    "plain": ("", {"eos_token": "<|im_end|>"}, "\n"),  # no template: the plain-text frame, a turn ends with "\n"
     "mistral_v3": (MISTRAL_V3, {"bos_token": "<s>", "eos_token": "</s>", "extra": ["[INST]", "[/INST]"]}, "</s>"),
     "system_last": (SYSTEM_LAST, {}, "<|im_end|>"),
 }
@@ -208,10 +208,10 @@ def test_built_examples_align_in_every_family(base_dir, tmp_path, family):
     from test_data_build import corpus, write
 
     from notme_mlx.data.builder import build_dataset
-    from notme_mlx.data.config import DataConfig
+    from notme_mlx.recipe import BuildConfig
 
     src = write(tmp_path / "m.jsonl", corpus(4))
-    build_dataset(src, tmp_path / "d", DataConfig(system_prompt="You are Alex."))
+    build_dataset(src, tmp_path / "d", BuildConfig(system_prompt="You are Alex."))
     tok = make_tokenizer(base_dir, family)
     eot = FAMILIES[family][2]
     n = 0

@@ -17,9 +17,11 @@ gets a label from the characters it covers:
   * labels[0] is 0 (the first token is never a target).
 
 Templates that reject a system turn (gemma, mistral) get it folded into the first user
-turn; tokenizers without a chat template use a plain "User:\\n...\\n\\nAssistant:\\n..." layout
-ending each assistant turn with the EOS token. Over-long examples are left-trimmed so the
-last target (and its end-of-turn) is kept.
+turn. Tokenizers without a chat template (base models) use the plain-text conversation frame
+(models/frame.py: "Them: ...\\nMe: ...\\n" lines, BOS first when the tokenizer adds one); there the
+end-of-turn is the newline closing a learned reply. The frame's names come from the example's
+`meta.frame` ({"me", "other"}) or the tokenizer's frame (`set_frame`). Over-long examples are
+left-trimmed so the last target (and its end-of-turn) is kept.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NotmeError
-
-PLAIN_HEADERS = {"system": "System:\n", "user": "User:\n", "assistant": "Assistant:\n"}
+from ..models.frame import Frame, bos_prefix, frame_for
 
 
 @dataclass
@@ -49,15 +50,26 @@ def _messages_for_template(example: dict) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in example["messages"]]
 
 
-def render(tokenizer, messages: list[dict]) -> tuple[str, list[dict]]:
-    """Render `messages` with the chat template (or the plain layout).
+def example_frame(tokenizer, example: dict | None = None) -> Frame | None:
+    """The plain frame for this tokenizer (None: it has a chat template), with the example's names."""
+    frame = frame_for(tokenizer)
+    names = ((example or {}).get("meta") or {}).get("frame")
+    if frame is not None and isinstance(names, dict):
+        frame = Frame(**{**frame.to_dict(), **{k: v for k, v in names.items() if k in ("me", "other", "intro")}})
+    return frame
+
+
+def render(tokenizer, messages: list[dict], frame: Frame | None = None) -> tuple[str, list[dict]]:
+    """Render `messages` with the chat template (or the plain-text frame when there is none).
 
     Returns:
       (text, messages actually rendered) — the second differs when a system turn was folded
       into the first user turn.
     """
     hf = hf_tokenizer(tokenizer)
-    if getattr(hf, "chat_template", None):
+    if frame is None:
+        frame = frame_for(tokenizer)
+    if frame is None and getattr(hf, "chat_template", None):
         try:
             return hf.apply_chat_template(messages, tokenize=False), messages
         except Exception as e:  # jinja raise_exception, e.g. "System role not supported"
@@ -70,19 +82,14 @@ def render(tokenizer, messages: list[dict]) -> tuple[str, list[dict]]:
                     raise NotmeError(f"chat template failed: {e2}") from None
             raise NotmeError(f"chat template failed: {e} (roles must usually alternate user/assistant, "
                              "starting with user)") from None
-    eos = hf.eos_token or ""
-    parts = []
-    for m in messages:
-        parts.append(PLAIN_HEADERS.get(m["role"], m["role"].title() + ":\n") + m["content"]
-                     + (eos if m["role"] == "assistant" else "") + "\n\n")
-    return "".join(parts), messages
+    return frame.render(messages, bos=bos_prefix(tokenizer)), messages
 
 
 def _sentinel(i: int) -> str:
     return f"\u2063NOTME{i}\u2063"
 
 
-def _locate(tokenizer, rendered: str, msgs: list[dict]) -> list[tuple[int, int, int]]:
+def _locate(tokenizer, rendered: str, msgs: list[dict], frame: Frame | None = None) -> list[tuple[int, int, int]]:
     """(start, end, shift) of each message's content inside `rendered`.
 
     The template is rendered a second time with a unique sentinel in place of each content;
@@ -90,7 +97,7 @@ def _locate(tokenizer, rendered: str, msgs: list[dict]) -> list[tuple[int, int, 
     where the template put it (never inside a header that happens to contain the same words).
     `shift` = leading chars of the original content the template stripped (e.g. `| trim`).
     """
-    probe, _ = render(tokenizer, [{"role": m["role"], "content": _sentinel(i)} for i, m in enumerate(msgs)])
+    probe, _ = render(tokenizer, [{"role": m["role"], "content": _sentinel(i)} for i, m in enumerate(msgs)], frame)
     pos = []
     for i, m in enumerate(msgs):
         p = probe.find(_sentinel(i))
@@ -142,9 +149,10 @@ def tokenize_example(tokenizer, example: dict, max_seq_len: int | None = None) -
     """
     hf = hf_tokenizer(tokenizer)
     msgs = example["messages"]
-    text, rendered_msgs = render(tokenizer, _messages_for_template(example))
+    frame = example_frame(tokenizer, example)
+    text, rendered_msgs = render(tokenizer, _messages_for_template(example), frame)
     folded = len(rendered_msgs) != len(msgs)
-    locs = _locate(tokenizer, text, rendered_msgs if folded else msgs)
+    locs = _locate(tokenizer, text, rendered_msgs if folded else msgs, frame)
     if folded:  # system + first user became one user turn: both are context
         locs = [locs[0], locs[0]] + locs[1:]
     n = len(text)
@@ -186,7 +194,11 @@ def tokenize_example(tokenizer, example: dict, max_seq_len: int | None = None) -
         labels[i] = -1 if 2 * p > k else (1 if 2 * t > k else 0)
     special = _special_ids(hf)
     starts = [s for s, _ in offs]
-    for end in trainable_ends:  # end-of-turn: tokens from the content end through the first special token
+    for end in (trainable_ends if frame is not None else []):  # plain frame: the newline closing the reply
+        i = next((j for j, (s, e) in enumerate(offs) if s <= end < e), None)
+        if i is not None and labels[i] == 0 and text[end:end + 1] == "\n":
+            labels[i] = 1
+    for end in (trainable_ends if frame is None else []):  # end-of-turn: content end through the first special token
         i = next((j for j, (s, e) in enumerate(offs) if s >= end), None)
         while i is not None and i < len(ids) and labels[i] == 0:
             if ids[i] in special:

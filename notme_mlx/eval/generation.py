@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import InputError, NotmeError
+from ..models.frame import describe_frame, frame_for
 from ..models.generate import chat_prompt
 
 MAX_SCORE_LEN = 512
@@ -55,11 +56,19 @@ def load_target(model_spec: str | None = None, adapters: str | Path | None = Non
         name = load_adapter(model, adapters)
         meta["adapters"] = str(adapters)
         meta["layers"].append({"name": name, "path": str(adapters)})
+    meta["frame"] = describe_frame(tok)  # how every prompt set is put to the model
     return model, tok, meta
 
 
 def render(tokenizer, messages: list[dict]) -> str:
+    """A prompt for a reply: the chat template, or the plain-text frame for a base model."""
     return chat_prompt(tokenizer, messages)
+
+
+def _finish(tokenizer, text: str) -> str:
+    """A generated reply as the person would see it: cut at the frame's next speaker line."""
+    frame = frame_for(tokenizer)
+    return frame.cut(text) if frame is not None else text
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -88,12 +97,13 @@ def generate_batch(model, tokenizer, conversations: Sequence[list[dict]], max_to
             res = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens, sampler=sampler,
                                  return_token_ids=True)
             for text, ids in zip(res.texts, res.token_ids):
-                out.append({"text": text, "n_tokens": len(ids)})
+                out.append({"text": _finish(tokenizer, text), "n_tokens": len(ids)})
         except (ImportError, TypeError, AttributeError):
             from mlx_lm import generate
 
             for p in chunk:
-                text = generate(model, tokenizer, p, max_tokens=max_tokens, sampler=sampler, verbose=False)
+                text = _finish(tokenizer, generate(model, tokenizer, p, max_tokens=max_tokens, sampler=sampler,
+                                                   verbose=False))
                 out.append({"text": text, "n_tokens": max(len(_encode(tokenizer, text)), 1) if text else 0})
         if progress is not None:
             progress.advance(len(chunk))
@@ -159,8 +169,9 @@ def text_nll(model, tokenizer, texts: Sequence[str], batch_size: int = 4) -> lis
 def reply_nll(model, tokenizer, examples: Sequence[tuple[list[dict], str]], batch_size: int = 4) -> list[tuple[float, int]]:
     """Σ NLL of each reply text after its chat context (the person's held-out messages)."""
     pairs = []
+    sep = " " if frame_for(tokenizer) is not None else ""  # the frame writes "Me: reply"
     for ctx, reply in examples:
-        pairs.extend(continuation_pairs(tokenizer, render(tokenizer, ctx), [reply]))
+        pairs.extend(continuation_pairs(tokenizer, render(tokenizer, ctx), [sep + reply]))
     return [(-s, n) for s, n in score_pairs(model, pairs, batch_size)]
 
 

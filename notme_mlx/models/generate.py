@@ -1,5 +1,9 @@
 """Streaming generation and a small chat REPL over mlx-lm's generator.
 
+Prompts go through the model's chat template, or, for a base model without one, the
+plain-text conversation frame (models/frame.py); then a reply ends where the frame's next
+speaker line starts, and `stream` stops there.
+
 The REPL reads from and writes to streams passed in, so tests drive it with
 scripted input; its slash commands live in one table (`COMMANDS`) that other
 areas extend (the stack adds `/layers` and `/scale`).
@@ -10,27 +14,59 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
+import mlx.core as mx
+from mlx_lm import stream_generate
+from mlx_lm.sample_utils import make_sampler
+
+from ..lora import adapter_names, lora_modules
+from .frame import bos_prefix, frame_for
+
 
 def chat_prompt(tokenizer, messages: list[dict]) -> str:
-    """Render `messages` with the chat template (plain "role: text" lines when there is none)."""
-    tmpl = getattr(tokenizer, "chat_template", None) or getattr(getattr(tokenizer, "_tokenizer", None), "chat_template", None)
-    if tmpl:
+    """Render `messages` for a reply: the chat template, or the plain-text frame when there is none."""
+    frame = frame_for(tokenizer)
+    if frame is None:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    return frame.render(messages, add_generation_prompt=True, bos=bos_prefix(tokenizer))
 
 
 def stream(model, tokenizer, prompt: str, max_tokens: int = 256, temp: float = 0.0, seed: int | None = 0,
-           top_p: float = 1.0):
-    """Yield text pieces of a continuation of `prompt` (greedy when temp == 0)."""
-    import mlx.core as mx
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
+           top_p: float = 1.0, stops: tuple[str, ...] | None = None):
+    """Yield text pieces of a continuation of `prompt` (greedy when temp == 0).
 
+    `stops` (default: the plain frame's speaker lines for a template-less tokenizer, else none):
+    generation ends before the first of them; the text yielded never contains one. The leading
+    space after the frame's "Me:" is not yielded either.
+    """
     if seed is not None:
         mx.random.seed(seed)
+    frame = frame_for(tokenizer)
+    if stops is None:
+        stops = frame.stops if frame is not None else ()
     sampler = make_sampler(temp=temp, top_p=top_p)
+    if not stops:
+        for resp in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, sampler=sampler):
+            yield resp.text
+        return
+    held, sent, first = "", 0, True
+    keep = max(len(s) for s in stops)
     for resp in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, sampler=sampler):
-        yield resp.text
+        held += resp.text
+        if first and held and frame is not None and prompt.endswith(f"{frame.me}:"):
+            if held.startswith(" "):
+                held = held[1:]
+            first = False
+        cut = [i for i in (held.find(s) for s in stops) if i >= 0]
+        if cut:
+            yield held[sent:min(cut)]
+            return
+        if len(held) - keep > sent:  # emit what can no longer start a stop string
+            yield held[sent:len(held) - keep]
+            sent = len(held) - keep
+    out = held[sent:]
+    if frame is not None and out.endswith("\n"):
+        out = out.rstrip("\n")
+    yield out
 
 
 def generate_text(model, tokenizer, prompt: str, **kw) -> str:
@@ -70,8 +106,6 @@ def _cmd_help(state: ChatState, arg: str, out: TextIO) -> None:
 
 def _cmd_layers(state: ChatState, arg: str, out: TextIO) -> None:
     """/layers lists adapters with scales; /layers NAME toggles one off (scale 0) or back on (as trained)."""
-    from ..lora import adapter_names, lora_modules
-
     names = adapter_names(state.model)
     if arg:
         ads = [m.adapters[arg] for _, m in lora_modules(state.model) if arg in m.adapters]
@@ -87,8 +121,6 @@ def _cmd_layers(state: ChatState, arg: str, out: TextIO) -> None:
 
 def _cmd_scale(state: ChatState, arg: str, out: TextIO) -> None:
     """/scale NAME X sets layer NAME to X times its trained scale (1 = as trained, 0 = off)."""
-    from ..lora import lora_modules
-
     name, _, val = arg.partition(" ")
     ads = [m.adapters[name] for _, m in lora_modules(state.model) if name in m.adapters]
     if not ads:

@@ -24,9 +24,12 @@ import mlx.core as mx
 
 from ..errors import InputError, NotmeError
 from ..io import read_jsonl
+from ..models.frame import Frame, bos_prefix
 
-BASE_FRAME = ("The following is a conversation between a user and an assistant who answers directly "
-              "and completely.\n\n")
+# the plain-text frame (models/frame.py) with an intro that asks for direct, complete answers
+SYNTH_FRAME = Frame(me="Assistant", other="User",
+                    intro="The following is a conversation between a user and an assistant who answers directly "
+                          "and completely.\n\n")
 
 
 STARTER_PROMPTS = Path(__file__).parent / "prompts" / "starter.txt"
@@ -71,16 +74,11 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 def base_frame(messages: Sequence[dict]) -> str:
     """Render a conversation as plain text for a base model, ending in 'Assistant:'."""
-    names = {"user": "User", "assistant": "Assistant", "system": "Note"}
-    return BASE_FRAME + "".join(f"{names[m['role']]}: {m['content']}\n" for m in messages) + "Assistant:"
+    return SYNTH_FRAME.render(messages, add_generation_prompt=True)
 
 
 def _cut_base(text: str) -> str:
-    for stop in ("\nUser:", "\nAssistant:", "\nNote:"):
-        i = text.find(stop)
-        if i >= 0:
-            text = text[:i]
-    return text.strip()
+    return SYNTH_FRAME.cut(text).strip()
 
 
 def generate_texts(model, tokenizer, prompts: Sequence[str], max_tokens: int, temp: float, seed: int,
@@ -132,7 +130,7 @@ def synth(model, tokenizer, prompts: list[dict], n: int, system: str | None = No
     det = detector or default_detector()
     picked = [prompts[i % len(prompts)] for i in range(n)]
     if frame == "base":
-        rendered = [base_frame(p["messages"]) for p in picked]
+        rendered = [bos_prefix(tokenizer) + base_frame(p["messages"]) for p in picked]
     else:
         sys_msg = [{"role": "system", "content": system}] if system else []
         rendered = [chat_prompt(tokenizer, sys_msg + [m for m in p["messages"] if m["role"] != "system"])
