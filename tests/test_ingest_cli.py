@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import stat
 import zipfile
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from notme_mlx.cli import main
+from notme_mlx.ingest import collect_sources, ingest_paths
 from notme_mlx.samples import OWNER, SAMPLES_DIR, sample_paths
 
 WA_SAMPLES = [SAMPLES_DIR / "WhatsApp Chat with Sam Okafor.txt", SAMPLES_DIR / "WhatsApp Chat - Climbing crew.zip"]
@@ -41,7 +43,7 @@ def test_samples_end_to_end_inputs_untouched(tmp_path, monkeypatch):
     code, text = run(*paths, "-o", out, "--me", OWNER)
     assert code == 0, text
     recs = _read(out)
-    assert len(recs) == len(list(__import__("notme_mlx.ingest", fromlist=["x"]).ingest_paths(paths, me=[OWNER])))
+    assert len(recs) == len(list(ingest_paths(paths, me=[OWNER])))
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert _snapshot(paths) == before
     assert {r["source"] for r in recs} == {"chatgpt", "claude", "claude_code", "imessage", "whatsapp", "telegram",
@@ -77,8 +79,6 @@ def test_missing_me_is_one_clear_error(tmp_path, monkeypatch):
     ("notutf8.txt", b"15/01/2024, 09:00 - A: \xff\xfe\n15/01/2024, 09:01 - A: x\n", "whatsapp", r"notutf8.txt:1: not UTF-8"),
 ])
 def test_bad_inputs_one_line_error(tmp_path, name, data, fmt, expect):
-    import re
-
     f = tmp_path / name
     f.write_bytes(data)
     before = _snapshot([f])
@@ -201,8 +201,6 @@ def test_same_export_twice_is_read_once(tmp_path):
 
 
 def test_progress_counts_every_input_byte(tmp_path):
-    from notme_mlx.ingest import collect_sources, ingest_paths
-
     d = tmp_path / "mixed"
     d.mkdir()
     (d / "a.txt").write_text(GOOD_WA)

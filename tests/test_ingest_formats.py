@@ -8,6 +8,7 @@ from notme_mlx.errors import InputError
 from notme_mlx.ingest import FIELDS, detect_format, ingest_paths, parse_bytes
 from notme_mlx.ingest.sources import file_source
 from notme_mlx.samples import SAMPLES_DIR, sample_paths
+from notme_mlx.samples._build import build
 from notme_mlx.samples._content import AI_CHATS, CODE_SESSIONS, MD_CHATS, P2P_CHATS
 
 ME = ["Alex Rivera"]
@@ -245,8 +246,6 @@ def test_chatgpt_null_mapping_skipped_and_bad_record_named():
 
 
 def test_samples_are_reproducible_from_content(tmp_path):
-    from notme_mlx.samples._build import build
-
     build(tmp_path)
     for p in sample_paths() + [SAMPLES_DIR / "identity.yaml"]:
         assert (tmp_path / p.name).read_bytes() == p.read_bytes(), p.name

@@ -3,6 +3,7 @@
 import hashlib
 import os
 import sqlite3
+import zipfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -116,8 +117,6 @@ def test_unreadable_chat_db(tmp_path):
 
 
 def test_chat_db_inside_zip_read_in_memory(tmp_path):
-    import zipfile
-
     db = _db(tmp_path / "chat.db", ROWS)
     z = tmp_path / "backup.zip"
     with zipfile.ZipFile(z, "w") as zf:

@@ -1,10 +1,13 @@
 """Real sample exports written by others (LangChain, whatsapp-chat-parser, claude-code-log: MIT;
 plaso: Apache-2.0). Sources and licenses: tests/ingest_fixtures/third_party/*/SOURCE.md."""
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from notme_mlx.errors import InputError
 from notme_mlx.ingest import ingest_paths
 
 LC = Path(__file__).parent / "ingest_fixtures" / "third_party" / "langchain"
@@ -37,9 +40,6 @@ def test_langchain_chatgpt_shape_without_current_node():
 
 
 def test_plaso_real_chat_db_old_schema(tmp_path):
-    import gzip
-    import hashlib
-
     db = tmp_path / "chat.db"
     db.write_bytes(gzip.decompress((Path(__file__).parent / "ingest_fixtures/third_party/plaso/imessage_chat.db.gz").read_bytes()))
     assert hashlib.sha256(db.read_bytes()).hexdigest() == "2931db3b556e33728867726f5bfd56464c4c2955cbe2e795660bda2ad631127d"
@@ -70,8 +70,6 @@ WCP = Path(__file__).parent / "ingest_fixtures" / "third_party" / "whatsapp_chat
 
 
 def test_whatsapp_chat_parser_short_chat():
-    from notme_mlx.errors import InputError
-
     recs = list(ingest_paths([WCP / "short-chat.txt"], me=["Sample User"]))
     assert len(recs) == 5  # upstream expects 5 entries (system lines included)
     assert [(r["role"], r["kind"]) for r in recs] == [
