@@ -13,6 +13,8 @@ from notme_mlx.bench.data import equal_length_examples, label_stats, synthetic_c
 from notme_mlx.bench.features import batching_padding
 from notme_mlx.bench.machine import step_flops
 from notme_mlx.bench.runners import Settings, run_mlxlm, run_ours
+from notme_mlx.bench.worker import run_spec, write_examples
+from notme_mlx.train.stream import BatchStream
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,12 @@ def test_label_stats_independent(examples):
     assert st["tokens"] == sum(len(e.tokens) - 1 for e in examples)
 
 
-@pytest.mark.parametrize("batching", ["bucket", "pack"])
-def test_ours_counts_every_real_token_once(tiny_model_dir, examples, batching):
-    from notme_mlx.train.stream import BatchStream
-
+@pytest.mark.parametrize("batching,batch_tokens", [("bucket", None), ("pack", None), ("pack", 128)])
+def test_ours_counts_every_real_token_once(tiny_model_dir, examples, batching, batch_tokens):
     model, _ = mlx_lm.load(str(tiny_model_dir))
-    n_batches = len(BatchStream(examples, 4, 0, batching=batching, max_len=96).plan(0))
-    s = Settings(batch=4, seq=96, rank=2, alpha=4, steps=n_batches, warmup=0, batching=batching, compile=False)
+    n_batches = len(BatchStream(examples, 4, 0, batching=batching, max_len=96, batch_tokens=batch_tokens).plan(0))
+    s = Settings(batch=4, seq=96, rank=2, alpha=4, steps=n_batches, warmup=0, batching=batching, compile=False,
+                 batch_tokens=batch_tokens)
     r = run_ours(model, examples, s)
     # one epoch exactly: every example once
     assert sum(r.tokens) == sum(len(e.tokens) - 1 for e in examples)
@@ -84,13 +85,35 @@ def test_compare_json_ratios(tiny_model_dir, examples, tmp_path):
     assert res["ratio_tokens_per_cpu_sec"] == pytest.approx(o["tokens_per_cpu_sec"] / t["tokens_per_cpu_sec"])
     r = o["repeats"][0]
     assert o["tokens_per_sec"] == pytest.approx(r["tokens"] / r["time_s"])
+    # each run was its own process: per-process memory and CPU figures came back
+    for side in ("ours", "mlx-lm", "ours_penalty_off"):
+        rr = res["sides"][side]["repeats"][0]
+        assert rr["side"] == side and rr["max_rss"] > rr["peak_memory"] > 0 and rr["process_cpu_s"] > 0
+    assert 0 < res["mfu"]["ours"] < 1 and res["gemm_peak_flops"]["used"] > 0
 
 
-def test_aggregate_is_median_and_max():
+def test_worker_runs_one_side_like_compare(tiny_model_dir, examples, tmp_path):
+    f = tmp_path / "ex.jsonl"
+    write_examples(f, examples)
+    s = Settings(batch=4, seq=96, rank=2, alpha=4, steps=2, warmup=0, compile=False)
+    out = run_spec({"side": "ours", "model": str(tiny_model_dir), "dequantize": None, "examples": str(f),
+                    "settings": json.loads(json.dumps(cmp.dataclasses.asdict(s)))})
+    model, _ = mlx_lm.load(str(tiny_model_dir))
+    direct = run_ours(model, examples, s).summary()
+    assert out["tokens"] == direct["tokens"] and out["padded"] == direct["padded"]
+    assert out["final_loss"] == pytest.approx(direct["final_loss"], rel=1e-5)
+    assert out["quantized"] is False and out["max_rss"] > 0
+
+
+def test_aggregate_is_median_and_spread():
     runs = [{"median_step_s": x, "tokens_per_sec": 10 * x, "supervised_tokens_per_sec": x, "padding_fraction": 0.1,
-             "peak_memory": int(100 * x), "tokens": 5} for x in (1.0, 3.0, 2.0)]
+             "tokens_per_cpu_sec": 5 * x, "peak_memory": int(100 * x), "max_rss": int(1000 * x), "tokens": 5}
+            for x in (1.0, 3.0, 2.0)]
     a = cmp.aggregate(runs)
-    assert a["tokens_per_sec"] == 20.0 and a["median_step_s"] == 2.0 and a["peak_memory"] == 300 and a["tokens"] == 15
+    assert a["tokens_per_sec"] == 20.0 and a["tokens_per_sec_min"] == 10.0 and a["tokens_per_sec_max"] == 30.0
+    assert a["median_step_s"] == 2.0 and a["tokens_per_cpu_sec"] == 10.0
+    assert a["peak_memory"] == 200 and a["peak_memory_max"] == 300 and a["max_rss"] == 2000
+    assert a["tokens"] == 15 and a["repeats"] is runs
 
 
 def test_penalty_off_only_changes_penalize_labels(examples):

@@ -1,101 +1,163 @@
-"""notme's trainer vs mlx-lm's on the same model and examples, alternating sides.
+"""notme's trainer vs mlx-lm's on the same model and examples, each run in a fresh process.
 
-`compare()` runs each side `repeat` times in rotating order (fresh model each run, seed
-`seed + r` for repeat r on every side, so the sides of one repeat see the same example
-order where their batching allows) and reports per side the median over repeats of
-tokens/s (real non-pad tokens / summed step time), supervised tokens/s, median step time
-and peak memory, plus the ratios ours/theirs. "ours_penalty_off" is the same trainer on
-the same batches with the penalize tokens turned into learn tokens and lambda = 0, so
-`penalty_overhead` = its tokens/s over ours with the penalty - 1 (the step-time fraction the
-unlikelihood term adds).
+`compare()` runs each side `repeat` times, rotating which side goes first, every run in its
+own subprocess (`bench.worker`: load the model the way `notme train` does, train, report), so
+no side's allocations, caches or compiled graphs reach another side's figures. Repeat r uses
+seed `seed + r` on every side. Per side it reports the median and spread (min, max) over
+repeats of tokens/s (real non-pad tokens / summed step time), tokens per CPU second,
+supervised tokens/s and step time, and per process the MLX peak memory of training (weights
+included) and the max resident set size. "ours_penalty_off" is the same trainer on the same
+batches with the penalize tokens turned into learn tokens and lambda = 0, so
+`penalty_overhead` = its tokens/s over ours with the penalty - 1. Ratios are of the medians;
+`paired` gives the median over repeats of the same-repeat ratios as well (less disturbed by
+load that drifts over the run). MFU: achieved model FLOP/s (`machine.step_flops`) over the
+float32 GEMM peak measured in this process before and after the runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 
+from ..data.labels import TokenizedExample
+from ..errors import NotmeError
+from ..io import atomic_write_text
 from .data import label_stats
-from .machine import machine_info, step_flops
-from .runners import RunResult, Settings, load, run_mlxlm, run_ours
+from .machine import machine_info, mlx_matmul_peak, step_flops
+from .runners import Settings
+from .worker import write_examples
 
 SIDES = ("ours", "mlx-lm", "ours_penalty_off")
+_FIGURES = ("median_step_s", "tokens_per_sec", "supervised_tokens_per_sec", "padding_fraction", "tokens_per_cpu_sec")
 
 
 def penalty_off(examples) -> list:
     """Same tokens, penalize labels (-1) made learn labels (+1)."""
-    from ..data.labels import TokenizedExample
-
     return [TokenizedExample(tokens=e.tokens, labels=[1 if v == -1 else v for v in e.labels]) for e in examples]
 
 
 def aggregate(runs: list[dict]) -> dict:
-    """Median over repeats of each figure (peak memory: the max), with the repeats kept."""
-    keys = ("median_step_s", "tokens_per_sec", "supervised_tokens_per_sec", "padding_fraction", "tokens_per_cpu_sec")
-    out = {k: float(np.median([r.get(k, np.nan) for r in runs])) for k in keys}
-    out["peak_memory"] = int(max(r["peak_memory"] for r in runs))
+    """Median over repeats of each figure, its spread ({figure}_min / _max), and per-process memory:
+    `peak_memory` / `max_rss` are medians over the runs (`_max`: the largest); the repeats are kept."""
+    out = {}
+    for k in _FIGURES:
+        v = [r.get(k, np.nan) for r in runs]
+        out[k], out[k + "_min"], out[k + "_max"] = float(np.median(v)), float(np.min(v)), float(np.max(v))
+    for k in ("peak_memory", "max_rss"):
+        v = [r[k] for r in runs if r.get(k) is not None]
+        if v:
+            out[k], out[k + "_max"] = int(np.median(v)), int(max(v))
     out["tokens"] = int(sum(r["tokens"] for r in runs))
     out["repeats"] = runs
     return out
 
 
+def _paired(a: list[dict], b: list[dict], key: str) -> float:
+    return float(np.median([x[key] / y[key] for x, y in zip(a, b)]))
+
+
 def ratios(sides: dict) -> dict:
-    """ours/theirs quotients of the aggregated figures, and the penalty overhead."""
+    """ours/theirs quotients of the medians, the penalty overhead, and same-repeat (paired) medians."""
     o, t = sides["ours"], sides["mlx-lm"]
     out = {"ratio_tokens_per_sec": o["tokens_per_sec"] / t["tokens_per_sec"],
            "ratio_supervised_tokens_per_sec": o["supervised_tokens_per_sec"] / t["supervised_tokens_per_sec"],
            "ratio_peak_memory": o["peak_memory"] / t["peak_memory"],
            "ratio_step_time": o["median_step_s"] / t["median_step_s"],
            "ratio_tokens_per_cpu_sec": o["tokens_per_cpu_sec"] / t["tokens_per_cpu_sec"]}
+    if o.get("max_rss") and t.get("max_rss"):
+        out["ratio_max_rss"] = o["max_rss"] / t["max_rss"]
     off = sides.get("ours_penalty_off")
     out["penalty_overhead"] = (off["tokens_per_sec"] / o["tokens_per_sec"] - 1.0) if off else None
     out["penalty_overhead_cpu"] = (off["tokens_per_cpu_sec"] / o["tokens_per_cpu_sec"] - 1.0) if off else None
+    ro, rt = o["repeats"], t["repeats"]
+    out["paired"] = {"ratio_tokens_per_sec": _paired(ro, rt, "tokens_per_sec"),
+                     "ratio_tokens_per_cpu_sec": _paired(ro, rt, "tokens_per_cpu_sec"),
+                     "ratio_peak_memory": _paired(ro, rt, "peak_memory")}
+    if off:
+        out["paired"]["penalty_overhead"] = _paired(off["repeats"], ro, "tokens_per_sec") - 1.0
+        out["paired"]["penalty_overhead_cpu"] = _paired(off["repeats"], ro, "tokens_per_cpu_sec") - 1.0
     return out
 
 
+def run_worker(spec: dict, workdir: Path, name: str, timeout: float | None = None) -> dict:
+    """Run one side in a fresh `python -m notme_mlx.bench.worker` process; its result dict."""
+    spec_path, out_path = workdir / f"{name}.spec.json", workdir / f"{name}.out.json"
+    atomic_write_text(spec_path, json.dumps(spec))
+    try:
+        p = subprocess.run([sys.executable, "-m", "notme_mlx.bench.worker", str(spec_path), str(out_path)],
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise NotmeError(f"bench run {name}: no result within {timeout:.0f} s") from None
+    if p.returncode != 0 or not out_path.exists():
+        tail = (p.stderr or p.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        raise NotmeError(f"bench run {name} failed (exit {p.returncode}): {tail[0]}")
+    return json.loads(out_path.read_text(encoding="utf-8"))
+
+
+def model_args(model_path) -> SimpleNamespace:
+    """The architecture fields of a model directory's config.json (no weights loaded)."""
+    cfg = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    cfg = {**cfg.get("text_config", {}), **cfg}
+    return SimpleNamespace(**{k: cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                      "num_attention_heads", "num_key_value_heads", "vocab_size")})
+
+
 def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SIDES,
-            on_run: Callable[[str, int, dict], None] | None = None) -> dict:
+            on_run: Callable[[str, int, dict], None] | None = None, dequantize: bool | None = None,
+            timeout: float | None = None, gemm_n: int = 1024) -> dict:
     """Run the comparison; returns the result dict (see module doc; `--json` writes it).
 
     Args:
         model_path: mlx-lm directory; examples: [TokenizedExample], each <= settings.seq tokens.
         on_run(side, repeat, summary): called after every run (progress display).
+        dequantize: how the workers load the model (None: as `notme train` on this platform).
+        timeout: seconds per run; gemm_n: size of the GEMM whose FLOP/s is the MFU peak (0: skip).
     """
-    data = {"ours": examples, "mlx-lm": examples, "ours_penalty_off": penalty_off(examples)}
+    peaks = [mlx_matmul_peak(gemm_n)] if gemm_n else []
     runs: dict[str, list[dict]] = {s: [] for s in sides}
-    args = None
-    for r in range(repeat):
-        order = list(sides[r % len(sides):]) + list(sides[:r % len(sides)])  # rotate who goes first
-        s = dataclasses.replace(settings, seed=settings.seed + r)
-        for side in order:
-            model, tok = load(model_path)
-            args = model.args
-            if side == "mlx-lm":
-                res: RunResult = run_mlxlm(model, data[side], s)
-            else:
-                s2 = dataclasses.replace(s, penalty_weight=0.0) if side == "ours_penalty_off" else s
-                res = run_ours(model, data[side], s2, pad_id=tok.pad_token_id or 0)
-            summ = res.summary()
-            runs[side].append(summ)
-            if on_run:
-                on_run(side, r, summ)
-            del model
+    with tempfile.TemporaryDirectory(prefix="notme-bench-") as tmp:
+        work = Path(tmp)
+        data = {"ours": work / "examples.jsonl", "mlx-lm": work / "examples.jsonl",
+                "ours_penalty_off": work / "examples_penalty_off.jsonl"}
+        write_examples(data["ours"], examples)
+        if "ours_penalty_off" in sides:
+            write_examples(data["ours_penalty_off"], penalty_off(examples))
+        for r in range(repeat):
+            order = list(sides[r % len(sides):]) + list(sides[:r % len(sides)])  # rotate who goes first
+            s = dataclasses.replace(settings, seed=settings.seed + r)
+            for side in order:
+                spec = {"side": side, "model": str(model_path), "dequantize": dequantize,
+                        "examples": str(data[side]), "settings": dataclasses.asdict(s)}
+                summ = run_worker(spec, work, f"{side}-{r}", timeout)
+                runs[side].append(summ)
+                if on_run:
+                    on_run(side, r, summ)
+    if gemm_n:
+        peaks.append(mlx_matmul_peak(gemm_n))
     agg = {side: aggregate(v) for side, v in runs.items()}
     stats = label_stats(examples)
     lens = np.array([len(e.tokens) for e in examples])
+    args = model_args(model_path)
     out = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "settings": dataclasses.asdict(settings), "repeat": repeat, "model": str(model_path),
-           "model_args": {k: getattr(args, k, None) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
-                                                               "num_attention_heads", "num_key_value_heads",
-                                                               "vocab_size")},
+           "dequantize": dequantize, "model_args": vars(args),
            "data": {**stats, "length_percentiles": {p: float(np.percentile(lens, p)) for p in (10, 50, 90, 99)}},
            "sides": agg, **(ratios(agg) if "mlx-lm" in agg and "ours" in agg else {}),
            "machine": machine_info()}
-    if args is not None:
-        f = step_flops(args, 1, float(np.mean(lens)) / 2)
-        out["flops_per_token"] = f["flops"]
-        out["achieved_flops"] = {side: a["tokens_per_sec"] * f["flops"] for side, a in agg.items()}
+    f = step_flops(args, 1, float(np.mean(lens)) / 2)
+    out["flops_per_token"] = f["flops"]
+    out["achieved_flops"] = {side: a["tokens_per_sec"] * f["flops"] for side, a in agg.items()}
+    if peaks:
+        peak = max(peaks)
+        out["gemm_peak_flops"] = {"n": gemm_n, "before": peaks[0], "after": peaks[-1], "used": peak}
+        out["mfu"] = {side: v / peak for side, v in out["achieved_flops"].items()}
     return out

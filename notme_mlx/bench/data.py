@@ -13,7 +13,14 @@ import json
 import random
 from pathlib import Path
 
-from ..models.tiny import _WORDS
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+from mlx_lm.models import llama
+
+from ..data.labels import TokenizedExample, tokenize_example
+from ..io import atomic_dir, notme_home
+from ..models.tiny import _WORDS, build_tiny_tokenizer, tiny_llama_config
 
 CUES = ["Does that make sense?", "I hope this helps!", "Should I go ahead?", "Great question!",
         "Let me know if that works for you.", "Would you like me to continue?"]
@@ -38,7 +45,7 @@ def _sentence(rng: random.Random, n: int) -> str:
 
 def synthetic_chats(n: int, seed: int = 0, penalize_prob: float = 0.25, mu: float = 2.0, sigma: float = 1.0,
                     cap_words: int = 300) -> list[dict]:
-    """`n` chat examples (DESIGN §4) with a chat-like length distribution.
+    """`n` chat examples (the `notme data build` train.jsonl format) with a chat-like length distribution.
 
     Args:
         n: number of examples; seed: the only source of randomness.
@@ -73,10 +80,6 @@ def equal_length_examples(n: int, length: int, vocab: int, seed: int = 0):
 
     Returns [TokenizedExample]; where batching cannot help, only the core step is compared.
     """
-    import numpy as np
-
-    from ..data.labels import TokenizedExample
-
     rng = np.random.default_rng(seed)
     return [TokenizedExample(tokens=rng.integers(3, vocab, length).tolist(), labels=[0] + [1] * (length - 1))
             for _ in range(n)]
@@ -84,8 +87,6 @@ def equal_length_examples(n: int, length: int, vocab: int, seed: int = 0):
 
 def tokenize(tokenizer, chats: list[dict], max_seq_len: int) -> list:
     """Chats -> [TokenizedExample] with the trainer's labelling (examples < 2 tokens dropped)."""
-    from ..data.labels import tokenize_example
-
     out = [tokenize_example(tokenizer, c, max_seq_len) for c in chats]
     return [t for t in out if len(t.tokens) >= 2]
 
@@ -108,18 +109,11 @@ def model_dir(preset: str | dict = "bench-s", seed: int = 0, root: str | Path | 
     The tokenizer is the tiny BPE of `notme_mlx.models.tiny`; the embedding has the preset's
     vocab_size (rows beyond the tokenizer are never hit, as in real models' padded vocabularies).
     """
-    from ..io import atomic_dir, notme_home
-    from ..models.tiny import build_tiny_tokenizer, tiny_llama_config
-
     cfg = dict(PRESETS[preset]) if isinstance(preset, str) else dict(preset)
     key = hashlib.sha256(json.dumps([cfg, seed], sort_keys=True).encode()).hexdigest()[:12]
     out = Path(root or notme_home() / "bench" / "models") / f"llama-{key}"
     if (out / "model.safetensors").exists():
         return out
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
-
     out.parent.mkdir(parents=True, exist_ok=True)
     vocab = cfg.pop("vocab_size")
     with atomic_dir(out, force=True) as tmp:

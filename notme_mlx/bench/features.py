@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import mlx.nn as nn
 import numpy as np
+from mlx_lm.tuner.trainer import iterate_batches
 
+from ..train.stream import BatchStream
 from .compare import penalty_off
 from .runners import Settings, load, run_ours
 
@@ -20,8 +23,6 @@ from .runners import Settings, load, run_ours
 def _ours(model_path, examples, s: Settings, quantize: dict | None = None, lora_names=("default",)) -> dict:
     model, tok = load(model_path)
     if quantize:
-        import mlx.nn as nn
-
         nn.quantize(model, **quantize)
     return run_ours(model, examples, s, pad_id=tok.pad_token_id or 0, lora_names=lora_names).summary()
 
@@ -90,10 +91,6 @@ def batching_padding(examples, batch: int, seq: int, seed: int = 0) -> list[dict
 
     Counts real (input, target) pairs = L-1 per example and pad positions of each laid-out batch.
     """
-    from mlx_lm.tuner.trainer import iterate_batches
-
-    from ..train.stream import BatchStream
-
     lengths = [len(e.tokens) - 1 for e in examples]
     rows = []
     for mode in ("bucket", "pack"):

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import platform
 import time
+from importlib.metadata import PackageNotFoundError, version
+
+import mlx.core as mx
+import numpy as np
+
+from .. import cpu_blas
 
 
 def machine_info() -> dict:
     """CPU model, cores, memory, OS, Python and library versions, MLX device."""
-    import mlx.core as mx
-
     cpu = platform.processor() or ""
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
@@ -27,10 +31,8 @@ def machine_info() -> dict:
     versions = {}
     for name in ("mlx", "mlx_lm", "numpy", "notme_mlx"):
         try:
-            from importlib.metadata import version
-
             versions[name] = version(name.replace("_", "-"))
-        except Exception:  # noqa: BLE001 - not installed as a distribution
+        except PackageNotFoundError:  # not installed as a distribution
             versions[name] = getattr(__import__(name), "__version__", "?")
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem, "os": platform.platform(),
             "python": platform.python_version(), "device": str(mx.default_device()), "versions": versions,
@@ -39,16 +41,12 @@ def machine_info() -> dict:
 
 
 def _blas() -> str:
-    from .. import cpu_blas
-
     st = cpu_blas.status()
     return f"OpenBLAS shim ({st['library']})" if st["active"] else f"MLX wheel BLAS ({st['reason']})"
 
 
 def mlx_matmul_peak(n: int = 1024, repeat: int = 3, dtype: str = "float32") -> float:
     """Best-of-`repeat` FLOP/s of an n x n @ n x n matmul in MLX (2 n^3 FLOPs)."""
-    import mlx.core as mx
-
     a = mx.random.normal((n, n)).astype(getattr(mx, dtype))
     b = mx.random.normal((n, n)).astype(getattr(mx, dtype))
     mx.eval(a, b, a @ b)
@@ -62,8 +60,6 @@ def mlx_matmul_peak(n: int = 1024, repeat: int = 3, dtype: str = "float32") -> f
 
 def numpy_matmul_peak(n: int = 2048, repeat: int = 3) -> float:
     """Best-of-`repeat` FLOP/s of an n x n float32 matmul in NumPy (its BLAS)."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
     a @ b

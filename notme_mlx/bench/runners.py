@@ -16,6 +16,8 @@ are not tokens.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,15 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
+from mlx_lm.models import llama
+from mlx_lm.tuner import trainer as mt
+from mlx_lm.tuner.callbacks import TrainingCallback
+from mlx_lm.tuner.utils import linear_to_lora_layers
+
+from ..lora import LoRAConfig, apply_lora
+from ..models import load_model
+from ..train.loop import default_loss, local_step, make_update
+from ..train.stream import BatchStream
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -44,7 +55,8 @@ class Settings:
     warmup: int = 2
     seed: int = 0
     penalty_weight: float = 10.0
-    batching: str = "bucket"    # ours: bucket | pack
+    batching: str = "pack"      # ours: bucket | pack
+    batch_tokens: int | None = None  # ours: token budget per step (None: `batch` rows)
     grad_checkpoint: bool = False
     compile: bool = True
     chunk_size: int = 8192
@@ -80,24 +92,24 @@ def _fresh_memory():
     mx.reset_peak_memory()
 
 
-def load(model_path):
-    """(model, tokenizer) of an mlx-lm directory, float32 dense (`notme_mlx.models.load_model` when it applies)."""
-    import mlx_lm
-
-    return mlx_lm.load(str(model_path))
+def load(model_path, dequantize: bool | None = None):
+    """(model, tokenizer) the way `notme train` loads a base (`notme_mlx.models.load_model`:
+    quantized weights become float32 dense on CPU, stay quantized on Metal; `dequantize`
+    overrides that)."""
+    model, tok, _info = load_model(str(model_path), dequantize=dequantize)
+    return model, tok
 
 
 def run_ours(model, examples, s: Settings, pad_id: int = 0, lora_names: tuple = ("default",)) -> RunResult:
     """Train `s.warmup + s.steps` steps with notme's trainer step on `model` (LoRA applied here).
 
+    The step is the one `train.loop.train_loop` runs: `local_step` (compiled value-and-grad of
+    the micro-batch) then `make_update` (clip + AdamW, compiled), evaluated together.
+
     Args:
         examples: [TokenizedExample] (tokens, labels), each <= s.seq tokens.
         lora_names: adapters to stack; the LAST is trained, the others are frozen (stack cost).
     """
-    from ..lora import LoRAConfig, apply_lora
-    from ..train.stream import BatchStream
-    from ..train.trainer import _arrays, default_loss, make_step
-
     mx.random.seed(s.seed)
     cfg = LoRAConfig(rank=s.rank, alpha=s.alpha, targets=tuple(s.targets), num_layers=s.num_layers)
     for i, name in enumerate(lora_names):
@@ -105,17 +117,22 @@ def run_ours(model, examples, s: Settings, pad_id: int = 0, lora_names: tuple = 
     opt = optim.AdamW(learning_rate=s.lr)
     loss_fn = partial(default_loss, penalty_weight=s.penalty_weight, chunk_size=s.chunk_size,
                       grad_checkpoint=s.grad_checkpoint)
-    step = make_step(model, opt, loss_fn, 1.0, None, s.compile)
-    stream = BatchStream(examples, s.batch, s.seed, batching=s.batching, max_len=s.seq, pad_id=pad_id)
+    step = local_step(model, loss_fn, compile=s.compile)
+    update = make_update(model, opt, 1.0, s.compile)  # clip 1.0, the recipe default
+    stream = BatchStream(examples, s.batch, s.seed, batching=s.batching, max_len=s.seq, pad_id=pad_id,
+                         batch_tokens=s.batch_tokens)
     model.train()
     res = RunResult("ours")
+    res.extra["step_shapes"] = {"distinct": stream.epoch_shapes(0)["distinct"],
+                                "batches_per_epoch": len(stream.plan(0))}
     _fresh_memory()
     cpu0 = time.process_time()
     for i in range(s.warmup + s.steps):
         b = stream.next()
         tic = time.perf_counter()
-        loss, _, _, norm, ok = step(_arrays(b), mx.array(b["n_learn"], mx.float32),
-                                    mx.array(b["n_penalize"], mx.float32), None, None, True)
+        loss, grads, _stats = step([b], b["n_learn"], b["n_penalize"])
+        norm = step.grad_norm(grads)
+        ok = update(grads, loss, norm)
         mx.eval(model.state, opt.state, loss, norm, ok)
         dt = time.perf_counter() - tic
         cpu1 = time.process_time()
@@ -138,13 +155,6 @@ def run_mlxlm(model, examples, s: Settings) -> RunResult:
     mlx-lm's `--mask-prompt`: CE from there to the end of the row (it has no penalty and
     no per-token labels). LoRA via `mlx_lm.tuner.utils.linear_to_lora_layers`.
     """
-    import contextlib
-    import io
-
-    from mlx_lm.tuner import trainer as mt
-    from mlx_lm.tuner.callbacks import TrainingCallback
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
     mx.random.seed(s.seed)
     model.freeze()
     n = len(model.model.layers)
@@ -180,8 +190,6 @@ def run_mlxlm(model, examples, s: Settings) -> RunResult:
                 res.padded.append(pad)
             res.extra["final_loss"] = float(info["train_loss"])
             res.extra["mlxlm_reported_peak_gb"] = info["peak_memory"]
-
-    from mlx_lm.models import llama
 
     opt = optim.AdamW(learning_rate=s.lr)
     orig_call = llama.TransformerBlock.__call__  # mlx-lm's grad_checkpoint patches the class

@@ -4,31 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlx_lm.utils import load_tokenizer
+
 from ..errors import InputError
+from ..io import read_jsonl
+from ..models import resolve
+from ..recipe import Recipe
 from .data import PRESETS, model_dir, synthetic_chats, tokenize
+
+DEFAULT_MODEL = Recipe().model  # the model a recipe trains when it names none
 
 
 def resolve_model(spec: str | None) -> Path:
-    """A preset name (bench-s, bench-xs; default bench-s, built and cached), an mlx-lm dir, or
-    any `notme_mlx.models` spec (registry name, hub id, .gguf)."""
-    if spec is None or spec in PRESETS:
-        return model_dir(spec or "bench-s")
+    """A preset name (bench-s, bench-xs: random llamas, built and cached), an mlx-lm dir, or any
+    `notme_mlx.models` spec (registry name, hub id, .gguf); None: the recipe's default model."""
+    if spec in PRESETS:
+        return model_dir(spec)
+    spec = spec or DEFAULT_MODEL
     p = Path(spec)
     if p.is_dir() and (p / "config.json").exists():
         return p
-    try:
-        from ..models import resolve
-    except ImportError:
-        raise InputError(f"--model {spec}: not a preset ({', '.join(PRESETS)}) or an mlx-lm directory") from None
     return Path(resolve(spec))
 
 
+def tokenizer(model_path):
+    """The tokenizer of a model directory (no weights loaded)."""
+    return load_tokenizer(Path(model_path))
+
+
 def load_examples(tokenizer, data: str | None, seq: int, n: int = 400, seed: int = 0) -> list:
-    """Tokenized examples: DIR/train.jsonl (or a .jsonl file) of DESIGN §4 chats, else `n` synthetic chats."""
+    """Tokenized examples: DIR/train.jsonl (or a .jsonl file) from `notme data build`, else `n` synthetic chats."""
     if data is None:
         return tokenize(tokenizer, synthetic_chats(n, seed), seq)
-    from ..io import read_jsonl
-
     p = Path(data)
     f = p / "train.jsonl" if p.is_dir() else p
     if not f.exists():
@@ -36,7 +43,7 @@ def load_examples(tokenizer, data: str | None, seq: int, n: int = 400, seed: int
     chats = []
     for i, ex in enumerate(read_jsonl(f), 1):
         if not isinstance(ex.get("messages"), list):
-            raise InputError(f"{f}:{i}: expected an example with a 'messages' list (DESIGN §4)")
+            raise InputError(f"{f}:{i}: expected an example with a 'messages' list (a `notme data build` example)")
         chats.append(ex)
         if len(chats) >= n:
             break
