@@ -155,3 +155,20 @@ def test_gemma3_framed_labels_start_with_bos_and_decode():
     assert te.tokens[0] == tok.bos_token_id and tok.decode(te.tokens[1:]).startswith("Chat between")
     runs = [tok.decode([te.tokens[i] for i in r]) for r in _runs(te.labels, {1, -1})]
     assert [r.strip() for r in runs] == [A1, A2] and all(r.endswith("\n") for r in runs)
+
+
+def test_frame_template_names_itself():
+    from notme_mlx.models.frame import frame_from_template
+
+    f = Frame("Alex", "Sam", intro="A log.\n")
+    assert frame_from_template(f.jinja_template()) == f
+    assert frame_from_template("{{ messages }}") is None and frame_from_template(None) is None
+
+
+def test_ollama_modelfile_for_a_framed_base_model():
+    from notme_mlx.export.templates import modelfile
+
+    f = Frame("Alex", "Sam")
+    mf = modelfile("model.gguf", f.jinja_template())
+    assert f'TEMPLATE """{f.ollama_template()}"""' in mf
+    assert 'PARAMETER stop "Sam:"' in mf and 'PARAMETER stop "Alex:"' in mf

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import NotmeError
 from ..io import atomic_dir
+from ..models.frame import frame_for
 
 TARGETS = ("mlx", "hf", "gguf", "ollama", "gguf-lora")
 VERIFY_PROMPTS = (
@@ -231,6 +232,9 @@ def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(),
     if arch != "llama":
         raise NotmeError(f"export supports llama-architecture models, got {arch!r} from {model_spec}")
     hf_tok = getattr(tokenizer, "_tokenizer", tokenizer)
+    frame = frame_for(tokenizer)
+    if frame is not None:  # a base model: the plain-text frame it was trained in becomes its chat template
+        hf_tok.chat_template = frame.jinja_template()
     if to == "ollama":
         family_of(getattr(hf_tok, "chat_template", None))  # fail before writing anything
     types = {}

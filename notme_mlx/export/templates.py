@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import NotmeError
+from ..models.frame import frame_from_template
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ def family_of(chat_template: str | None) -> TemplateFamily:
 
     Raises NotmeError for a missing or unknown template (Ollama needs one).
     """
+    frame = frame_from_template(chat_template)
+    if frame is not None:  # a base model's plain-text frame (models/frame.py)
+        return TemplateFamily("plain", (), frame.ollama_template(), frame.ollama_stops)
     if not chat_template:
         raise NotmeError(
             "the tokenizer has no chat template; Ollama export needs one "

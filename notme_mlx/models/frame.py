@@ -20,8 +20,12 @@ says which applies.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
+
+FRAME_MARKER = "notme plain-text frame"
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class Frame:
         intro = self.intro + ("\n\n" if self.intro and not self.intro.endswith("\n") else "")
         me, other = _jinja_str(self.me + ": "), _jinja_str(self.other + ": ")
         return (
-            ("{{- " + _jinja_str(intro) + " -}}" if intro else "")
+            "{#- " + FRAME_MARKER + " " + json.dumps(self.to_dict()).replace("#}", "# }") + " -#}"
+            + ("{{- " + _jinja_str(intro) + " -}}" if intro else "")
             + "{%- for m in messages -%}"
             + "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
             + "{%- elif m['role'] == 'assistant' -%}{{ " + me + " + m['content'] + '\\n' }}"
@@ -81,6 +86,11 @@ class Frame:
             + "{%- endif -%}{%- endfor -%}"
             + "{%- if add_generation_prompt -%}{{ " + _jinja_str(self.me + ":") + " }}{%- endif -%}"
         )
+
+    @property
+    def ollama_stops(self) -> tuple[str, ...]:
+        """Ollama stop strings (a Modelfile's quoted parameters hold no newline): the speaker names."""
+        return (f"{self.other}:", f"{self.me}:")
 
     def ollama_template(self) -> str:
         """An Ollama Modelfile TEMPLATE (Go template) with the same layout."""
@@ -97,6 +107,15 @@ def _jinja_str(s: str) -> str:
 
 
 DEFAULT_FRAME = Frame()
+
+
+def frame_from_template(chat_template: str | None) -> Frame | None:
+    """The Frame a `Frame.jinja_template()` was made from (None for any other template)."""
+    m = re.search(r"\{#- " + re.escape(FRAME_MARKER) + r" (\{.*?\}) -#\}", chat_template or "")
+    if not m:
+        return None
+    d = json.loads(m.group(1))
+    return Frame(**{k: d[k] for k in ("me", "other", "intro") if k in d})
 
 
 def has_chat_template(tokenizer) -> bool:
