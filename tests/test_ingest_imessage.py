@@ -129,3 +129,14 @@ def test_chat_db_inside_zip_read_in_memory(tmp_path):
 def _no_user_identity(monkeypatch, tmp_path):
     """Hermetic: never read the developer's ~/.config/notme/identity.yaml."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
+def test_chat_db_row_of_the_wrong_type_is_one_bad_record(tmp_path):
+    # SQLite stores whatever it is given: a blob in `text` (ROWID 3) cannot be read as a message
+    rows = [ROWS[0], ROWS[1], (b"\xff\xfe", None, 0, 700000100, 0, 0, 0), ROWS[6]]
+    db = _db(tmp_path / "chat.db", rows)
+    with pytest.raises(InputError, match=r"chat.db: message ROWID 3: unreadable row \(TypeError"):
+        list(ingest_paths([db], me=["A"]))
+    recs = list(ingest_paths([db], me=["A"], skip_bad=True))
+    assert [r["message_id"] for r in recs] == ["G0", "G1", "G3"]
+    assert recs[2]["parent_id"] == "G1"

@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from ...errors import InputError
+from ..context import BadRecord
 from ..record import iso_utc, message
 from .typedstream import decode_attributed_body
 
@@ -59,6 +60,36 @@ def _connect(src) -> sqlite3.Connection:
                          f"copy ~/Library/Messages/chat.db after granting Full Disk Access") from None
 
 
+def _row(row, me: str, prev: str | None, n: int) -> dict | None:
+    """One message row -> record (None for tapbacks and empty rows)."""
+    (chat_id, chat_guid, chat_ident, _name, rowid, guid, text, body, from_me, date,
+     assoc, has_att, item_type, handle) = row
+    if assoc and 2000 <= int(assoc) <= 3006:
+        return None  # tapback / reaction
+    if text is None:
+        text = decode_attributed_body(body)
+    text = (text or "").replace(_OBJ, "<media:attachment>")
+    if not text.strip():
+        text = ""
+    kind = "text"
+    if item_type:
+        kind = "system"
+        if not text:
+            return None
+    elif not text:
+        if not has_att:
+            return None
+        text = "<media:attachment>"
+    if kind == "text" and not text.replace("<media:attachment>", "").strip():
+        kind = "media"
+    if from_me:
+        role, speaker = "me", me
+    else:
+        role, speaker = ("system" if kind == "system" else "other"), handle or chat_ident or "unknown"
+    return message(SOURCE, chat_guid or chat_ident or str(chat_id), guid or f"rowid:{rowid}", text,
+                   speaker, role, timestamp=apple_time(date), parent_id=prev, kind=kind, index=n)
+
+
 def _columns(con, table) -> set[str]:
     return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
 
@@ -84,36 +115,18 @@ def parse(src, ctx):
             raise InputError(f"{src.name}: unexpected chat.db schema ({e})") from None
         me = ctx.identity.display
         prev_chat, prev, n = None, None, 0
-        for (chat_id, chat_guid, chat_ident, _name, rowid, guid, text, body, from_me, date,
-             assoc, has_att, item_type, handle) in rows:
+        for row in rows:
+            chat_id, rowid = row[0], row[4]
             if chat_id != prev_chat:
                 prev_chat, prev, n = chat_id, None, 0
-            if assoc and 2000 <= int(assoc) <= 3006:
-                continue  # tapback / reaction
-            if text is None:
-                text = decode_attributed_body(body)
-            text = (text or "").replace(_OBJ, "<media:attachment>")
-            if not text.strip():
-                text = ""
-            kind = "text"
-            if item_type:
-                kind = "system"
-                if not text:
-                    continue
-            elif not text:
-                if not has_att:
-                    continue
-                text = "<media:attachment>"
-            if kind == "text" and not text.replace("<media:attachment>", "").strip():
-                kind = "media"
-            if from_me:
-                role, speaker = "me", me
-            else:
-                role, speaker = ("system" if kind == "system" else "other"), handle or chat_ident or "unknown"
-            rec = message(SOURCE, chat_guid or chat_ident or str(chat_id), guid or f"rowid:{rowid}", text,
-                          speaker, role, timestamp=apple_time(date), parent_id=prev, kind=kind, index=n)
-            prev, n = rec["message_id"], n + 1
-            yield rec
+            try:
+                rec = _row(row, me, prev, n)
+            except (ValueError, TypeError, OverflowError) as e:  # a row with values of the wrong type
+                ctx.skip(BadRecord(f"{src.name}: message ROWID {rowid}", f"unreadable row ({type(e).__name__}: {e})"))
+                continue
+            if rec is not None:
+                prev, n = rec["message_id"], n + 1
+                yield rec
     finally:
         con.close()
         ctx.advance(src.size)
