@@ -250,3 +250,37 @@ def test_telegram_html_export_hint(tmp_path):
     (d / "messages.html").write_text("<html><body><div class='message'>hi</div></body></html>")
     code, text = run(d, "-o", tmp_path / "m.jsonl")
     assert code == 1 and "Telegram HTML export" in text and "Machine-readable JSON" in text
+
+
+def test_no_silent_empty_run(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    bad = json.dumps({"conversations": [{"from": "narrator", "value": "x"}]})
+    (d / "all_bad.jsonl").write_text(bad + "\n" + bad[:20] + "\n")  # unknown role; truncated line
+    (d / "tools_only.jsonl").write_text(json.dumps({"conversations": [
+        {"from": "function_call", "value": "{}"}, {"from": "observation", "value": "{}"}]}) + "\n")
+    out = tmp_path / "m.jsonl"
+    code, text = run(d, "-o", out, "--skip-bad")
+    assert code == 1 and not out.exists()
+    line = [x for x in text.splitlines() if x.startswith("error:")][0]
+    assert "no messages from 2 non-empty input file(s)" in line
+    assert "all_bad.jsonl: every record skipped (2): see report" in line
+    assert "tools_only.jsonl: only tool calls/results (2); pass --tools" in line
+    code, text = run(d, "-o", out, "--skip-bad", "--allow-empty")
+    assert code == 0 and out.read_text() == "" and "wrote 0 messages" in text
+    rep = json.loads((tmp_path / "m.jsonl.report.json").read_text())
+    assert [(os.path.basename(f["name"]), f["messages"], f["skipped_records"]) for f in rep["files"]] == [
+        ("all_bad.jsonl", 0, 2), ("tools_only.jsonl", 0, 0)]
+    assert stat.S_IMODE((tmp_path / "m.jsonl.report.json").stat().st_mode) == 0o600
+    code, text = run(d / "tools_only.jsonl", "-o", out, "--tools")
+    assert code == 0 and len(_read(out)) == 2
+
+
+def test_summary_table_per_file(tmp_path):
+    (tmp_path / "chat.txt").write_text(GOOD_WA + "15/13/2024, 09:02 - Sam: month 13\n")
+    out = tmp_path / "m.jsonl"
+    code, text = run(tmp_path / "chat.txt", "-o", out, "--me", "Alex Rivera", "--skip-bad")
+    assert code == 0, text
+    row = [x for x in text.splitlines() if x.startswith("whatsapp")][0].split()
+    assert row[:3] == ["whatsapp", "2", "1"] and "1 bad record(s) skipped: see report" in text
+    assert "chat.txt:3: impossible date/time '15/13/2024' '09:02'" in text
