@@ -9,6 +9,7 @@ fused model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,10 +17,19 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx_lm import load
 
 from ..errors import NotmeError
 from ..io import atomic_dir
+from ..lora import adapter_parameters, fuse, load_adapter, read_adapter_config
+from ..models import load_model
+from ..models.families import family_of
 from ..models.frame import frame_for
+from ..stack import load_stack_into
+from .gguf_export import QUANTS, write_gguf, write_gguf_lora
+from .hf import DTYPES, write_hf_dir
+from .templates import family_of as template_family_of
+from .templates import modelfile
 
 TARGETS = ("mlx", "hf", "gguf", "ollama", "gguf-lora")
 VERIFY_PROMPTS = (
@@ -44,25 +54,18 @@ def load_fused(model_spec: str, adapters=(), stack: str | None = None, force: bo
 
     Returns (model, tokenizer, info, layers) where `layers` describes what was fused.
     """
-    from ..models import load_model
-
     model, tokenizer, info = load_model(model_spec, dequantize=True)
+    family_of(getattr(model.args, "model_type", None), model_spec)  # one clear line when unsupported
     layers = []
     if stack:
-        from ..stack import load_stack_into
-
         layers = load_stack_into(model, stack, base_info=info, force=force)
     for i, path in enumerate(adapters or ()):
         p = Path(path)
         if not (p / "adapters.safetensors").exists():
             raise NotmeError(f"{p}: no adapters.safetensors here (expected a folder written by notme train)")
-        from ..lora import load_adapter
-
         name = load_adapter(model, p, name=f"adapter{i}", trainable=False)
         layers.append({"name": name if isinstance(name, str) else f"adapter{i}", "path": str(p)})
     if layers:
-        from ..lora import fuse
-
         fuse(model)
     mx.eval(model.parameters())
     return model, tokenizer, info, layers
@@ -111,7 +114,7 @@ def mlx_greedy_ids(model, prompt_ids: list[int], n: int) -> list[int]:
 
 def llama_cpp_greedy_ids(gguf_path: Path, prompt_ids: list[int], n: int) -> list[int]:
     """Greedy continuation in llama.cpp itself (needs the optional `[verify]` extra)."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama  # optional [verify] extra: compiled llama.cpp
 
     llm = Llama(model_path=str(gguf_path), n_ctx=512, verbose=False, seed=0, n_threads=2)
     out = []
@@ -124,29 +127,41 @@ def llama_cpp_greedy_ids(gguf_path: Path, prompt_ids: list[int], n: int) -> list
 
 def llama_cpp_logits(gguf_path: Path, prompt_ids: list[int]) -> np.ndarray:
     """Logits at every position of `prompt_ids` computed by llama.cpp. Shape [T, V]."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama  # optional [verify] extra: compiled llama.cpp
 
     llm = Llama(model_path=str(gguf_path), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
     llm.eval(prompt_ids)
     return np.array(llm.scores[: len(prompt_ids)])
 
 
+def kl_divergence(ref_logits: np.ndarray, got_logits: np.ndarray) -> np.ndarray:
+    """KL(softmax(ref) || softmax(got)) per row, in nats. [T, V] x2 -> [T]."""
+    a = ref_logits.astype(np.float64)
+    b = got_logits.astype(np.float64)
+    la = a - a.max(-1, keepdims=True)
+    la -= np.log(np.exp(la).sum(-1, keepdims=True))
+    lb = b - b.max(-1, keepdims=True)
+    lb -= np.log(np.exp(lb).sum(-1, keepdims=True))
+    return (np.exp(la) * (la - lb)).sum(-1)
+
+
 def verify_llama_cpp(model, tokenizer, gguf_path: Path, n_tokens: int = 16) -> dict | None:
     """Compare MLX and llama.cpp: logits on every prompt position and greedy continuations.
 
-    Returns None when llama_cpp (the `[verify]` extra) is not installed.
+    Returns None when llama_cpp (the `[verify]` extra) is not installed; else
+    {"logits_max_abs_diff", "position_top1_agreement", "kl_mean", "kl_max" (nats, MLX || llama.cpp),
+    "prompts": greedy continuations of both, "all_match"}.
     """
-    import importlib.util
-
     if importlib.util.find_spec("llama_cpp") is None:
         return None
-    max_diff, agree = 0.0, []
+    max_diff, agree, kls = 0.0, [], []
     for p in VERIFY_PROMPTS:
         ids = tokenizer.encode(p)
         ref = np.array(model(mx.array([ids]))[0].astype(mx.float32))
         got = llama_cpp_logits(gguf_path, ids)
         max_diff = max(max_diff, float(np.abs(got - ref).max()))
         agree.extend((got.argmax(-1) == ref.argmax(-1)).tolist())
+        kls.extend(kl_divergence(ref, got).tolist())
     rows = []
     for p in VERIFY_PROMPTS:
         ids = tokenizer.encode(p)
@@ -155,6 +170,7 @@ def verify_llama_cpp(model, tokenizer, gguf_path: Path, n_tokens: int = 16) -> d
         rows.append({"prompt": p, "mlx": a, "llama_cpp": b, "matching_prefix": same})
     return {"n_tokens": n_tokens, "prompts": rows, "logits_max_abs_diff": max_diff,
             "position_top1_agreement": sum(agree) / len(agree),
+            "kl_mean": float(np.mean(kls)), "kl_max": float(np.max(kls)),
             "all_match": all(r["matching_prefix"] >= n_tokens for r in rows)}
 
 
@@ -164,13 +180,9 @@ def verify_export(model, tokenizer, target: str, path: Path) -> dict:
     Returns {"max_abs_diff", "top1_agreement", "n_prompts", "loader"}.
     """
     if target in ("mlx", "hf"):
-        from mlx_lm import load
-
         m2, t2 = load(str(path))
         loader = "mlx_lm.load"
     else:
-        from ..models import load_model
-
         gg = path if path.suffix == ".gguf" else next(path.glob("*.gguf"))
         m2, t2, _ = load_model(str(gg), dequantize=True)
         loader = "notme_mlx.models.load_model (GGUF)"
@@ -187,13 +199,10 @@ def verify_export(model, tokenizer, target: str, path: Path) -> dict:
 
 def _export_lora(model_spec: str, out: Path, adapters, force: bool) -> ExportResult:
     """One adapter as a llama.cpp GGUF LoRA (`llama-cli -m base.gguf --lora adapter.gguf`)."""
-    from ..lora import adapter_parameters, load_adapter, read_adapter_config
-    from ..models import load_model
-    from .gguf_export import write_gguf_lora
-
     if len(adapters or ()) != 1:
         raise NotmeError("--to gguf-lora exports exactly one adapter folder (--adapters DIR)")
     model, _, _ = load_model(model_spec, dequantize=True)
+    family_of(getattr(model.args, "model_type", None), model_spec)
     name = load_adapter(model, adapters[0], name="export")
     cfg = read_adapter_config(adapters[0])["lora_parameters"]
     weights = adapter_parameters(model, name)
@@ -208,14 +217,11 @@ def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(),
     """Fuse adapters into `model_spec` and write it as `to` into `out`.
 
     Args:
-      to: mlx | hf (a safetensors llama directory, loadable by mlx_lm and transformers),
+      to: mlx | hf (a safetensors directory, loadable by mlx_lm and transformers),
           gguf (a single .gguf in `out`), ollama (the GGUF + a Modelfile).
       dtype: float16 | bfloat16 | float32 for mlx/hf; quant: f32 | f16 | q8_0 | q4_0 for gguf.
+    Any family of `notme_mlx.models.families`; others are refused in one line.
     """
-    from .gguf_export import QUANTS, write_gguf
-    from .hf import DTYPES, write_hf_dir
-    from .templates import family_of, modelfile
-
     if to not in TARGETS:
         raise NotmeError(f"--to {to!r}: expected one of {', '.join(TARGETS)}")
     if dtype not in DTYPES:
@@ -228,15 +234,12 @@ def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(),
     if to == "gguf-lora":
         return _export_lora(model_spec, out, adapters, force)
     model, tokenizer, info, layers = load_fused(model_spec, adapters, stack, force=force)
-    arch = getattr(model.args, "model_type", "?")
-    if arch != "llama":
-        raise NotmeError(f"export supports llama-architecture models, got {arch!r} from {model_spec}")
     hf_tok = getattr(tokenizer, "_tokenizer", tokenizer)
     frame = frame_for(tokenizer)
     if frame is not None:  # a base model: the plain-text frame it was trained in becomes its chat template
         hf_tok.chat_template = frame.jinja_template()
     if to == "ollama":
-        family_of(getattr(hf_tok, "chat_template", None))  # fail before writing anything
+        template_family_of(getattr(hf_tok, "chat_template", None))  # fail before writing anything
     types = {}
     with atomic_dir(out, force=force) as tmp:
         if to in ("mlx", "hf"):

@@ -1,48 +1,135 @@
-"""Write a dense llama model and its tokenizer as a GGUF file for llama.cpp.
+"""Write a dense model of a supported family and its tokenizer as a GGUF file for llama.cpp.
 
-Layout facts (from llama.cpp's convert_hf_to_gguf.py and the GGUF spec):
-tensor names `token_embd`, `blk.{i}.attn_q|attn_k|attn_v|attn_output|attn_norm|
-ffn_gate|ffn_up|ffn_down|ffn_norm`, `output_norm`, `output` (absent when the
-embeddings are tied); Q/K rows in the interleaved RoPE order (HF weights are
-permuted, weights that came from GGUF already are); norms stay F32; a byte-level
-BPE vocabulary is `tokenizer.ggml.model = "gpt2"` with tokens, merges and token
-types (1 normal, 3 control, 4 user-defined).
+Layout facts (from llama.cpp's convert_hf_to_gguf.py / conversion/*.py, its model
+loaders and the `gguf` package): the architecture name and tensor names come
+from `models.families` (`token_embd`, `blk.{i}.attn_q|attn_k|attn_v|attn_qkv|
+attn_output|attn_norm|attn_q_norm|attn_k_norm|ffn_gate|ffn_up|ffn_down|ffn_norm|
+post_attention_norm|post_ffw_norm`, `output_norm`, `output` (absent when the
+embeddings are tied)); Q/K rows go in the interleaved RoPE order for llama.cpp's
+llama architecture only (HF weights are permuted, weights that came from GGUF
+already are); Gemma norms are stored as 1 + w; Phi-3's fused qkv_proj is
+`attn_qkv` and its gate_up_proj is `ffn_up` (2·n_ff rows, gate first); norms stay
+F32; a byte-level BPE vocabulary is `tokenizer.ggml.model = "gpt2"` with tokens,
+merges and token types (1 normal, 3 control, 4 user-defined).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import gguf
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
 from ..errors import NotmeError
+from ..models.families import FAMILIES, Family, family_of, family_of_model
 from .hf import permute_qk
 
 QUANTS = ("f32", "f16", "q8_0", "q4_0", "q4_1")
-_NAMES = [
-    ("model.embed_tokens", "token_embd"), ("model.norm", "output_norm"), ("lm_head", "output"),
-    ("model.layers.", "blk."), ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"), ("self_attn.o_proj", "attn_output"),
-    ("post_attention_layernorm", "ffn_norm"), ("input_layernorm", "attn_norm"),
-    ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"), ("mlp.down_proj", "ffn_down"),
-]
-SUPPORTED_ARCHS = ("llama",)
+SUPPORTED_ARCHS = tuple(f.model_types[0] for f in FAMILIES)
+GEMMA2_SLIDING_WINDOW = 4096  # every Gemma 2 size; mlx-lm's ModelArgs does not keep it
 
 
-def gguf_name(hf_name: str) -> str:
-    for a, b in _NAMES:
-        hf_name = hf_name.replace(a, b)
-    return hf_name
+def gguf_name(hf_name: str, family: Family | None = None) -> str:
+    """GGUF tensor name of an mlx-lm parameter name (llama names when no family is given)."""
+    return (family or family_of("llama")).gguf_name(hf_name)
+
+
+def _family(model) -> Family:
+    try:
+        return family_of_model(model)
+    except NotmeError:
+        raise NotmeError(f"GGUF export supports {', '.join(f.name for f in FAMILIES)} models, "
+                         f"not {getattr(getattr(model, 'args', None), 'model_type', None)!r}") from None
+
+
+def _head_dim(args) -> int:
+    return getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
+
+
+def _check_llama_cpp_can_run(fam: Family, args) -> None:
+    """Refuse what llama.cpp would silently compute differently."""
+    if fam.name in ("gemma2", "gemma3"):
+        # llama.cpp derives Gemma's attention scale: 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for 27B.
+        big = {"gemma2": 46, "gemma3": 62}[fam.name] == args.num_hidden_layers
+        want = args.hidden_size // args.num_attention_heads if big else _head_dim(args)
+        if float(args.query_pre_attn_scalar) != float(want):
+            raise NotmeError(f"{fam.name}: query_pre_attn_scalar {args.query_pre_attn_scalar} differs from the "
+                             f"{want} that llama.cpp derives for this model size; GGUF export would change it")
+    if fam.name == "phi3" and getattr(args, "rope_scaling", None):
+        raise NotmeError("phi3: rope_scaling (LongRoPE) models are not exported to GGUF yet; "
+                         "the 4k-context Phi-3 models are")
+    if fam.name == "phi3" and float(getattr(args, "partial_rotary_factor", 1.0)) != 1.0:
+        raise NotmeError("phi3: partial_rotary_factor != 1 is not exported to GGUF")
+    scaling = getattr(args, "rope_scaling", None) or {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in (None, "default", "linear", "llama3"):
+        raise NotmeError(f"{fam.name}: rope_scaling type {kind!r} is not exported to GGUF (linear and llama3 are)")
+
+
+def llama3_rope_factors(args) -> np.ndarray | None:
+    """llama.cpp's `rope_freqs` tensor for Llama 3.1+ rope scaling (as its converter computes it)."""
+    sc = getattr(args, "rope_scaling", None) or {}
+    if sc.get("rope_type", sc.get("type")) != "llama3":
+        return None
+    dim = _head_dim(args)
+    freqs = 1.0 / (float(args.rope_theta) ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor = sc.get("factor", 8.0)
+    low, high = sc.get("low_freq_factor", 1.0), sc.get("high_freq_factor", 4.0)
+    old = sc.get("original_max_position_embeddings", 8192)
+    low_wl, high_wl = old / low, old / high
+    out = []
+    for f in freqs:
+        wl = 2 * math.pi / f
+        if wl < high_wl:
+            out.append(1.0)
+        elif wl > low_wl:
+            out.append(factor)
+        else:
+            smooth = (old / wl - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def _hparams(w, fam: Family, args) -> None:
+    n_head = args.num_attention_heads
+    hd = _head_dim(args)
+    w.add_context_length(int(getattr(args, "max_position_embeddings", None) or 2048))
+    w.add_embedding_length(args.hidden_size)
+    w.add_block_count(args.num_hidden_layers)
+    w.add_feed_forward_length(args.intermediate_size)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(getattr(args, "num_key_value_heads", None) or n_head)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(float(args.rms_norm_eps))
+    w.add_rope_freq_base(float(args.rope_theta))
+    w.add_rope_dimension_count(hd)
+    w.add_vocab_size(args.vocab_size)
+    sc = getattr(args, "rope_scaling", None) or {}
+    if sc.get("rope_type", sc.get("type")) == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(sc["factor"]))
+    if fam.name == "gemma2":
+        w.add_attn_logit_softcapping(float(args.attn_logit_softcapping))
+        w.add_final_logit_softcapping(float(args.final_logit_softcapping))
+        w.add_sliding_window(GEMMA2_SLIDING_WINDOW)
+    if fam.name == "gemma3":
+        pattern = int(args.sliding_window_pattern)
+        if pattern != 1:
+            w.add_sliding_window(int(args.sliding_window))
+            w.add_sliding_window_pattern([(i + 1) % pattern != 0 for i in range(args.num_hidden_layers)])
+            w.add_rope_freq_base_swa(float(args.rope_local_base_freq))
+    if fam.name == "phi3":
+        w.add_rope_scaling_orig_ctx_len(int(getattr(args, "original_max_position_embeddings", 4096)))
 
 
 def _tensor_type(name: str, arr: np.ndarray, quant: str):
-    import gguf
-
     T = gguf.GGMLQuantizationType
-    if arr.ndim == 1 or name.endswith("_norm.weight") or quant == "f32":
+    if arr.ndim == 1 or name.endswith("norm.weight") or quant == "f32":
         return T.F32
     if quant == "f16":
         return T.F16
@@ -52,8 +139,6 @@ def _tensor_type(name: str, arr: np.ndarray, quant: str):
 
 
 def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
-    import gguf
-
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
     tj = json.loads(hf.backend_tokenizer.to_str())
     model = tj.get("model", {})
@@ -87,39 +172,30 @@ def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
 
 def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "notme",
                tokenizer_pre: str | None = None) -> dict:
-    """Write `model` (dense mlx-lm llama) + tokenizer to `path`. Returns {tensor: type name}."""
-    import gguf
-
+    """Write `model` (dense, any supported family) + tokenizer to `path`. Returns {tensor: type name}."""
     if quant not in QUANTS:
         raise NotmeError(f"--quant {quant!r}: expected one of {', '.join(QUANTS)}")
     args = model.args
-    arch = getattr(args, "model_type", None)
-    if arch not in SUPPORTED_ARCHS:
-        raise NotmeError(f"GGUF export supports {', '.join(SUPPORTED_ARCHS)} models, not {arch!r}")
+    fam = _family(model)
+    _check_llama_cpp_can_run(fam, args)
     flat = dict(tree_flatten(model.parameters()))
     if any(k.endswith(".scales") for k in flat):
         raise NotmeError("model has quantized layers; it must be fused/dequantized before GGUF export")
     n_head = args.num_attention_heads
-    n_kv = args.num_key_value_heads or n_head
-    head_dim = getattr(args, "head_dim", None) or args.hidden_size // n_head
-    permute = not bool(getattr(args, "rope_traditional", False))
+    n_kv = getattr(args, "num_key_value_heads", None) or n_head
+    permute = fam.gguf_permute_qk and not bool(getattr(args, "rope_traditional", False))
 
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), fam.gguf_arch)
     w.add_name(name)
-    w.add_context_length(int(getattr(args, "max_position_embeddings", None) or 2048))
-    w.add_embedding_length(args.hidden_size)
-    w.add_block_count(args.num_hidden_layers)
-    w.add_feed_forward_length(args.intermediate_size)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
-    w.add_layer_norm_rms_eps(float(args.rms_norm_eps))
-    w.add_rope_freq_base(float(args.rope_theta))
-    w.add_rope_dimension_count(head_dim)
-    w.add_vocab_size(args.vocab_size)
+    _hparams(w, fam, args)
     w.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2, "q4_1": 3}[quant])
     _tokenizer_metadata(w, tokenizer, tokenizer_pre)
 
     types = {}
+    factors = llama3_rope_factors(args) if fam.mlx_module == "llama" else None
+    if factors is not None:
+        w.add_tensor("rope_freqs.weight", factors)
+        types["rope_freqs.weight"] = "F32"
     for k in sorted(flat):
         v = flat[k]
         if permute and k.endswith("self_attn.q_proj.weight"):
@@ -127,7 +203,9 @@ def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "no
         elif permute and k.endswith("self_attn.k_proj.weight"):
             v = permute_qk(v, n_kv)
         arr = np.array(v.astype(mx.float32))
-        gname = gguf_name(k)
+        gname = fam.gguf_name(k)
+        if fam.norm_offset and gname.endswith("norm.weight"):
+            arr = arr + np.float32(fam.norm_offset)
         t = _tensor_type(gname, arr, quant)
         if t == gguf.GGMLQuantizationType.F32:
             w.add_tensor(gname, arr)
@@ -144,21 +222,21 @@ def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "no
 
 
 def write_gguf_lora(path: Path, model, adapter_weights: dict, rank: int, scale: float, name: str = "notme-lora") -> int:
-    """Write a LoRA adapter as a llama.cpp GGUF adapter (`general.type = adapter`).
+    """Write a LoRA adapter as a llama.cpp GGUF adapter (`general.type = adapter`), any supported family.
 
     llama.cpp applies y += (alpha / r) · B (A x) with `lora_a` [r, in] and `lora_b` [out, r]
     (PEFT layout), so our A [in, r] and B [r, out] are transposed, alpha = scale · r, and the
     rows of B for Q/K are permuted into GGUF's interleaved RoPE order like the base weights.
     `adapter_weights`: {"model.layers.{i}.self_attn.q_proj.lora_a": [in, r], ... .lora_b: [r, out]}.
+    Phi-3's fused qkv_proj / gate_up_proj adapters become `attn_qkv` / `ffn_up` adapters.
     Returns the number of adapted modules.
     """
-    import gguf
-
     args = model.args
+    fam = _family(model)
     n_head = args.num_attention_heads
-    n_kv = args.num_key_value_heads or n_head
-    permute = not bool(getattr(args, "rope_traditional", False))
-    w = gguf.GGUFWriter(str(path), "llama")
+    n_kv = getattr(args, "num_key_value_heads", None) or n_head
+    permute = fam.gguf_permute_qk and not bool(getattr(args, "rope_traditional", False))
+    w = gguf.GGUFWriter(str(path), fam.gguf_arch)
     w.add_string("general.type", "adapter")
     w.add_name(name)
     w.add_string("adapter.type", "lora")
@@ -174,7 +252,7 @@ def write_gguf_lora(path: Path, model, adapter_weights: dict, rank: int, scale: 
             b = permute_qk(b, n_head)
         elif permute and base.endswith("self_attn.k_proj"):
             b = permute_qk(b, n_kv)
-        g = gguf_name(base + ".weight")
+        g = fam.gguf_name(base + ".weight")
         w.add_tensor(g + ".lora_a", np.array(a))
         w.add_tensor(g + ".lora_b", np.array(b))
         n += 1

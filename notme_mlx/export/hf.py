@@ -1,20 +1,24 @@
-"""Write a fused model as an mlx-lm / Hugging Face llama directory.
+"""Write a fused model as an mlx-lm / Hugging Face directory (any supported family).
 
-mlx-lm's llama parameter names are the Hugging Face names
+mlx-lm's parameter names are the Hugging Face names
 (`model.layers.{i}.self_attn.q_proj.weight`, ...), so the tensors are written
-as they are, except when the model came from a GGUF file: GGUF stores Q/K rows
-in the interleaved (traditional) RoPE order, which transformers cannot run, so
-those rows are permuted back to the half-split order and `rope_traditional` is
-cleared.
+as they are, except when a llama-architecture model came from a GGUF file: GGUF
+stores its Q/K rows in the interleaved (traditional) RoPE order, which
+transformers cannot run, so those rows are permuted back to the half-split
+order and `rope_traditional` is cleared. The config carries the family's
+`model_type` and Hugging Face architecture name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
+
+from ..models.families import family_of_model
 
 SHARD_BYTES = 5 * 1024**3
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
@@ -37,15 +41,21 @@ def permute_qk(w: mx.array, n_heads: int) -> mx.array:
     return w.reshape(n_heads, 2, out // n_heads // 2, *rest).swapaxes(1, 2).reshape(out, *rest)
 
 
-def hf_config(args) -> dict:
-    """HF llama config.json from an mlx-lm ModelArgs (rope always half-split on output)."""
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
-    for k in _CONFIG_KEYS:
+def hf_config(args, family=None) -> dict:
+    """HF config.json from an mlx-lm ModelArgs (rope always half-split on output).
+
+    Every ModelArgs field is kept (mlx-lm reads them back; transformers uses the same names),
+    with the family's architecture name and activation.
+    """
+    arch = family.hf_architecture if family else "LlamaForCausalLM"
+    cfg = {"architectures": [arch], "model_type": getattr(args, "model_type", None) or "llama"}
+    fields = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) else _CONFIG_KEYS
+    for k in fields:
         v = getattr(args, k, None)
-        if v is not None:
+        if v is not None and k not in ("model_type", "rope_traditional"):
             cfg[k] = v
     cfg.setdefault("num_key_value_heads", args.num_attention_heads)
-    cfg["hidden_act"] = "silu"
+    cfg["hidden_act"] = "gelu_pytorch_tanh" if family is not None and family.embed_scale != "none" else "silu"
     return cfg
 
 
@@ -55,8 +65,8 @@ def hf_weights(model, dtype: str = "float16") -> dict[str, mx.array]:
     flat = dict(tree_flatten(model.parameters()))
     if any(k.endswith(".scales") for k in flat):
         raise ValueError("model still has quantized layers; fuse/dequantize before export")
-    traditional = bool(getattr(args, "rope_traditional", False))
-    n_kv = args.num_key_value_heads or args.num_attention_heads
+    traditional = bool(getattr(args, "rope_traditional", False)) and family_of_model(model).gguf_permute_qk
+    n_kv = getattr(args, "num_key_value_heads", None) or args.num_attention_heads
     out = {}
     for k, v in flat.items():
         if traditional and k.endswith("self_attn.q_proj.weight"):
@@ -94,7 +104,7 @@ def write_safetensors_sharded(out_dir: Path, weights: dict[str, mx.array], max_b
 
 def write_hf_dir(out_dir: Path, model, tokenizer, dtype: str = "float16", max_shard_bytes: int = SHARD_BYTES) -> None:
     """Write config, weights, tokenizer and generation config into `out_dir` (exists)."""
-    cfg = hf_config(model.args)
+    cfg = hf_config(model.args, family_of_model(model))
     cfg["torch_dtype"] = dtype
     hf_tok = getattr(tokenizer, "_tokenizer", tokenizer)
     eos = hf_tok.eos_token_id

@@ -1,0 +1,165 @@
+"""Export of every supported family: GGUF read back and checked against the `gguf` package's own
+tensor tables, HF/mlx folders reloaded by mlx-lm, GGUF LoRA adapters, and (slow, needs the [verify]
+extra) llama.cpp's logits against MLX's on fixed prompts."""
+
+from __future__ import annotations
+
+import re
+
+import gguf
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+from mlx_lm import load
+
+from notme_mlx.export import export_model, verify_llama_cpp
+from notme_mlx.export.gguf_export import write_gguf, write_gguf_lora
+from notme_mlx.export.hf import unpermute_qk, write_hf_dir
+from notme_mlx.lora import LoRAConfig, adapter_parameters, apply_lora, fuse, load_adapter, save_adapter
+from notme_mlx.models.families import FAMILIES, family_of_model
+from notme_mlx.models.tiny import build_tiny_model, perturb_adapters
+
+NAMES = [f.name for f in FAMILIES]
+# 4 layers so that Gemma 3's sliding/global pattern (every 2nd layer global here) repeats.
+LAYERS = 4
+
+
+@pytest.fixture(scope="module")
+def family_dir(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_tiny_model(tmp_path_factory.mktemp(f"exp_{name}"), name, 512, seed=8,
+                                           num_hidden_layers=LAYERS)
+        return cache[name]
+
+    return get
+
+
+def _allowed_tensor_names(arch: str) -> list[re.Pattern]:
+    """The tensor names the `gguf` package lists for llama.cpp's architecture `arch`."""
+    a = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    return [re.compile(re.escape(gguf.TENSOR_NAMES[t]).replace(r"\{bid\}", r"\d+") + r"\.(weight|bias)")
+            for t in gguf.MODEL_TENSORS[a]]
+
+
+def _field(r, key):
+    f = r.fields[key]
+    return [f.parts[i].tolist() for i in f.data] if len(f.data) > 1 else f.parts[f.data[0]].tolist()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gguf_names_metadata_and_values(name, family_dir, tmp_path):
+    model, tok = load(str(family_dir(name)))
+    fam = family_of_model(model)
+    path = tmp_path / "m.gguf"
+    write_gguf(path, model, tok, quant="f32")
+    r = gguf.GGUFReader(str(path))
+    assert bytes(r.fields["general.architecture"].parts[-1]).decode() == fam.gguf_arch
+    allowed = _allowed_tensor_names(fam.gguf_arch)
+    byname = {t.name: t for t in r.tensors}
+    for n in byname:
+        assert any(p.fullmatch(n) for p in allowed), f"{n} is not a {fam.gguf_arch} tensor in the gguf package"
+    args = model.args
+    flat = dict(tree_flatten(model.parameters()))
+    assert len(byname) == len(flat)
+    assert ("output.weight" in byname) == ("lm_head.weight" in flat)
+    for k, v in flat.items():
+        arr = np.array(byname[fam.gguf_name(k)].data).reshape(v.shape)
+        if fam.gguf_permute_qk and k.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = args.num_attention_heads if "q_proj" in k else args.num_key_value_heads
+            arr = np.array(unpermute_qk(mx.array(arr), heads))
+        want = np.array(v) + (fam.norm_offset if k.endswith("norm.weight") else 0.0)
+        np.testing.assert_allclose(arr, want, rtol=0, atol=1e-6, err_msg=k)
+    a = fam.gguf_arch
+    assert _field(r, f"{a}.block_count")[0] == LAYERS
+    assert _field(r, f"{a}.attention.key_length")[0] == (getattr(args, "head_dim", None) or 16)
+    if name == "gemma2":
+        assert _field(r, f"{a}.attn_logit_softcapping")[0] == pytest.approx(5.0)
+        assert _field(r, f"{a}.final_logit_softcapping")[0] == pytest.approx(3.0)
+    if name == "gemma3":
+        assert _field(r, f"{a}.attention.sliding_window")[0] == 8
+        assert [bool(x[0]) for x in _field(r, f"{a}.attention.sliding_window_pattern")] == [True, False] * 2
+        assert _field(r, f"{a}.rope.freq_base_swa")[0] == pytest.approx(10000.0)
+    if name == "phi3":
+        assert "blk.0.attn_qkv.weight" in byname and "blk.0.ffn_gate.weight" not in byname
+        assert tuple(byname["blk.0.ffn_up.weight"].shape) == (64, 2 * 128)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hf_folder_reloads_with_same_logits(name, family_dir, tmp_path):
+    model, tok = load(str(family_dir(name)))
+    write_hf_dir(tmp_path, model, tok, dtype="float32")
+    m2, _ = load(str(tmp_path))
+    x = mx.array([tok.encode("Does that make sense? I hope this helps")])
+    np.testing.assert_allclose(np.array(m2(x)), np.array(model(x)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gguf_lora_adapter_names_match_base_tensors(name, family_dir, tmp_path):
+    model, tok = load(str(family_dir(name)))
+    write_gguf(tmp_path / "base.gguf", model, tok, quant="f32")
+    base = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "base.gguf")).tensors}
+    apply_lora(model, LoRAConfig(rank=4, alpha=8.0))
+    perturb_adapters(model, scale=0.05, seed=1)
+    n = write_gguf_lora(tmp_path / "lora.gguf", model, adapter_parameters(model, "default"), 4, 2.0)
+    r = gguf.GGUFReader(str(tmp_path / "lora.gguf"))
+    names = [t.name for t in r.tensors]
+    assert len(names) == 2 * n == 2 * len(adapter_parameters(model, "default")) // 2
+    for t in r.tensors:
+        stem = t.name.rsplit(".", 1)[0]  # blk.0.attn_q.weight
+        assert stem in base, stem
+        out_rows = base[stem].shape[-1]  # gguf shapes are reversed: (in, out)
+        if t.name.endswith("lora_b"):
+            assert t.shape[-1] == out_rows
+    assert bytes(r.fields["general.architecture"].parts[-1]).decode() == family_of_model(model).gguf_arch
+
+
+# --- llama.cpp itself (the [verify] extra) --------------------------------------------------------
+
+# Every exported family: top-1 at every prompt position agrees and the KL of llama.cpp's
+# next-token distribution from MLX's stays tiny (f32 weights; both run float32 math).
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_llama_cpp_logits_agree_with_mlx(name, family_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    model, tok = load(str(family_dir(name)))
+    write_gguf(tmp_path / "m.gguf", model, tok, quant="f32")
+    res = verify_llama_cpp(model, tok, tmp_path / "m.gguf", n_tokens=8)
+    assert res["position_top1_agreement"] == 1.0, res
+    assert res["kl_max"] < 1e-4, res
+    assert res["logits_max_abs_diff"] < 1e-2, res
+
+
+@pytest.mark.slow
+def test_llama3_rope_scaling_exports_rope_freqs(tmp_path):
+    """Llama 3.1+ rope scaling changes every position's rotation: llama.cpp needs rope_freqs."""
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    d = build_tiny_model(tmp_path / "m", "llama", 512, seed=9, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64})
+    model, tok = load(str(d))
+    write_gguf(tmp_path / "m.gguf", model, tok, quant="f32")
+    res = verify_llama_cpp(model, tok, tmp_path / "m.gguf", n_tokens=8)
+    assert res["position_top1_agreement"] == 1.0 and res["kl_max"] < 1e-4, res
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qwen3", "gemma3", "phi3"])
+def test_export_cli_path_with_adapter_runs_in_llama_cpp(name, family_dir, tmp_path):
+    """export_model fuses a trained-shaped adapter and writes a GGUF that llama.cpp runs like MLX."""
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    d = family_dir(name)
+    model, tok = load(str(d))
+    cfg = LoRAConfig(rank=4, alpha=8.0)
+    apply_lora(model, cfg)
+    perturb_adapters(model, scale=0.05, seed=2)
+    save_adapter(model, "default", tmp_path / "ad", cfg)
+    res = export_model(str(d), tmp_path / "out", to="gguf", adapters=[str(tmp_path / "ad")], quant="f32")
+    fused, _ = load(str(d))
+    load_adapter(fused, tmp_path / "ad")
+    fuse(fused)
+    v = verify_llama_cpp(fused, tok, res.out / "model.gguf", n_tokens=8)
+    assert v["position_top1_agreement"] == 1.0 and v["kl_max"] < 1e-4, v
