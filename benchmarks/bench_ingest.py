@@ -78,11 +78,12 @@ def gen_chatgpt(path: Path, mb: float, seed=0):
 
 
 def run_case(path: str, out: str, me: str, recover: bool = True):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rep = ingest_to_file([path], out, me=[me], progress=True, skip_bad=recover)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     size = os.path.getsize(path)
-    print(json.dumps({"bytes": size, "seconds": dt, "mb_s": size / 1e6 / dt, "messages": rep.messages,
+    print(json.dumps({"bytes": size, "seconds": dt, "mb_s": size / 1e6 / dt, "cpu_s": cpu, "mb_per_cpu_s": size / 1e6 / cpu,
+                      "messages": rep.messages, "skipped_records": rep.records_skipped,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -114,21 +115,24 @@ def main():
             if a.baseline:
                 base.append(_child(name, path, tmp, a.baseline))
         if base:
-            ratio = sorted(b["seconds"] / r["seconds"] for r, b in zip(runs, base))
-            print(f"{name}: this checkout vs baseline, speed ratio per pair (>1 = faster): "
-                  f"{', '.join(f'{x:.2f}' for x in ratio)}; median {ratio[len(ratio) // 2]:.2f}; baseline peak RSS "
-                  f"{max(b['peak_rss_mb'] for b in base):.0f} MB")
+            for key in ("seconds", "cpu_s"):
+                ratio = sorted(b[key] / r[key] for r, b in zip(runs, base))
+                print(f"{name}: this checkout vs baseline, {key} ratio per pair (>1 = this checkout faster): "
+                      f"{', '.join(f'{x:.2f}' for x in ratio)}; median {ratio[len(ratio) // 2]:.2f}")
+            print(f"{name}: baseline peak RSS {max(b['peak_rss_mb'] for b in base):.0f} MB")
         runs.sort(key=lambda x: x["mb_s"])
         med = dict(runs[len(runs) // 2])
         med.update(case=name, mb_s_min=runs[0]["mb_s"], mb_s_max=runs[-1]["mb_s"],
                    peak_rss_mb=max(x["peak_rss_mb"] for x in runs))
         rows.append(med)
     print(f"\npython {platform.python_version()} on {platform.machine()} {platform.system()}")
-    print(f"| input | size (MB) | messages | seconds (median of {a.repeat}) | MB/s median (min-max) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
+    print(f"| input | size (MB) | messages | seconds (median of {a.repeat}) | MB/s median (min-max) | "
+          f"MB per CPU-second | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['bytes'] / 1e6:.1f} | {r['messages']:,} | {r['seconds']:.1f} | "
-              f"{r['mb_s']:.1f} ({r['mb_s_min']:.1f}-{r['mb_s_max']:.1f}) | {r['peak_rss_mb']:.0f} |")
+              f"{r['mb_s']:.1f} ({r['mb_s_min']:.1f}-{r['mb_s_max']:.1f}) | {r['mb_per_cpu_s']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} |")
 
 
 def _child(name: str, path: Path, tmp: Path, baseline: str | None) -> dict:
@@ -139,10 +143,11 @@ def _child(name: str, path: Path, tmp: Path, baseline: str | None) -> dict:
         env["PYTHONPATH"] = baseline
         cmd = [sys.executable, "-c", "import json,os,resource,sys,time\n"
                "from notme_mlx.ingest import ingest_to_file\n"
-               "t=time.perf_counter(); r=ingest_to_file([sys.argv[1]], sys.argv[2], me=[sys.argv[3]], progress=True)\n"
-               "dt=time.perf_counter()-t; n=os.path.getsize(sys.argv[1])\n"
-               "print(json.dumps({'bytes': n, 'seconds': dt, 'mb_s': n/1e6/dt, 'messages': r.messages,"
-               " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
+               "t,c=time.perf_counter(),time.process_time()\n"
+               "r=ingest_to_file([sys.argv[1]], sys.argv[2], me=[sys.argv[3]], progress=True)\n"
+               "dt,cpu=time.perf_counter()-t,time.process_time()-c; n=os.path.getsize(sys.argv[1])\n"
+               "print(json.dumps({'bytes': n, 'seconds': dt, 'mb_s': n/1e6/dt, 'cpu_s': cpu, 'mb_per_cpu_s': n/1e6/cpu,"
+               " 'messages': r.messages, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
                str(path), str(tmp / f"{name}.base.jsonl"), "Alex Rivera"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     res = json.loads(r.stdout.strip().splitlines()[-1])
