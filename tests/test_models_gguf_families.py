@@ -241,3 +241,50 @@ def test_unmapped_tensor_and_truncation_are_one_clear_line(tiny_model_dir, tmp_p
     with pytest.raises(NotmeError, match=r"extra.gguf: tensor rope_freqs.weight has no place in the mlx-lm qwen3"):
         load_model(str(tmp_path / "extra.gguf"))
     assert not (tmp_path / "home" / "gguf").exists() or len(list((tmp_path / "home" / "gguf").iterdir())) == 0
+
+
+@pytest.fixture
+def _real_home(monkeypatch):
+    monkeypatch.delenv("NOTME_HOME", raising=False)
+
+
+@pytest.mark.slow
+def test_gemma3_270m_kquant_tensors_equal_gguf_reference(_real_home):
+    """The real Q4_K_M Gemma 3 file (registry gemma3-270m, fetched once from PyPI): every tensor
+    (Q4_K, Q6_K, Q5_0, Q8_0, F32) of the converted model equals gguf.quants.dequantize of the
+    original bytes (norms: minus the converter's +1)."""
+    from notme_mlx.models import resolve
+
+    out = resolve("gemma3-270m")
+    got = mx.load(str(out / "model.safetensors"))
+    r = gguf.GGUFReader(str(out / "source.gguf"))
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 18)
+    inv = {tmap.get_name(k, try_suffixes=(".weight",)): k for k in got}
+    seen: dict[str, int] = {}
+    for t in r.tensors:
+        ref = ref_dequantize(np.array(t.data), t.tensor_type).astype(np.float32)
+        if t.name.endswith("norm.weight"):
+            ref = ref - 1.0
+        np.testing.assert_allclose(np.array(got[inv[t.name]]).reshape(ref.shape), ref, rtol=0, atol=1e-6,
+                                   err_msg=t.name)
+        seen[t.tensor_type.name] = seen.get(t.tensor_type.name, 0) + 1
+    assert seen == {"F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9}
+
+
+@pytest.mark.slow
+def test_gemma3_270m_greedy_matches_llama_cpp(_real_home):
+    """MLX on the converted base model continues text as llama.cpp does on the original GGUF
+    (needs the [verify] extra)."""
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    from notme_mlx.export import llama_cpp_greedy_ids, mlx_greedy_ids
+    from notme_mlx.models import resolve
+
+    model, tok, info = load_model("gemma3-270m")
+    assert info["architecture"] == "gemma3_text" and not info["has_chat_template"]
+    src = resolve("gemma3-270m") / "source.gguf"
+    for p in ("The capital of France is", "Once upon a time, in a small village,", "def fibonacci(n):"):
+        ids = tok.encode(p)
+        assert ids[0] == tok.bos_token_id
+        a, b = mlx_greedy_ids(model, ids, 12), llama_cpp_greedy_ids(src, ids, 12)
+        assert a[:8] == b[:8], (p, tok.decode(a), tok.decode(b))
+    assert tok.decode(mlx_greedy_ids(model, tok.encode("The capital of France is"), 6)).startswith(" the capital of")
