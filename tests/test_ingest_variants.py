@@ -257,3 +257,16 @@ def test_claude_code_injected_and_non_message_lines(tmp_path):
     assert [(r["role"], r["text"]) for r in recs[7:]] == [("me", "thanks, that was it"), ("ai", "Glad it helped.")]
     assert rep.files[0]["left_out"] == {"tool": 4, "not a message line": 3, "injected (task-notification)": 1,
                                         "injected (peer)": 1}
+
+
+def test_detection_guards_for_the_new_variants(tmp_path):
+    # a log with ISO dates and 'HH:MM:SS: ' is not the older WhatsApp layout (its year comes last)
+    log = tmp_path / "server.log"
+    log.write_text("2024-01-15 10:00:01: INFO: started\n2024-01-15 10:00:02: INFO: ready\n")
+    assert detect_format(file_source(log)) is None
+    # a Claude Code line whose tool input happens to have ChatGPT's keys stays Claude Code
+    line = json.loads((CCL / "agent-showcol2.jsonl").read_text().splitlines()[1])
+    line["message"]["content"][0]["input"] = {"mapping": {}, "children": [], "current_node": None}
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps(line) + "\n")
+    assert detect_format(file_source(f)) == "claude_code"

@@ -35,8 +35,10 @@ _HDR = re.compile(
     re.S,
 )
 # Older exports: `date[,] time: Name: text` (no brackets, no dash). Same group names as _HDR.
+# The year comes last there (`13.06.18`, `21/8/19`), which keeps ISO-dated log lines out.
 _HDR_COLON = re.compile(
-    rf"^[\u200e\u200f\ufeff]*(?P<d1>{_DATE}),?\s(?P<t1>{_TIME}):\s(?P<d2>(?!))?(?P<t2>(?!))?(?P<rest>.*)$", re.S)
+    r"^[\u200e\u200f\ufeff]*(?P<d1>\d{1,2}[./-]\d{1,2}[./-]\d{2,4}),?\s"
+    rf"(?P<t1>{_TIME}):\s(?P<d2>(?!))?(?P<t2>(?!))?(?P<rest>.*)$", re.S)
 # First pass (bytes, headers only): day/month fields, an AM/PM marker and the header style.
 _BHDR = re.compile(
     rb"^(?:\xe2\x80[\x8e\x8f]|\xef\xbb\xbf)*\[?(\d{1,4})[./-](\d{1,2})[./-](\d{1,4}),?\s"
