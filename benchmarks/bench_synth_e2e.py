@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from clisteps import notme_exe, sh
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ["vsr", "vsr_sampled", "cues_per_1k", "final_sentence", "refusal_rate", "benign_compliance",
         "clarify_rate", "factual_acc", "general_ppl", "propensity", "propensity_logp"]
-
-
-def sh(cmd: list[str], log: Path) -> float:
-    print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    t = time.perf_counter()
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
-        f.flush()
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}; see {log}")
-    return round(time.perf_counter() - t, 1)
 
 
 def main():
@@ -51,10 +37,7 @@ def main():
     w = Path(a.work).resolve()
     (w / "synth").mkdir(parents=True, exist_ok=True)
     log = w / "e2e.log"
-    exe = Path(sys.executable).parent / "notme"  # the console script installed beside this python
-    if not exe.exists():
-        sys.exit(f"{exe}: not found; run with the project's .venv/bin/python after `make setup`")
-    notme = [str(exe)]
+    notme = notme_exe()
     times = {}
     ev = ["--max-tokens", str(a.tokens), "--samples", str(a.samples)]
     if not (w / "base_report" / "report.json").exists():
