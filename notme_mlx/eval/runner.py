@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..models.frame import frame_for
 from . import metrics as M
 from .generation import generate_batch, load_target, render, reply_nll, score_pairs, continuation_pairs, text_nll
 from .prompts import general_text, load_set
@@ -108,7 +109,7 @@ def propensity(model, tokenizer, contexts: Sequence[tuple[str, str]], cues: Sequ
     """
     probs, logps = [], []
     for q, a in contexts:
-        prefix = render(tokenizer, [{"role": "user", "content": q}]) + a
+        prefix = render(tokenizer, [{"role": "user", "content": q}]) + (" " if frame_for(tokenizer) else "") + a
         s = score_pairs(model, continuation_pairs(tokenizer, prefix, cues), batch_size=len(cues))
         lp = [x for x, _ in s]
         probs.append(float(sum(math.exp(x) for x in lp)))
