@@ -7,13 +7,19 @@
 - pipeline stages compose to the whole model.
 """
 
+import json
+import re
 from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from mlx.utils import tree_flatten
+from mlx_lm.models import olmo2
+
+from notme_mlx.cli import main
 
 from notme_mlx.cluster.stage import apply_stage_lora, global_lora_weights, load_stage
 from notme_mlx.errors import NotmeError
@@ -278,3 +284,24 @@ def test_naive_reference_agrees_with_fused_under_softcap():
     a, _ = fused_token_loss(h, output_head(model), y, lab, penalty_weight=2.0, chunk_size=100)
     b, _ = naive_token_loss(h, output_head(model), y, lab, penalty_weight=2.0)
     assert abs(a.item() - b.item()) < 1e-5
+
+
+def test_model_info_names_family_and_refuses_unsupported_in_one_line(family_dirs, tmp_path):
+    d = family_dirs("qwen3")
+    r = CliRunner().invoke(main, ["model", "info", str(d)])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"family\s+│?\s*qwen3", r.output)
+    assert "llama.cpp verified" in r.output
+    # an architecture mlx-lm runs but notme does not support (OLMo 2), from mlx-lm's own class
+    other = tmp_path / "olmo2"
+    build_tiny_model(other, "llama", V, seed=1)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg.update(model_type="olmo2", architectures=["Olmo2ForCausalLM"])
+    model = olmo2.Model(olmo2.ModelArgs.from_dict(cfg))
+    mx.save_safetensors(str(other / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (other / "config.json").write_text(json.dumps(cfg))
+    r = CliRunner().invoke(main, ["model", "info", str(other)])
+    assert r.exit_code == 0
+    lines = [l for l in r.output.splitlines() if "is not supported" in l]
+    assert len(lines) == 1 and "'olmo2'" in lines[0]
+    assert all(f.name in lines[0] for f in FAMILIES)

@@ -11,6 +11,7 @@ from rich.table import Table
 from .. import ui
 from ..io import atomic_dir
 from ..models import fetch, load_model, resolve
+from ..models.families import supported_names
 from ..models.gguf_loader import convert_gguf
 from ..models.registry import registry_info
 
@@ -60,9 +61,16 @@ def info_cmd(spec, as_json):
             ("license", reg["license"]),
             ("original", f"{reg['gguf']}" + (f", {reg['gguf_size']:,} bytes" if reg["gguf_size"] else "")),
         ] + ([("terms", reg["terms"])] if reg["terms"] else [])
+    fam = info.get("family")
+    rows.insert(3, ("family", fam or "not supported"))
+    if fam:
+        rows.insert(4, ("supported", ", ".join(info["supported"])))
     for k, v in rows:
         t.add_row(k, v)
     ui.out.print(t)
+    if not fam:
+        ui.out.print(f"architecture {info['architecture']!r} is not supported for training or export "
+                     f"(supported: {supported_names()})", soft_wrap=True, markup=False)
 
 
 @model_group.command("convert")
