@@ -5,8 +5,10 @@ extra) llama.cpp's logits against MLX's on fixed prompts."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import gguf
+import jinja2
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from mlx_lm import load
 from notme_mlx.export import export_model, verify_llama_cpp
 from notme_mlx.export.gguf_export import write_gguf, write_gguf_lora
 from notme_mlx.export.hf import unpermute_qk, write_hf_dir
+from notme_mlx.export.templates import family_of as template_family_of
+from notme_mlx.export.templates import modelfile
 from notme_mlx.lora import LoRAConfig, adapter_parameters, apply_lora, fuse, load_adapter, save_adapter
 from notme_mlx.models.families import FAMILIES, family_of_model
 from notme_mlx.models.tiny import build_tiny_model, perturb_adapters
@@ -163,3 +167,36 @@ def test_export_cli_path_with_adapter_runs_in_llama_cpp(name, family_dir, tmp_pa
     fuse(fused)
     v = verify_llama_cpp(fused, tok, res.out / "model.gguf", n_tokens=8)
     assert v["position_top1_agreement"] == 1.0 and v["kl_max"] < 1e-4, v
+
+
+# --- Ollama Modelfiles from each family's real chat template ---------------------------------------
+
+TEMPLATES = {  # tests/data/chat_templates (copied from llama.cpp, see SOURCE.md) -> template family
+    "microsoft-Phi-3.5-mini-instruct": "phi3",
+    "Qwen-Qwen2.5-7B-Instruct": "chatml",
+    "Qwen-Qwen3-0.6B": "chatml",
+    "google-gemma-2-2b-it": "gemma",
+    "meta-llama-Llama-3.2-3B-Instruct": "llama3",
+    "mistralai-Mistral-Nemo-Instruct-2407": "mistral",
+}
+
+
+@pytest.mark.parametrize("stem,want", sorted(TEMPLATES.items()))
+def test_modelfile_for_each_family_template(stem, want):
+    src = (Path(__file__).parent / "data" / "chat_templates" / f"{stem}.jinja").read_text()
+    fam = template_family_of(src)
+    assert fam.name == want
+    mf = modelfile("model.gguf", src, system="Be brief.")
+    assert mf.startswith("FROM ./model.gguf\n") and 'SYSTEM """Be brief."""' in mf
+    # the stop strings are the turn markers this very template emits (rendered by Jinja itself)
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"}]
+    env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(ValueError(m))
+    env.globals["strftime_now"] = lambda fmt: "26 Jul 2024"
+    text = env.from_string(src).render(messages=msgs, add_generation_prompt=True, bos_token="<s>",
+                                       eos_token="</s>")
+    end_of_turn = fam.stops[0]
+    assert end_of_turn in text, (end_of_turn, text)
+    for s in fam.stops:
+        assert f'PARAMETER stop "{s}"' in mf

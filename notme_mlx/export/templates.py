@@ -1,8 +1,9 @@
 """Chat-template families and their Ollama (Go template) translations.
 
 A Jinja chat template cannot be translated mechanically into Ollama's Go
-templates, so we recognise the family by its markers (the same four families
-the label builder supports) and emit the matching Go template and stop tokens.
+templates, so we recognise the family by its markers (ChatML for Qwen and
+SmolLM, Llama 3, Mistral, Gemma, Phi-3) and emit the matching Go template and
+stop tokens.
 """
 
 from __future__ import annotations
@@ -58,7 +59,16 @@ GEMMA = TemplateFamily(
     ("<end_of_turn>", "<start_of_turn>"),
 )
 
-FAMILIES = (CHATML, LLAMA3, MISTRAL, GEMMA)
+PHI3 = TemplateFamily(
+    "phi3",
+    ("<|user|>", "<|end|>"),
+    "{{- if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}"
+    "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}"
+    "<|assistant|>\n",
+    ("<|end|>", "<|user|>", "<|assistant|>"),
+)
+
+FAMILIES = (CHATML, LLAMA3, MISTRAL, GEMMA, PHI3)
 
 
 def family_of(chat_template: str | None) -> TemplateFamily:
