@@ -1,6 +1,10 @@
-"""`notme export`: fused MLX/HF directory, GGUF for llama.cpp, Ollama Modelfile."""
+"""`notme export`: fused MLX/HF directory, GGUF for llama.cpp, Ollama Modelfile (every supported family)."""
 
 import click
+from rich.table import Table
+
+from .. import ui
+from ..export import export_model
 
 
 @click.command("export")
@@ -27,11 +31,6 @@ def export_cmd(model_spec, adapters, stack, to, out, dtype, quant, system, force
       notme export --model smollm2-135m --adapters runs/quickstart/adapters --to gguf-lora --out exports/lora
       llama-cli -m base.gguf --lora exports/lora/adapter.gguf
     """
-    from rich.table import Table
-
-    from .. import ui
-    from ..export import export_model
-
     with ui.console.status(f"exporting to {to} ..."):
         res = export_model(model_spec, out, to=to, adapters=adapters, stack=stack, dtype=dtype,
                            quant=quant, system=system, force=force, verify=verify)
@@ -44,6 +43,11 @@ def export_cmd(model_spec, adapters, stack, to, out, dtype, quant, system, force
         t.add_row(v["loader"], str(v["n_prompts"]), f"{v['max_abs_diff']:.3g}", f"{v['top1_agreement']:.2f}",
                   str(v["tokenizer_ids_identical"]))
         ui.out.print(t)
+        lc = v.get("llama_cpp")
+        if lc:
+            ui.out.print(f"llama.cpp vs MLX: top-1 agreement {lc['position_top1_agreement']:.3f} at every prompt "
+                         f"position, KL mean {lc['kl_mean']:.2e} / max {lc['kl_max']:.2e} nats, max |Δlogit| "
+                         f"{lc['logits_max_abs_diff']:.3g}, greedy continuations identical: {lc['all_match']}")
     if to == "ollama":
         ui.out.print(f"next: cd {res.out} && ollama create NAME -f Modelfile && ollama run NAME")
     elif to == "gguf":
