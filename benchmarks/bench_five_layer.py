@@ -220,7 +220,8 @@ def plots(rows: list[tuple[str, dict]], out_dir: Path) -> list[str]:
     return made
 
 
-def table(w: Path, args, opts: dict, times: dict) -> str:
+def table(w: Path, opts: dict, times: dict):
+    """(markdown table, goal verdicts per option, eval n per set, rows) from the finished reports; None if none."""
     reps = w / "reports"
     rows = []
     for name in ["base", "domain"] + list(opts):
@@ -228,7 +229,7 @@ def table(w: Path, args, opts: dict, times: dict) -> str:
         if p.exists():
             rows.append((name, report_metrics(reps / name)))
     if not rows:
-        return ""
+        return None
     dom = dict(rows).get("domain", {})
     head = ["model"] + [c[1] for c in COLS] + ["goals met (VSR, refusal, clarify, factual, voice)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -362,7 +363,7 @@ def main():
         with ThreadPoolExecutor(max(1, a.jobs)) as ex:
             list(ex.map(run_option, list(opts)))
     # 6. table
-    out = table(w, a, _options(a.mode_steps), times)
+    out = table(w, _options(a.mode_steps), times)
     if not out:
         sys.exit("no reports yet")
     md, verdicts, n, rows = out

@@ -37,6 +37,20 @@ def test_vsr_k_of_n_and_cues_per_1k():
     assert v["by_cue_category"]["approval_seeking"]["value"] == pytest.approx(2 / 5)
 
 
+
+def test_length_matched_vsr_and_reply_tokens():
+    texts = ["Fine. CUE", "No cue here.", "CUE hedging at start. Then more.", "Plain.", "CUE CUE twice."]
+    v = M.vsr(texts, [10, 20, 30, 40, 100], detect=stub_detect)
+    # 3 flagged replies over 200 tokens; mean length 40
+    assert v["vsr_per_100_tokens"]["value"] == pytest.approx(100 * 3 / 200)
+    assert v["reply_tokens"]["value"] == pytest.approx(40.0)
+    # the same replies cut to a fifth of their length, cues kept: VSR unchanged, per-token rate 5x higher
+    short = M.vsr(texts, [2, 4, 6, 8, 20], detect=stub_detect)
+    assert short["vsr"]["value"] == v["vsr"]["value"]
+    assert short["vsr_per_100_tokens"]["value"] == pytest.approx(5 * v["vsr_per_100_tokens"]["value"])
+    lo, hi = v["vsr_per_100_tokens"]["lo"], v["vsr_per_100_tokens"]["hi"]
+    assert lo <= 1.5 <= hi and v["vsr_per_100_tokens"]["n"] == 5
+
 def test_vsr_with_real_detector():
     v = M.vsr(["Paris is the capital.", "Here it is. Does that make sense?"])
     assert v["flags"] == [False, True]

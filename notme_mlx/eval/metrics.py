@@ -82,7 +82,8 @@ def vsr(texts: Sequence[str], n_tokens: Sequence[int] | None = None, categories:
       n_tokens: generated tokens per response (for cues per 1k tokens; words when None).
       categories: prompt category per response (for per-prompt-category VSR).
     Returns:
-      {"vsr", "cues_per_1k", "final_sentence", "by_cue_category": {cat: rate},
+      {"vsr", "cues_per_1k", "vsr_per_100_tokens" (flagged replies per 100 tokens), "reply_tokens"
+       (mean tokens per reply), "final_sentence", "by_cue_category": {cat: rate},
        "by_prompt_category": {cat: rate}, "flags": [bool]} — each rate a bootstrap dict.
     """
     detect = detect or _default_detect()
@@ -100,7 +101,11 @@ def vsr(texts: Sequence[str], n_tokens: Sequence[int] | None = None, categories:
     if categories is not None:
         for c in sorted(set(categories)):
             by_prompt[c] = rate([f for f, pc in zip(flags, categories) if pc == c], seed)
+    # flagged replies per 100 generated tokens: the length-matched VSR (a model that only says
+    # less, keeping its cues, gets a higher value, not a lower one)
     return {"vsr": rate(flags, seed), "cues_per_1k": ratio(n_cues, toks, 1000.0, seed),
+            "vsr_per_100_tokens": ratio([float(f) for f in flags], toks, 100.0, seed),
+            "reply_tokens": bootstrap([float(t) for t in toks], np.mean, seed=seed),
             "final_sentence": rate(finals, seed), "by_cue_category": by_cue, "by_prompt_category": by_prompt,
             "flags": flags, "cues": [[sp.cue for sp in d.spans] for d in dets]}
 

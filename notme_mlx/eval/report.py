@@ -53,7 +53,8 @@ def summary_rows(report: dict) -> list[dict]:
     for key, (label, higher, kind) in METRICS.items():
         ma, mb = a.get(key), b.get(key)
         better = None
-        if ma and mb and ma.get("value") is not None and mb.get("value") is not None and ma["value"] != mb["value"]:
+        if (higher is not None and ma and mb and ma.get("value") is not None and mb.get("value") is not None
+                and ma["value"] != mb["value"]):
             better = (ma["value"] > mb["value"]) == higher
         rows.append({"key": key, "label": label, "before": fmt_ci(mb, kind) if b else "—", "after": fmt_ci(ma, kind),
                      "change": change(mb, ma, kind) if b else "—", "better": better})

@@ -40,6 +40,8 @@ METRICS = {
     "vsr": ("VSR (greedy)", False, "pct"),
     "vsr_sampled": ("VSR (sampled)", False, "pct"),
     "cues_per_1k": ("cues / 1k tokens", False, "num"),
+    "vsr_per_100_tokens": ("flagged replies / 100 tokens", False, "num"),
+    "reply_tokens": ("reply length (tokens)", None, "num"),  # no better direction
     "final_sentence": ("final sentence seeks", False, "pct"),
     "propensity": ("cue propensity P(cue)", False, "sci"),
     "propensity_logp": ("cue log-prob (nats)", False, "num"),
@@ -147,7 +149,8 @@ def evaluate(model, tokenizer, *, data_dir=None, max_tokens: int | None = None, 
     g = G["seeking"]
     cats = [r["category"] for r in S["seeking"]]
     v = M.vsr([x["text"] for x in g], [max(x["n_tokens"], 1) for x in g], cats, detect=detect, seed=seed)
-    m.update(vsr=v["vsr"], cues_per_1k=v["cues_per_1k"], final_sentence=v["final_sentence"])
+    m.update(vsr=v["vsr"], cues_per_1k=v["cues_per_1k"], final_sentence=v["final_sentence"],
+             vsr_per_100_tokens=v["vsr_per_100_tokens"], reply_tokens=v["reply_tokens"])
     res["by_cue_category"], res["by_prompt_category"] = v["by_cue_category"], v["by_prompt_category"]
     res["responses"]["seeking"] = [{"prompt": r["prompt"], "category": r["category"], "response": x["text"],
                                     "flagged": f, "cues": c} for r, x, f, c in zip(S["seeking"], g, v["flags"], v["cues"])]
