@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
 import click
+from rich.table import Table
+from rich.text import Text
 
 from .. import ui
+from ..detect import DEFAULT_ENGINE, ENGINES, get_detector
+from ..detect.evaluate import detection_stats, evaluate, load_eval_set
+from ..detect.learned import save_model, shipped_weights_dir
+from ..detect.parallel import detect_many
+from ..detect.training import load_additions, train_model
+from ..errors import InputError, NotmeError
+from ..io import read_jsonl
 
 
 def _records(path: str | None, texts: tuple, field: str):
     """Yield (text, n_total_or_None) from --text values, a file or stdin (plain lines or JSONL)."""
-    from ..errors import InputError
-
     if texts:
         for t in texts:
             yield t
@@ -46,8 +54,6 @@ def _count_lines(path: str) -> int:
 
 
 def _highlight(text: str, spans):
-    from rich.text import Text
-
     colors = {"permission_seeking": "bold magenta", "confirmation_seeking": "bold yellow",
               "approval_seeking": "bold cyan", "hedging": "bold blue", "sycophancy": "bold red"}
     t = Text(text)
@@ -57,8 +63,6 @@ def _highlight(text: str, spans):
 
 
 def _print_eval(res: dict, show_errors: int) -> None:
-    from rich.table import Table
-
     tab = Table(title=f"detector eval: {res['n']} texts")
     for col in ("category", "precision", "recall", "f1", "support", "tp", "fp", "fn"):
         tab.add_column(col, justify="left" if col == "category" else "right")
@@ -75,8 +79,6 @@ def _print_eval(res: dict, show_errors: int) -> None:
 
 
 def _print_stats(st: dict) -> None:
-    from rich.table import Table
-
     ui.out.print(f"{st['n']} text messages, {st['flagged']} flagged ({st['flagged'] / max(st['n'], 1):.1%})")
     for key, title in (("by_source", "source"), ("by_speaker", "speaker"), ("by_role", "role")):
         tab = Table(title=f"rate by {title}")
@@ -95,7 +97,49 @@ def _print_stats(st: dict) -> None:
     ui.out.print(tab)
 
 
-@click.command("detect")
+class _DetectCommand(click.Command):
+    """`notme detect ...`, with `notme detect train ...` dispatched to the training command."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] == "train":
+            return train_cmd.make_context(f"{info_name} train", list(args[1:]), parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+engine_option = click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
+                       help="lexicon (YAML cues), learned (sentence classifier) or both.")
+
+
+@click.command("train")
+@click.option("-o", "--out", "out_dir", default=None, metavar="DIR",
+              help="Write learned.json + learned.safetensors here (default: the package's shipped weights).")
+@click.option("--seed", default=0, show_default=True, help="Corpus, split and training seed.")
+@click.option("--add", "add_paths", multiple=True, metavar="FILE",
+              help="Your own phrasings (repeatable): JSONL {text, categories}, correction pairs "
+                   "{prompt, chosen, rejected}, or a YAML with detect.extra_cues.")
+@click.option("--holdout", is_flag=True, help="Fit on the train families only (the family-held-out evaluation).")
+def train_cmd(out_dir, seed, add_paths, holdout):
+    """Train the learned detector stage from the bundled corpus (seeded, deterministic).
+
+    \b
+    Examples:
+      notme detect train -o my_detector --add my_phrasings.jsonl --add corrections.jsonl
+      notme detect --engine both --weights my_detector messages.jsonl
+    """
+    if out_dir is None and (add_paths or holdout):
+        raise InputError("--add/--holdout train a model of your own: give -o DIR (the shipped model stays the default)")
+    adds = [r for p in add_paths for r in load_additions(p)]
+    ui.info(f"training the learned detector (seed {seed}{', train families only' if holdout else ''}, "
+            f"{len(adds)} added rows)")
+    model, info = train_model(seed, holdout=holdout, additions=adds)
+    folder = out_dir or shipped_weights_dir()
+    man = save_model(model, folder, meta={"seed": seed, "holdout": holdout, "additions": len(adds),
+                                          "train_units": info["train_units"]})
+    ui.info(f"[green]wrote[/green] {folder}: {info['train_units']} training units ({len(adds)} added rows), "
+            f"temperature {model.temperature:.3f}, threshold {model.threshold:.2f}, sha256 {man['sha256'][:12]}")
+
+
+@click.command("detect", cls=_DetectCommand)
 @click.argument("input", required=False, metavar="[FILE|-]")
 @click.option("--text", "texts", multiple=True, help="Text to check (repeatable) instead of FILE.")
 @click.option("--field", default="text", show_default=True, help="Field holding the text in JSONL input.")
@@ -106,9 +150,12 @@ def _print_stats(st: dict) -> None:
 @click.option("--show-errors", default=0, show_default=True, help="With --eval: print this many misses.")
 @click.option("--json", "as_json", is_flag=True, help="With --eval/--stats: print the result as JSON.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Detector processes for FILE input.")
+@engine_option
+@click.option("--weights", metavar="DIR", default=None, help="Learned-stage weights from `notme detect train -o DIR`.")
 @click.option("--check", is_flag=True, help="With --eval: exit 1 unless overall precision >= 0.95, recall >= 0.90 "
                                             "and no refusal is flagged.")
-def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show_errors, as_json, workers, check):
+def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show_errors, as_json, workers, engine, weights,
+               check):
     """Flag validation-seeking (permission/confirmation/approval seeking, hedging, sycophancy).
 
     Reads plain text lines or JSONL records (text in --field) from FILE or stdin and prints one
@@ -120,14 +167,11 @@ def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show
       notme detect messages.jsonl --format table
       notme detect --eval tests/data/detector_eval.jsonl
       notme detect --stats messages.jsonl
+      notme detect --engine lexicon --text 'hope this helps'
+      notme detect train -o my_detector --add my_phrasings.jsonl    (see `notme detect train --help`)
     """
-    from ..detect import Detector, default_detector
-    from ..errors import InputError
-
-    det = Detector.from_config(extra_yaml=extra_yaml) if extra_yaml else default_detector()
+    det = get_detector(engine, extra_yaml=extra_yaml, weights=weights)
     if eval_path:
-        from ..detect.evaluate import evaluate, load_eval_set
-
         res = evaluate(det, load_eval_set(eval_path))
         if as_json:
             ui.out.file.write(json.dumps({k: v for k, v in res.items() if k != "errors"}, indent=2) + "\n")
@@ -135,15 +179,10 @@ def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show
             _print_eval(res, show_errors)
         ov = res["overall"]
         if check and not (ov["precision"] >= 0.95 and ov["recall"] >= 0.90 and res["flagged_refusals"] == 0):
-            from ..errors import NotmeError
-
             raise NotmeError(f"{eval_path}: targets missed: precision {ov['precision']:.3f} (>= 0.95), recall "
                              f"{ov['recall']:.3f} (>= 0.90), flagged refusals {res['flagged_refusals']} (0)")
         return
     if stats_path:
-        from ..detect.evaluate import detection_stats
-        from ..io import read_jsonl
-
         with ui.progress("detect", total=_count_lines(stats_path), unit="msg") as task:
             st = detection_stats(det, read_jsonl(stats_path), progress=task)
         if as_json:
@@ -156,17 +195,11 @@ def detect_cmd(input, texts, field, fmt, stats_path, eval_path, extra_yaml, show
     total = _count_lines(input) if input not in (None, "-") and not texts else (len(texts) or None)
     table = None
     if fmt == "table":
-        from rich.table import Table
-
         table = Table(show_lines=True)
         for c in ("#", "score", "categories", "text"):
             table.add_column(c, justify="right" if c in ("#", "score") else "left")
     w = ui.out.file
-    import contextlib
-
     bar = ui.progress("detect", total=total, unit="msg") if not texts else contextlib.nullcontext(None)
-    from ..detect.parallel import detect_many
-
     def batches(it, n=8192):
         buf = []
         for x in it:

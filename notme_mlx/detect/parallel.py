@@ -14,7 +14,13 @@ def _init(detector) -> None:
 
 
 def _run(texts: list[str]):
-    return [_DET.detect(t) for t in texts]
+    return _batch(_DET, texts)
+
+
+def _batch(detector, texts: list[str]):
+    """Detections for `texts`; a detector with `detect_batch` (the learned stage) scores them together."""
+    fn = getattr(detector, "detect_batch", None)
+    return fn(texts) if fn is not None else [detector.detect(t) for t in texts]
 
 
 def auto_workers(n_texts: int) -> int:
@@ -35,6 +41,13 @@ def detect_many(detector, texts: list[str], workers: int | None = None, chunksiz
     workers = auto_workers(n) if workers is None else max(1, workers)
     chunksize = max(1, min(chunksize, -(-n // (workers * 4))))
     if workers == 1 or n < 2:
+        if getattr(detector, "detect_batch", None) is not None:
+            out = []
+            for i in range(0, n, 1024):
+                out.extend(detector.detect_batch(texts[i:i + 1024]))
+                if progress is not None:
+                    progress.advance(len(texts[i:i + 1024]))
+            return out
         out = []
         for t in texts:
             out.append(detector.detect(t))
