@@ -1,4 +1,4 @@
-"""notme ingest: every export a person has -> Message records (DESIGN.md §3).
+"""notme ingest: every export a person has -> Message records.
 
 Public API:
     ingest_paths(paths, me=[...], ...) -> Iterator[dict]       records, streamed

@@ -120,7 +120,7 @@ def ingest_paths(
     on_bytes: Callable[[int], None] | None = None,
     sources: list[Source] | None = None,
 ) -> Iterator[dict]:
-    """Yield Message records (DESIGN §3) from every export under `paths`.
+    """Yield Message records from every export under `paths`.
 
     Args:
         paths: files, directories (walked) and .zip archives (read in place).

@@ -1,4 +1,4 @@
-"""Message records (DESIGN.md §3): construction, stable ids, timestamps.
+"""Message records: construction, stable ids, timestamps.
 
 Every format module builds its output through `message()` so the field set,
 types and allowed values are identical for all sources.
@@ -64,7 +64,7 @@ def message(
     kind: str = "text",
     index: int = 0,
 ) -> dict:
-    """Build one Message record with exactly the §3 fields.
+    """Build one Message record with exactly the FIELDS.
 
     `message_id` None -> synthesized from (conversation_id, index, text), so re-ingesting the
     same export gives the same ids.

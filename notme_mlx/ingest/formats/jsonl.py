@@ -8,7 +8,7 @@
   turns (`function_call`, `observation`, `tool`, ...) -> kind="tool" (dropped unless ctx.tools).
 - mlx_jsonl: mlx-lm "completions" `{"prompt", "completion"}` (me, ai) and "text"
   `{"text"}` (one message by me: plain writing for continued pretraining).
-- notme_jsonl: Message records (DESIGN §3) as written by `notme ingest`, or
+- notme_jsonl: Message records as written by `notme ingest`, or
   hand-written partial ones: `text` plus `role` (me|other|ai|system) or `speaker`;
   missing ids/conversation are filled in deterministically.
 
