@@ -124,21 +124,45 @@ def concat(parts: list[Path], out: Path) -> None:
     out.chmod(0o600)
 
 
+def trained_prompts() -> set[str]:
+    """Every prompt some stage of this experiment trains on (lower-cased): the safety replay, the
+    starter prompts, the demonstration turns."""
+    seen = {json.loads(ln)["prompt"] for ln in (ROOT / "notme_mlx" / "data" / "safety_replay.jsonl")
+            .read_text().splitlines() if ln.strip()}
+    seen |= {ln.split("\t", 1)[-1] for ln in (SYNTH_PROMPTS / "starter.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")}
+    seen |= {json.loads(ln)["user"] for ln in (SYNTH_PROMPTS / "eager_assistant_shots.jsonl").read_text()
+             .splitlines() if ln.strip()}
+    return {x.strip().lower() for x in seen}
+
+
 def subsample_prompts(out: Path, n: int, seed: int) -> dict:
-    """`n` lines (seeded, order kept) of each shipped eval set; n <= 0 keeps all. general.txt as is."""
+    """`n` lines (seeded, order kept) of each shipped eval set, leaving out any prompt this
+    experiment trains on (3 harmful prompts are also in the safety replay); n <= 0 keeps all.
+    general.txt as is. Returns {set: (kept, left out as trained on)}."""
     out.mkdir(parents=True, exist_ok=True)
+    seen = trained_prompts()
     sizes = {}
     for f in sorted(EVAL_PROMPTS.glob("*.txt")):
         lines = f.read_text().splitlines()
         body = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+        n_all = len(body)
+        if f.stem != "general":
+            body = [ln for ln in body if _prompt_of(f.stem, ln).strip().lower() not in seen]
         if f.stem == "general" or n <= 0 or n >= len(body):
             keep = body if f.stem != "general" else None
         else:
             idx = sorted(random.Random(f"{seed}-{f.stem}").sample(range(len(body)), n))
             keep = [body[i] for i in idx]
         (out / f.name).write_text(f.read_text() if keep is None else "\n".join(keep) + "\n")
-        sizes[f.stem] = len(body) if keep is None else len(keep)
+        sizes[f.stem] = (len(body) if keep is None else len(keep), n_all - len(body))
     return sizes
+
+
+def _prompt_of(set_name: str, line: str) -> str:
+    """The prompt text of one eval-set line (seeking: category<TAB>prompt; factual: question<TAB>answers)."""
+    parts = line.split("\t")
+    return parts[1] if set_name == "seeking" and len(parts) > 1 else parts[0]
 
 
 def write_stack(path: Path, model: str, layers: list[tuple[str, str, Path]]) -> None:
