@@ -38,7 +38,7 @@ def fused_vs_naive(vocabs=(32768, 49152, 131072), n=256, h=256) -> list[dict]:
         h_, w, y, lab = bench_loss.inputs(n, h, v)
         for name, fn, chunk in (("naive logits", bench_loss.naive_token_loss, None),
                                 ("fused chunked", bench_loss.fused_token_loss, 8192)):
-            peak, dt, loss, _ = bench_loss.measure(fn, h_, w, y, lab, chunk)
+            peak, dt, loss, _, _ = bench_loss.measure(fn, h_, w, y, lab, chunk)
             rows.append({"feature": f"loss head V={v}", "variant": name, "median_step_s": dt, "peak_memory": peak,
                          "padding_fraction": None, "note": f"N={n} H={h}, time = 1 loss+grad (s), mem = peak extra"})
         del h_, w

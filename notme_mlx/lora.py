@@ -73,6 +73,33 @@ def _dims(base) -> tuple[int, int]:
     return in_dims, out_dims
 
 
+def _blas_device() -> bool:
+    """True when MLX computes on the CPU, where its quantized matmul is ~14x slower than a BLAS GEMM."""
+    return mx.default_device() == mx.cpu
+
+
+def dequantized_matmul(x: mx.array, base: nn.QuantizedLinear) -> mx.array:
+    """`base(x)` as a dense GEMM: the layer's weight is dequantized on the fly into a temporary
+    (again in the backward pass, which only needs the gradient w.r.t. x: the base is frozen), so
+    the model stays quantized in memory and no dense copy outlives the call. Chosen at run time
+    on the CPU (`MultiLoRALinear`), where MLX's quantized matmul does not use BLAS."""
+    def dense():
+        w = mx.dequantize(base.weight, base.scales, base.get("biases"), base.group_size, base.bits,
+                          mode=getattr(base, "mode", "affine"))
+        return w.astype(x.dtype)
+
+    @mx.custom_function
+    def matmul(v):
+        return v @ dense().T
+
+    @matmul.vjp
+    def matmul_vjp(primals, cotangent, output):
+        return cotangent @ dense()
+
+    y = matmul(x)
+    return y + base.bias if "bias" in base else y
+
+
 class MultiLoRALinear(nn.Module):
     """A frozen base linear plus named LoRA adapters summed on its output."""
 
@@ -94,7 +121,8 @@ class MultiLoRALinear(nn.Module):
         return self.adapters[name]
 
     def __call__(self, x):
-        y = self.base(x)
+        b = self.base
+        y = dequantized_matmul(x, b) if isinstance(b, nn.QuantizedLinear) and _blas_device() else b(x)
         ads = self.adapters
         if len(ads) == 1:  # fast path: plain LoRA
             (a,) = ads.values()

@@ -15,10 +15,10 @@ from notme_mlx.loss import MIN_CHUNK, WORKING_SET, effective_chunk, fused_token_
 def _ratios(n, h, v, variants):
     """Full-logits peak over fused peak for each (chunk_size, working_set); one naive run."""
     x, w, y, lab = inputs(n, h, v)
-    naive, _, l0, g0 = measure(naive_token_loss, x, w, y, lab, None)
+    naive, _, l0, g0, _ = measure(naive_token_loss, x, w, y, lab, None)
     out = []
     for chunk, ws in variants:
-        fused, _, l1, g1 = measure(fused_token_loss, x, w, y, lab, chunk, working_set=ws)
+        fused, _, l1, g1, _ = measure(fused_token_loss, x, w, y, lab, chunk, working_set=ws)
         assert abs(l1.item() - l0.item()) <= 1e-5 * abs(l0.item())
         assert (mx.abs(g1 - g0).max() / mx.abs(g0).max()).item() < 1e-4
         out.append(naive / fused)
