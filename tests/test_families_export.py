@@ -200,3 +200,40 @@ def test_modelfile_for_each_family_template(stem, want):
     assert end_of_turn in text, (end_of_turn, text)
     for s in fam.stops:
         assert f'PARAMETER stop "{s}"' in mf
+
+
+@pytest.mark.parametrize("name", ["gemma3", "llama"])
+def test_gguf_vocabulary_kind(name, family_dir, tmp_path):
+    """Gemma's SentencePiece-style vocabulary is written as llama.cpp's 'llama' (SPM) tokenizer with
+    scores from the merge ranks and byte tokens; byte-level BPE stays 'gpt2' with merges."""
+    model, tok = load(str(family_dir(name)))
+    write_gguf(tmp_path / "m.gguf", model, tok, quant="f32")
+    r = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    kind = bytes(r.fields["tokenizer.ggml.model"].parts[-1]).decode()
+    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    if name == "gemma3":
+        assert kind == "llama" and "tokenizer.ggml.merges" not in r.fields
+        assert types.count(int(gguf.TokenType.BYTE)) == 256
+        scores = [float(r.fields["tokenizer.ggml.scores"].parts[i][0]) for i in r.fields["tokenizer.ggml.scores"].data]
+        vocab = tok._tokenizer.get_vocab()
+        assert scores[vocab["\u2581that"]] < 0 and scores[vocab["<0x41>"]] == 0.0
+    else:
+        assert kind == "gpt2" and "tokenizer.ggml.merges" in r.fields
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gemma3", "llama", "qwen3"])
+def test_llama_cpp_tokenizes_like_the_hf_tokenizer(name, family_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    from llama_cpp import Llama
+
+    from notme_mlx.models.tiny import _corpus
+
+    model, tok = load(str(family_dir(name)))
+    write_gguf(tmp_path / "m.gguf", model, tok, quant="f32")
+    llm = Llama(model_path=str(tmp_path / "m.gguf"), vocab_only=True, verbose=False)
+    lines = list(_corpus(n_lines=200, seed=42))
+    for text in lines:
+        want = tok._tokenizer.encode(text, add_special_tokens=False)
+        got = llm.tokenize(text.encode(), add_bos=False, special=False)
+        assert got == want, (text, got, want)

@@ -138,12 +138,47 @@ def _tensor_type(name: str, arr: np.ndarray, quant: str):
     return {"q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_1": T.Q4_1}[quant]
 
 
+def _is_sentencepiece(tj: dict) -> bool:
+    """A SentencePiece vocabulary in tokenizer.json form: BPE with byte fallback and ▁ for spaces
+    (Gemma, Llama 2, Mistral v0.x, Phi-3), as opposed to byte-level BPE (Llama 3, Qwen, SmolLM)."""
+    return tj.get("model", {}).get("type") == "BPE" and bool(tj["model"].get("byte_fallback"))
+
+
+def _prepends_space(tj: dict) -> bool:
+    """Does the tokenizer put ▁ before the first word (SentencePiece's add_dummy_prefix)?"""
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "Prepend" and node.get("prepend") == "\u2581":
+                return True
+            if node.get("type") == "Metaspace" and node.get("prepend_scheme", "always") != "never":
+                return True
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return False
+
+    return walk(tj.get("normalizer")) or walk(tj.get("pre_tokenizer"))
+
+
+def sentencepiece_scores(tokens: list[str], merges: list[str]) -> list[float]:
+    """SentencePiece scores from BPE merges: llama.cpp's SPM tokenizer merges the adjacent pair whose
+    result has the highest score, BPE the pair with the lowest merge rank, so score = -rank.
+    Tokens no merge produces (characters, bytes, specials) get 0."""
+    rank: dict[str, int] = {}
+    for r, m in enumerate(merges):
+        a, b = m.split(" ", 1)
+        rank.setdefault(a + b, r)
+    return [-float(rank[t]) if t in rank else 0.0 for t in tokens]
+
+
 def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
     tj = json.loads(hf.backend_tokenizer.to_str())
     model = tj.get("model", {})
     if model.get("type") != "BPE":
-        raise NotmeError(f"GGUF export supports byte-level BPE tokenizers only, got {model.get('type')!r}")
+        raise NotmeError(f"GGUF export supports BPE tokenizers (byte-level or SentencePiece-style), "
+                         f"got {model.get('type')!r}")
+    spm = _is_sentencepiece(tj)
     vocab = hf.get_vocab()
     n = max(vocab.values()) + 1
     tokens = [f"[PAD{i}]" for i in range(n)]
@@ -151,21 +186,37 @@ def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
         tokens[i] = tok
     special = {a["id"] for a in tj.get("added_tokens", []) if a.get("special")}
     added = {a["id"] for a in tj.get("added_tokens", []) if not a.get("special")}
-    types = [
-        gguf.TokenType.CONTROL if i in special else gguf.TokenType.USER_DEFINED if i in added
-        else gguf.TokenType.NORMAL for i in range(n)
-    ]
+    T = gguf.TokenType
+
+    def kind(i: int):
+        if i in special:
+            return T.UNKNOWN if spm and i == hf.unk_token_id else T.CONTROL
+        if i in added:
+            return T.USER_DEFINED
+        if spm and len(tokens[i]) == 6 and tokens[i].startswith("<0x") and tokens[i].endswith(">"):
+            return T.BYTE
+        return T.NORMAL
+
+    types = [kind(i) for i in range(n)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre or "default")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
+    if spm:
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(sentencepiece_scores(tokens, merges))
+        w.add_token_types(types)
+        w.add_add_space_prefix(_prepends_space(tj))
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre or "default")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
     for tid, add in ((hf.bos_token_id, w.add_bos_token_id), (hf.eos_token_id, w.add_eos_token_id),
                      (hf.pad_token_id, w.add_pad_token_id), (hf.unk_token_id, w.add_unk_token_id)):
         if tid is not None:
             add(int(tid))
-    w.add_add_bos_token(False)
+    w.add_add_bos_token(bool(getattr(hf, "add_bos_token", False)) if spm else False)
     if getattr(hf, "chat_template", None):
         w.add_chat_template(hf.chat_template)
 

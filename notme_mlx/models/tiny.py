@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..lora import lora_modules
@@ -82,6 +82,49 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int =
         pad_token="<|endoftext|>",
     )
     fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+SPM_SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+
+
+def build_tiny_spm_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int = 0):
+    """A SentencePiece-style vocabulary in tokenizer.json form, as Gemma ships it: BPE pieces with ▁ for
+    spaces (no dummy prefix), the 256 `<0xXX>` byte-fallback tokens, Gemma's special tokens and turn
+    template. Saved HF-style into `out_dir`; returns the `PreTrainedTokenizerFast`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = meta
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=SPM_SPECIAL_TOKENS,
+                                  show_progress=False)
+    tok.train_from_iterator(_corpus(seed=seed), trainer=trainer)
+    trained = json.loads(tok.to_str())["model"]
+    pieces = sorted(trained["vocab"].items(), key=lambda kv: kv[1])
+    vocab = {t: i for i, t in enumerate(SPM_SPECIAL_TOKENS)}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for t, _ in pieces:
+        if t not in vocab:
+            vocab[t] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in trained["merges"]]
+    spm = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    spm.normalizer = normalizers.Replace(" ", "\u2581")
+    spm.pre_tokenizer = meta
+    spm.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    spm.add_special_tokens(SPM_SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=spm, bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>", pad_token="<pad>")
+    fast.chat_template = GEMMA_TEMPLATE
     fast.save_pretrained(str(out_dir))
     return fast
 
@@ -158,7 +201,7 @@ def build_tiny_family_model(family: str, vocab_size: int = 512, seed: int = 0, *
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "llama", vocab_size: int = 512, seed: int = 0,
-                     **config_overrides) -> Path:
+                     tokenizer: str | None = None, **config_overrides) -> Path:
     """Write a random tiny model of `family` + the tiny tokenizer as an mlx-lm directory.
 
     Args:
@@ -166,15 +209,19 @@ def build_tiny_model(out_dir: str | Path, family: str = "llama", vocab_size: int
       family: a `families.FAMILIES` name (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, phi3).
       vocab_size: tokenizer and embedding size (≤ 1024 for unit tests).
       seed: seeds both the tokenizer corpus and the weights.
+      tokenizer: "bpe" (byte-level, ChatML) or "spm" (SentencePiece-style, Gemma turns);
+        default: "spm" for the Gemma families, else "bpe".
       config_overrides: e.g. num_hidden_layers=4, hidden_size=128, tie_word_embeddings=False.
     Returns:
       the directory, loadable with `mlx_lm.load` and `notme_mlx.models.load_model`.
     """
     out_dir = Path(out_dir)
-    tok = build_tiny_tokenizer(out_dir, vocab_size=vocab_size, seed=seed)
+    kind = tokenizer or ("spm" if family.startswith("gemma") else "bpe")
+    build = {"bpe": build_tiny_tokenizer, "spm": build_tiny_spm_tokenizer}[kind]
+    tok = build(out_dir, vocab_size=vocab_size, seed=seed)
     overrides = dict(config_overrides)
-    overrides.setdefault("bos_token_id", tok.convert_tokens_to_ids("<|im_start|>"))
-    overrides.setdefault("eos_token_id", tok.convert_tokens_to_ids("<|im_end|>"))
+    overrides.setdefault("bos_token_id", tok.bos_token_id)
+    overrides.setdefault("eos_token_id", tok.eos_token_id)
     model, cfg = build_tiny_family_model(family, len(tok), seed=seed, **overrides)
     params = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(out_dir / "model.safetensors"), params, metadata={"format": "mlx"})
