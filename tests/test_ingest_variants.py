@@ -15,6 +15,7 @@ from notme_mlx.cli import main
 from notme_mlx.errors import InputError
 from notme_mlx.ingest import IngestReport, detect_format, ingest_paths, parse_bytes
 from notme_mlx.ingest.sources import file_source
+from notme_mlx.samples import SAMPLES_DIR
 
 TP = Path(__file__).parent / "ingest_fixtures" / "third_party"
 
@@ -270,3 +271,32 @@ def test_detection_guards_for_the_new_variants(tmp_path):
     f = tmp_path / "s.jsonl"
     f.write_text(json.dumps(line) + "\n")
     assert detect_format(file_source(f)) == "claude_code"
+
+
+def test_whatsapp_order_by_majority_minority_dates_are_bad_records():
+    # 10 day-first dates (14/04, 20/04) against one month-first date: the majority decides, the other
+    # line cannot be a date under it and is one bad record (before: the whole chat was refused)
+    raw = (SAMPLES_DIR / "WhatsApp Chat with Sam Okafor.txt").read_text(encoding="utf-8")
+    lines = raw.split("\n")
+    i = next(k for k, ln in enumerate(lines) if ln.startswith("10/05/2024"))
+    lines[i] = "05/13/2024" + lines[i][10:]
+    data = "\n".join(lines).encode()
+    with pytest.raises(InputError, match=rf"chat.txt:{i + 1}: impossible date/time '05/13/2024'.*resolved order dmy"):
+        parse_bytes("auto", data, name="chat.txt", me=["Alex Rivera"])
+    got = parse_bytes("auto", data, name="chat.txt", me=["Alex Rivera"], skip_bad=True)
+    clean = parse_bytes("auto", raw.encode(), name="chat.txt", me=["Alex Rivera"])
+    assert len(got) == len(clean) - 1 == 23
+    assert {r["timestamp"][:10] for r in got} == {"2024-04-10", "2024-04-14", "2024-04-20", "2024-05-10"}
+
+
+def test_notme_md_bad_date_line_costs_only_the_date(tmp_path):
+    raw = (SAMPLES_DIR / "handwritten.md").read_text(encoding="utf-8")
+    bad = raw.replace("date: 2024-05-02 18:00", "date: the second of May", 1)
+    with pytest.raises(InputError, match=r"notes.md:9: bad date 'the second of May'"):
+        parse_bytes("notme_md", bad.encode(), name="notes.md")
+    got = parse_bytes("notme_md", bad.encode(), name="notes.md", skip_bad=True)
+    clean = parse_bytes("notme_md", raw.encode(), name="notes.md")
+    assert [r["text"] for r in got] == [r["text"] for r in clean]  # every message kept
+    changed = [r for r, c in zip(got, clean) if r != c]
+    assert changed and all(r["timestamp"] is None for r in changed)  # that conversation is undated
+    assert all(c["timestamp"].startswith("2024-05-02") for r, c in zip(got, clean) if r != c)
