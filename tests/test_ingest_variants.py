@@ -300,3 +300,14 @@ def test_notme_md_bad_date_line_costs_only_the_date(tmp_path):
     changed = [r for r, c in zip(got, clean) if r != c]
     assert changed and all(r["timestamp"] is None for r in changed)  # that conversation is undated
     assert all(c["timestamp"].startswith("2024-05-02") for r, c in zip(got, clean) if r != c)
+
+
+def test_telegram_bad_message_is_one_bad_record():
+    raw = json.loads((TP / "langchain" / "telegram_chat_json" / "result.json").read_text())
+    raw["messages"][1]["date_unixtime"] = "yesterday"
+    data = json.dumps(raw).encode()
+    with pytest.raises(InputError, match=r"result.json: chat 0 \('Jimmeny'\) message 1: bad date_unixtime 'yesterday'"):
+        parse_bytes("telegram", data, name="result.json", me=["Jimmeny Marvelton"])
+    got = parse_bytes("telegram", data, name="result.json", me=["Jimmeny Marvelton"], skip_bad=True)
+    assert [(r["role"], r["text"]) for r in got] == [
+        ("me", "i refuse to converse with you"), ("me", "we meet again"), ("me", "you will not trick me this time")]
