@@ -64,6 +64,11 @@ def _check_llama_cpp_can_run(fam: Family, args) -> None:
                          "the 4k-context Phi-3 models are")
     if fam.name == "phi3" and float(getattr(args, "partial_rotary_factor", 1.0)) != 1.0:
         raise NotmeError("phi3: partial_rotary_factor != 1 is not exported to GGUF")
+    if fam.name == "smollm3":
+        step4 = [int((i + 1) % 4 != 0) for i in range(args.num_hidden_layers)]
+        if [int(x) for x in args.no_rope_layers] != step4:
+            raise NotmeError("smollm3: llama.cpp drops RoPE in every 4th layer; this model's no_rope_layers "
+                             f"{list(args.no_rope_layers)} differ")
     scaling = getattr(args, "rope_scaling", None) or {}
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind not in (None, "default", "linear", "llama3"):
@@ -243,7 +248,7 @@ def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "no
     _tokenizer_metadata(w, tokenizer, tokenizer_pre)
 
     types = {}
-    factors = llama3_rope_factors(args) if fam.mlx_module == "llama" else None
+    factors = llama3_rope_factors(args) if fam.gguf_permute_qk else None
     if factors is not None:
         w.add_tensor("rope_freqs.weight", factors)
         types["rope_freqs.weight"] = "F32"

@@ -11,6 +11,7 @@ module implements it and what differs from plain llama:
 - sliding-window layers (Gemma 3, llama `layer_types`): those layers attend to
   the last `sliding_window` positions only;
 - fused projections (Phi-3): `qkv_proj` and `gate_up_proj` are single linears;
+- layers without RoPE (SmolLM3: every 4th);
 - GGUF: llama.cpp's architecture name, tensor names and whether Q/K rows are
   permuted into the interleaved RoPE order (llama.cpp's llama architecture only).
 
@@ -90,6 +91,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("gemma3", ("gemma3_text",), "gemma3_text", "Gemma3ForCausalLM", "gemma3", embed_scale="sqrt_bf16",
            norm_offset=1.0, gguf_norm_names=_GGUF_GEMMA_NORMS),
     Family("phi3", ("phi3",), "phi3", "Phi3ForCausalLM", "phi3", targets=PHI3_TARGETS),
+    # SmolLM3: llama layers, every 4th without RoPE (NoPE)
+    Family("smollm3", ("smollm3",), "smollm3", "SmolLM3ForCausalLM", "smollm3", gguf_permute_qk=True),
 )
 
 
@@ -138,7 +141,7 @@ def layer_window(family: Family, args, layer: int) -> Optional[int]:
         pattern = int(args.sliding_window_pattern)
         return int(args.sliding_window) if (layer + 1) % pattern != 0 else None
     types = getattr(args, "layer_types", None)
-    if family.mlx_module == "llama" and types and types[layer] == "sliding_attention":
+    if family.mlx_module in ("llama", "smollm3") and types and types[layer] == "sliding_attention":
         return int(args.sliding_window)
     return None
 

@@ -170,6 +170,7 @@ TINY_CONFIGS = {
                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0},
     "phi3": {"model_type": "phi3", "architectures": ["Phi3ForCausalLM"], "tie_word_embeddings": False,
              "original_max_position_embeddings": 512},
+    "smollm3": {"model_type": "smollm3", "architectures": ["SmolLM3ForCausalLM"], "no_rope_layer_interval": 4},
 }
 
 
