@@ -4,14 +4,14 @@ import sys
 
 import click
 
+from ..lora import load_adapter
+from ..models import load_model
+from ..models.generate import ChatState, chat_prompt, repl, stream
+from ..stack import load_stack_model
+
 
 def _load(model_spec, adapters, dequantize=None, stack=None, force=False):
-    from ..lora import load_adapter
-    from ..models import load_model
-
     if stack:
-        from ..stack import load_stack_model
-
         model, tok, info, _ = load_stack_model(stack, force=force, dequantize=dequantize)
         for i, a in enumerate(adapters or ()):
             load_adapter(model, a, name=f"adapter{i}")
@@ -40,8 +40,6 @@ def generate_cmd(model_spec, adapters, prompt, system, max_tokens, temp, seed, r
     Example:
       notme generate --model smollm2-135m --prompt "What is the capital of France?"
     """
-    from ..models.generate import chat_prompt, stream
-
     model, tok, _ = _load(model_spec, adapters)
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     text = prompt if raw else chat_prompt(tok, msgs)
@@ -70,8 +68,6 @@ def chat_cmd(model_spec, adapters, stack, force, system, max_tokens, temp):
       notme chat --model smollm2-135m --adapters runs/quickstart/adapters
       notme chat --stack stacks/genesis.yaml
     """
-    from ..models.generate import ChatState, repl
-
     model, tok, _ = _load(model_spec, adapters, stack=stack, force=force)
     state = ChatState(model, tok, system=system, max_tokens=max_tokens, temp=temp)
     repl(state, sys.stdin, sys.stdout)

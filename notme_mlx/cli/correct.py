@@ -9,11 +9,18 @@ conversation continues with the fixed reply in its history.
 import sys
 
 import click
+import mlx.core as mx
+
+from .. import ui
+from ..detect import detect
+from ..errors import NotmeError
+from ..eval.generation import load_target
+from ..models.generate import COMMANDS as CHAT_COMMANDS
+from ..models.generate import ChatState, repl
+from ..synth.corrections import append_pairs, correction, import_corrections
 
 
 def _cmd_fix(state, arg, out):
-    from ..synth.corrections import append_pairs, correction
-
     msgs = state.messages
     if not arg.strip():
         raise ValueError("usage: /fix WHAT THE REPLY SHOULD HAVE BEEN")
@@ -21,7 +28,6 @@ def _cmd_fix(state, arg, out):
         raise ValueError("no reply to correct yet")
     prompt = ([{"role": "system", "content": state.system}] if state.system else []) + msgs[:-1]
     pair = correction(prompt, arg.strip(), msgs[-1]["content"], state.extra.get("model"))
-    from ..errors import NotmeError
 
     try:
         total = append_pairs(state.extra["corrections"], [pair])
@@ -33,8 +39,6 @@ def _cmd_fix(state, arg, out):
 
 
 def _cmd_check(state, arg, out):
-    from ..detect import detect
-
     if not state.messages or state.messages[-1]["role"] != "assistant":
         raise ValueError("no reply to check yet")
     d = detect(state.messages[-1]["content"])
@@ -66,23 +70,15 @@ def correct_cmd(model_spec, adapters, stack, out_path, import_path, system, max_
       notme correct --model smollm2-135m --adapters runs/genesis/adapters --out corrections.jsonl
       notme correct --import my_fixes.jsonl --out corrections.jsonl
     """
-    from .. import ui
-
     if import_path:
-        from ..synth.corrections import import_corrections
-
         n = import_corrections(import_path, out_path)
         ui.info(f"[green]imported[/green] {n} corrections from {import_path} into {out_path}")
         return
-    from ..eval.generation import load_target
-    from ..models.generate import COMMANDS, ChatState, repl
 
-    COMMANDS.setdefault("fix", (_cmd_fix, "/fix TEXT records TEXT as what the last reply should have been"))
-    COMMANDS.setdefault("check", (_cmd_check, "run the detector on the last reply"))
+    CHAT_COMMANDS.setdefault("fix", (_cmd_fix, "/fix TEXT records TEXT as what the last reply should have been"))
+    CHAT_COMMANDS.setdefault("check", (_cmd_check, "run the detector on the last reply"))
     model, tok, meta = load_target(model_spec, adapters, stack)
     if seed is not None:
-        import mlx.core as mx
-
         mx.random.seed(seed)
     state = ChatState(model, tok, system=system, max_tokens=max_tokens, temp=temp,
                       extra={"corrections": out_path, "model": meta.get("model")})

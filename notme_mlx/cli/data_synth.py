@@ -7,11 +7,16 @@ from pathlib import Path
 import click
 
 from .. import ui
+from ..detect import get_detector
+from ..errors import InputError
+from ..eval.generation import load_target
+from ..io import read_jsonl, write_jsonl
+from ..synth.generate import read_prompts, synth
+from ..synth.principles import load_principles, system_prompt
+from ..synth.revise import model_rewriter, revise_records
 
 
 def _system_text(system, principles, base_frame):
-    from ..errors import InputError
-
     if sum(bool(x) for x in (system, principles, base_frame)) > 1:
         raise InputError("give at most one of --system FILE, --principles FILE or --base-frame "
                          "(none: the model's chat template without a system message)")
@@ -24,8 +29,6 @@ def _system_text(system, principles, base_frame):
             raise InputError(f"{system}: system prompt file is empty")
         return text
     if principles:
-        from ..synth.principles import load_principles, system_prompt
-
         return system_prompt(load_principles(principles))
     return None
 
@@ -50,8 +53,10 @@ def _system_text(system, principles, base_frame):
 @click.option("--max-tokens", type=int, default=128, show_default=True)
 @click.option("--temp", type=float, default=0.7, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default="both", show_default=True,
+              help="Detector engine: lexicon (YAML cues), learned (sentence classifier) or both.")
 def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, base_frame, n, out, pairs_out, on_flag,
-              seed, max_tokens, temp, batch_size):
+              seed, max_tokens, temp, batch_size, engine):
     """Generate replies with a local model; detector-flagged ones are dropped or revised into pairs.
 
     Writes OUT (Examples, DESIGN §4, without the system prompt) and, for revised replies,
@@ -63,11 +68,6 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
       notme data synth --model base-model/ --prompts prompts.jsonl --base-frame -n 50 -o synth.jsonl --on-flag drop
       notme data synth --model smollm2-135m --prompts starter -n 480 --temp 0.9 -o synth/synth.jsonl
     """
-    from ..errors import InputError
-    from ..eval.generation import load_target
-    from ..io import write_jsonl
-    from ..synth.generate import read_prompts, synth
-
     sys_text = _system_text(system, principles, base_frame)
     prompts = read_prompts(prompts_path)
     if not model_spec and not stack:
@@ -76,7 +76,7 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
     with ui.progress("generating", total=n, unit="replies") as bar:
         res = synth(model, tok, prompts, n, system=sys_text, frame="base" if base_frame else "system",
                     on_flag=on_flag, seed=seed, max_tokens=max_tokens, temp=temp, batch_size=batch_size,
-                    progress=bar, model_name=meta.get("model"))
+                    progress=bar, model_name=meta.get("model"), detector=get_detector(engine))
     if not res["examples"] and not res["pairs"]:
         raise InputError(f"no usable replies out of {n} ({res['counts']}); nothing written")
     pairs_out = pairs_out or str(Path(out).with_suffix("")) + ".pairs.jsonl"
@@ -97,7 +97,9 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
 @click.option("--adapters", type=click.Path(), help="Adapter folder for --model.")
 @click.option("--principles", type=click.Path(dir_okay=False), help="principles.yaml guiding the model rewrite.")
 @click.option("--max-tokens", type=int, default=256, show_default=True)
-def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens):
+@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default="both", show_default=True,
+              help="Detector engine: lexicon (YAML cues), learned (sentence classifier) or both.")
+def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens, engine):
     """Turn detector-flagged replies into (prompt, chosen, rejected) pairs.
 
     Rule-based span removal and sentence repair first; with --model, a rewrite guided by the
@@ -108,22 +110,14 @@ def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens):
       notme data revise synth.jsonl -o revised.pairs.jsonl
       notme data revise data/train.jsonl -o pairs.jsonl --model smollm2-135m --principles principles.yaml
     """
-    from ..io import read_jsonl, write_jsonl
-    from ..synth.revise import model_rewriter, revise_records
-
     rewrite = None
     if model_spec:
-        from ..eval.generation import load_target
-
         ptext = None
         if principles:
-            from ..synth.principles import load_principles, system_prompt
-
             ptext = system_prompt(load_principles(principles))
         model, tok, _ = load_target(model_spec, adapters)
         rewrite = model_rewriter(model, tok, ptext, max_tokens)
     recs = list(read_jsonl(inp))
-    from ..errors import InputError
 
     if not recs:
         raise InputError(f"{inp}: no records (empty file); nothing written")
@@ -132,7 +126,7 @@ def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens):
             for r in recs:
                 yield r
                 bar.advance(1)
-        res = revise_records(it(), rewrite_fn=rewrite, where=str(inp))
+        res = revise_records(it(), detector=get_detector(engine), rewrite_fn=rewrite, where=str(inp))
     n = write_jsonl(out, res["pairs"])
     c = res["counts"]
     ui.info(f"[green]wrote[/green] {out}: {n} pairs from {c['records']} records (flagged {c['flagged']}, "

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import click
+from rich.table import Table
+
+from .. import ui
+from ..detect import get_detector
+from ..errors import InputError
+from ..eval.report import compare, summary_rows, write_report
+from ..eval.runner import generation_count, is_report_dir, prompt_sets, run_eval
 
 
 def _render(report: dict, title: str) -> None:
-    from rich.table import Table
-
-    from .. import ui
-    from ..eval.report import summary_rows
-
     t = Table(title=title)
     for c in ("metric", "before", "after", "change"):
         t.add_column(c)
@@ -50,13 +52,7 @@ def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, prompts_di
       notme eval --stack stacks/genesis.yaml --quick --out report-quick/
       notme eval --compare report_a/ report_b/
     """
-    from .. import ui
-    from ..detect import get_detector
-from ..errors import InputError
-
     if compare_dirs:
-        from ..eval.report import compare, write_report
-
         rep = compare(*compare_dirs)
         _render(rep, f"{compare_dirs[0]} → {compare_dirs[1]}")
         if out_dir:
@@ -71,7 +67,6 @@ from ..errors import InputError
         raise InputError(f"--max-tokens {max_tokens}: must be ≥ 1")
     if samples < 0:
         raise InputError(f"--samples {samples}: must be ≥ 0")
-    from ..eval.runner import is_report_dir, generation_count, prompt_sets, run_eval
 
     total = generation_count(quick, samples, data_dir, prompt_sets(prompts_dir))
     if (adapters is not None or stack is not None or baseline is not None) and not no_baseline \

@@ -1,11 +1,21 @@
 """`notme stack`: show, edit, diff and fuse five-layer adapter stacks."""
 
+from pathlib import Path
+
 import click
+from rich.table import Table
+from rich.tree import Tree
+
+from .. import ui
+from ..errors import NotmeError
+from ..export.fused import fuse_stack
+from ..models import model_fingerprint
+from ..stack import Stack, load_stack, save_stack
+from ..stack.compose import check_stack
+from ..stack.ops import add_layer, describe, diff, remove_layer, scale_layer, swap_layer
 
 
 def _load(path):
-    from ..stack import load_stack
-
     return load_stack(path)
 
 
@@ -30,13 +40,6 @@ def stack_group():
 @click.option("--fingerprint/--no-fingerprint", default=True, help="Record the base weights' sha256.")
 def init_cmd(path, base_spec, fingerprint):
     """Create an empty stack manifest on BASE."""
-    from pathlib import Path
-
-    from .. import ui
-    from ..errors import NotmeError
-    from ..models import model_fingerprint
-    from ..stack import Stack, save_stack
-
     if Path(path).exists():
         raise NotmeError(f"{path}: already exists")
     fp = model_fingerprint(base_spec) if fingerprint else None
@@ -49,12 +52,6 @@ def init_cmd(path, base_spec, fingerprint):
 @click.option("--check/--no-check", default=True, help="Check base fingerprint and training provenance.")
 def show_cmd(path, check):
     """Tree of the stack with parameter counts and provenance."""
-    from rich.tree import Tree
-
-    from .. import ui
-    from ..stack.compose import check_stack
-    from ..stack.ops import describe
-
     st = _load(path)
     root = Tree(f"[bold]{path}[/bold]  base [cyan]{st.base_spec}[/cyan] "
                 f"({(st.base_fingerprint or 'no fingerprint')[:12]})")
@@ -77,9 +74,6 @@ def show_cmd(path, check):
 
 
 def _edit(path, fn):
-    from .. import ui
-    from ..stack import save_stack
-
     st = fn(_load(path))
     save_stack(st, path)
     ui.info(f"[green]updated[/green] {path}: {' → '.join(['base'] + [f'{l.layer}:{l.name}' for l in st.layers])}")
@@ -93,8 +87,6 @@ def _edit(path, fn):
 @click.option("--scale", default=1.0, type=float)
 def add_cmd(path, layer, name, adapter, scale):
     """Add an adapter folder as LAYER named NAME."""
-    from ..stack.ops import add_layer
-
     _edit(path, lambda st: add_layer(st, layer, name, adapter, scale))
 
 
@@ -103,8 +95,6 @@ def add_cmd(path, layer, name, adapter, scale):
 @click.argument("name")
 def remove_cmd(path, name):
     """Remove a layer (by name or kind)."""
-    from ..stack.ops import remove_layer
-
     _edit(path, lambda st: remove_layer(st, name))
 
 
@@ -115,8 +105,6 @@ def remove_cmd(path, name):
 @click.option("--rename", default=None, help="New layer name.")
 def swap_cmd(path, name, adapter, rename):
     """Replace a layer's adapter (e.g. a Daughter's identity)."""
-    from ..stack.ops import swap_layer
-
     _edit(path, lambda st: swap_layer(st, name, adapter, rename))
 
 
@@ -126,8 +114,6 @@ def swap_cmd(path, name, adapter, rename):
 @click.argument("value", type=float)
 def scale_cmd(path, name, value):
     """Set a layer's scale (0 turns it off)."""
-    from ..stack.ops import scale_layer
-
     _edit(path, lambda st: scale_layer(st, name, value))
 
 
@@ -136,11 +122,6 @@ def scale_cmd(path, name, value):
 @click.argument("b", type=click.Path(exists=True))
 def diff_cmd(a, b):
     """Compare two stacks layer by layer."""
-    from rich.table import Table
-
-    from .. import ui
-    from ..stack.ops import diff
-
     t = Table(title=f"{a}  vs  {b}")
     for c in ("layer", "A", "B", "same"):
         t.add_column(c)
@@ -157,9 +138,6 @@ def diff_cmd(a, b):
 @click.option("--force", is_flag=True)
 def fuse_cmd(path, out, layers, dtype, force):
     """Merge layers into the base weights (dense) and write an mlx-lm/HF directory."""
-    from .. import ui
-    from ..stack.ops import fuse_stack
-
     fuse_stack(_load(path), out, layers.split(",") if layers else None, dtype, force)
     ui.info(f"[green]wrote[/green] {out}")
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlx.nn as nn
+
 from ..errors import NotmeError
-from .manifest import Stack, adapter_hash, load_stack
+from ..lora import fuse, load_adapter, read_adapter_config
+from ..models import load_model, model_fingerprint
+from .manifest import LAYER_ORDER, Stack, adapter_hash, load_stack
 
 META_ATTR = "_notme_meta_json"  # a str attribute on the model (not a parameter)
 
@@ -22,8 +26,6 @@ def _as_stack(stack) -> Stack:
 
 
 def adapter_meta(path: Path) -> dict:
-    from ..lora import read_adapter_config
-
     cfg = read_adapter_config(path)
     return {**cfg.get("notme", {}), "_lora": cfg.get("lora_parameters", {})}
 
@@ -63,8 +65,6 @@ def load_stack_into(model, stack, base_info: dict | None = None, force: bool = F
 
     Returns one dict per loaded layer {layer, name, path, scale, sha256}.
     """
-    from ..lora import load_adapter
-
     st = _as_stack(stack)
     check_stack(st, (base_info or {}).get("fingerprint"), force)
     out = []
@@ -79,8 +79,6 @@ def load_stack_into(model, stack, base_info: dict | None = None, force: bool = F
 
 def load_stack_model(stack, force: bool = False, layers: list[str] | None = None, dequantize=None):
     """Load the stack's base with `load_model` and compose the layers. Returns (model, tok, info, loaded)."""
-    from ..models import load_model
-
     st = _as_stack(stack)
     model, tok, info = load_model(st.base_spec, dequantize=dequantize)
     loaded = load_stack_into(model, st, info, force=force, layers=layers)
@@ -97,9 +95,6 @@ def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force
     adapter (equal up to float rounding; refused on a quantized base, which would need
     dequantizing to full size).
     """
-    from ..models import load_model
-    from .manifest import LAYER_ORDER
-
     st = _as_stack(stack)
     if train_layer not in LAYER_ORDER:
         raise NotmeError(f"train_layer {train_layer!r} must be one of {', '.join(LAYER_ORDER)}")
@@ -108,8 +103,6 @@ def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force
         model, tokenizer, info = load_model(st.base_spec)
     fp = info.get("fingerprint")
     if fp is None:
-        from ..models import model_fingerprint
-
         try:
             fp = model_fingerprint(st.base_spec)
         except NotmeError:
@@ -118,10 +111,6 @@ def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force
     sub = Stack(st.base_spec, st.base_fingerprint, below, root=st.root, source=st.source)
     loaded = load_stack_into(model, sub, {"fingerprint": fp}, force=force)
     if fuse_lower and loaded:
-        import mlx.nn as nn
-
-        from ..lora import fuse
-
         if any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules()):
             raise NotmeError(f"{st.source or 'stack'}: fuse_lower needs a dense base; this one is quantized "
                              f"(load it with dequantize=True, or train without fuse_lower)")

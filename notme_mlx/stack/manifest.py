@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError, NotmeError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_yaml
 
 LAYER_ORDER = ("domain", "use", "mode", "identity")
 _LAYER_KEYS = ("layer", "name", "path", "scale")
@@ -128,8 +128,6 @@ def parse_stack(data: dict, source: Path | None = None) -> Stack:
 
 
 def load_stack(path: str | Path) -> Stack:
-    from ..io import read_yaml
-
     path = Path(path)
     return parse_stack(read_yaml(path, "stack manifest") or {}, path)
 

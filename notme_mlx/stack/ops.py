@@ -1,8 +1,6 @@
-"""Stack operations behind `notme stack`: describe, edit, diff, fuse."""
+"""Stack operations behind `notme stack`: describe, edit, diff (fusing a stack is an export: export/fused.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import mlx.core as mx
 
@@ -77,22 +75,3 @@ def diff(a: Stack, b: Stack) -> list[dict]:
                      "b": ", ".join(f"{l.name}×{l.scale:g}" for l in lb) or "—",
                      "same": ha == hb and [l.scale for l in la] == [l.scale for l in lb]})
     return rows
-
-
-def fuse_stack(stack: Stack, out: str | Path, layers: list[str] | None = None, dtype: str = "float16",
-               force: bool = False) -> Path:
-    """Fuse chosen layers (default all) into dense base weights and write an mlx-lm/HF dir."""
-    from ..export.hf import write_hf_dir
-    from ..io import atomic_dir
-    from ..lora import adapter_names, fuse
-    from ..models import load_model
-    from .compose import load_stack_into
-
-    model, tok, info = load_model(stack.base_spec, dequantize=True)
-    load_stack_into(model, stack, info, force=force, layers=layers)
-    fuse(model)
-    if adapter_names(model):
-        raise NotmeError("internal: unfused adapters remain")
-    with atomic_dir(out, force=force) as tmp:
-        write_hf_dir(tmp, model, tok, dtype=dtype)
-    return Path(out)
