@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -113,7 +114,7 @@ def model_args(model_path) -> SimpleNamespace:
 
 def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SIDES,
             on_run: Callable[[str, int, dict], None] | None = None, dequantize: bool | None = None,
-            timeout: float | None = None, gemm_n: int = 1024) -> dict:
+            timeout: float | None = None, gemm_n: int = 1024, parallel: int = 1) -> dict:
     """Run the comparison; returns the result dict (see module doc; `--json` writes it).
 
     Args:
@@ -121,6 +122,10 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
         on_run(side, repeat, summary): called after every run (progress display).
         dequantize: how the workers load the model (None: as `notme train` on this platform).
         timeout: seconds per run; gemm_n: size of the GEMM whose FLOP/s is the MFU peak (0: skip).
+        parallel: run up to this many sides of one repeat at the same time (1: one after the
+            other). On a machine busy with other work, running a repeat's sides together puts
+            them under the same load; per-process memory is unaffected, and tokens per CPU
+            second little affected, but wall-clock tokens/s then measure shared cores.
     """
     peaks = [mlx_matmul_peak(gemm_n)] if gemm_n else []
     runs: dict[str, list[dict]] = {s: [] for s in sides}
@@ -134,13 +139,15 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
         for r in range(repeat):
             order = list(sides[r % len(sides):]) + list(sides[:r % len(sides)])  # rotate who goes first
             s = dataclasses.replace(settings, seed=settings.seed + r)
-            for side in order:
-                spec = {"side": side, "model": str(model_path), "dequantize": dequantize,
-                        "examples": str(data[side]), "settings": dataclasses.asdict(s)}
-                summ = run_worker(spec, work, f"{side}-{r}", timeout)
-                runs[side].append(summ)
-                if on_run:
-                    on_run(side, r, summ)
+            specs = [(side, {"side": side, "model": str(model_path), "dequantize": dequantize,
+                             "examples": str(data[side]), "settings": dataclasses.asdict(s)}) for side in order]
+            with ThreadPoolExecutor(max(1, parallel)) as pool:
+                futures = [(side, pool.submit(run_worker, spec, work, f"{side}-{r}", timeout)) for side, spec in specs]
+                for side, fut in futures:
+                    summ = fut.result()
+                    runs[side].append(summ)
+                    if on_run:
+                        on_run(side, r, summ)
     if gemm_n:
         peaks.append(mlx_matmul_peak(gemm_n))
     agg = {side: aggregate(v) for side, v in runs.items()}
@@ -148,7 +155,8 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
     lens = np.array([len(e.tokens) for e in examples])
     args = model_args(model_path)
     out = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "settings": dataclasses.asdict(settings), "repeat": repeat, "model": str(model_path),
+           "settings": dataclasses.asdict(settings), "repeat": repeat, "parallel": parallel,
+           "model": str(model_path),
            "dequantize": dequantize, "model_args": vars(args),
            "data": {**stats, "length_percentiles": {p: float(np.percentile(lens, p)) for p in (10, 50, 90, 99)}},
            "sides": agg, **(ratios(agg) if "mlx-lm" in agg and "ours" in agg else {}),

@@ -7,25 +7,43 @@ def _mb(b) -> str:
     return f"{b / 2**20:.0f}"
 
 
+def _spread(a: dict, k: str, fmt: str = "{:.1f}") -> str:
+    if k + "_min" not in a:
+        return fmt.format(a[k])
+    return f"{fmt.format(a[k])} [{fmt.format(a[k + '_min'])}-{fmt.format(a[k + '_max'])}]"
+
+
 def compare_table(res: dict) -> str:
-    """Per-side figures and the ours/theirs ratios of a `compare()` result."""
-    lines = ["| side | tokens/s (real) | tokens/CPU-s | supervised tok/s | median step (s) | peak mem (MiB) | padding |",
-             "|---|---|---|---|---|---|---|"]
+    """Per-side medians [min-max over repeats], per-process memory, MFU, and the ours/theirs ratios."""
+    mfu = res.get("mfu", {})
+    lines = ["| side | tokens/s (real) | tokens/CPU-s | median step (s) | MLX peak (MiB) | max RSS (MiB) | padding | MFU |",
+             "|---|---|---|---|---|---|---|---|"]
     for side, a in res["sides"].items():
-        lines.append(f"| {side} | {a['tokens_per_sec']:.1f} | {a.get('tokens_per_cpu_sec', float('nan')):.1f} | "
-                     f"{a['supervised_tokens_per_sec']:.1f} | "
-                     f"{a['median_step_s']:.2f} | {_mb(a['peak_memory'])} | {a['padding_fraction']:.1%} |")
+        rss = _mb(a["max_rss"]) if a.get("max_rss") else "-"
+        m = f"{mfu[side]:.1%}" if side in mfu else "-"
+        lines.append(f"| {side} | {_spread(a, 'tokens_per_sec')} | {_spread(a, 'tokens_per_cpu_sec')} | "
+                     f"{_spread(a, 'median_step_s', '{:.2f}')} | {_mb(a['peak_memory'])} | {rss} | "
+                     f"{a['padding_fraction']:.1%} | {m} |")
     if "ratio_tokens_per_sec" in res:
-        po = res.get("penalty_overhead")
-        lines += ["", "| ratio ours/mlx-lm | value |", "|---|---|",
-                  f"| tokens/s | {res['ratio_tokens_per_sec']:.2f}x |",
-                  f"| tokens per CPU second | {res.get('ratio_tokens_per_cpu_sec', float('nan')):.2f}x |",
-                  f"| supervised tokens/s | {res['ratio_supervised_tokens_per_sec']:.2f}x |",
-                  f"| median step time | {res['ratio_step_time']:.2f}x |",
-                  f"| peak memory | {res['ratio_peak_memory']:.2f}x |"]
+        po, pr = res.get("penalty_overhead"), res.get("paired", {})
+        lines += ["", "| ratio ours/mlx-lm | medians | paired (same repeat) |", "|---|---|---|",
+                  f"| tokens/s | {res['ratio_tokens_per_sec']:.2f}x | {pr.get('ratio_tokens_per_sec', float('nan')):.2f}x |",
+                  f"| tokens per CPU second | {res.get('ratio_tokens_per_cpu_sec', float('nan')):.2f}x | "
+                  f"{pr.get('ratio_tokens_per_cpu_sec', float('nan')):.2f}x |",
+                  f"| median step time | {res['ratio_step_time']:.2f}x | |",
+                  f"| MLX peak memory (per process) | {res['ratio_peak_memory']:.2f}x | "
+                  f"{pr.get('ratio_peak_memory', float('nan')):.2f}x |"]
+        if res.get("ratio_max_rss") is not None:
+            lines.append(f"| max RSS (per process) | {res['ratio_max_rss']:.2f}x | |")
         if po is not None:
             lines.append(f"| penalty overhead (ours, on vs off; wall / CPU) | {po:+.1%} / "
-                         f"{res.get('penalty_overhead_cpu') or 0:+.1%} |")
+                         f"{res.get('penalty_overhead_cpu') or 0:+.1%} | {pr.get('penalty_overhead', 0):+.1%} / "
+                         f"{pr.get('penalty_overhead_cpu', 0):+.1%} |")
+    g = res.get("gemm_peak_flops")
+    if g:
+        lines.append(f"\nMFU = tokens/s x {res['flops_per_token'] / 1e9:.2f} GFLOP/token (6N + attention) / "
+                     f"{g['used'] / 1e9:.1f} GFLOP/s ({g['n']}^2 float32 GEMM in MLX, best of before "
+                     f"{g['before'] / 1e9:.1f} / after {g['after'] / 1e9:.1f}).")
     return "\n".join(lines)
 
 

@@ -33,6 +33,8 @@ from ..io import atomic_write_text
 @click.option("--rank", default=8, show_default=True, help="LoRA rank (alpha = 2 x rank), all 7 projections, all layers")
 @click.option("--grad-checkpoint", is_flag=True, help="per-layer gradient checkpointing on both sides")
 @click.option("--repeat", default=None, type=int, help="runs per side, alternating, each in a fresh process [5; --quick 3]")
+@click.option("--parallel", default=1, show_default=True,
+              help="run up to this many sides of a repeat at once (same load on each; see docs/bench.md)")
 @click.option("--examples", "n_examples", default=400, show_default=True)
 @click.option("--dequantize/--no-dequantize", default=None,
               help="load quantized weights as float32 dense (default: as `notme train`, dense on CPU)")
@@ -41,7 +43,7 @@ from ..io import atomic_write_text
 @click.option("--json", "json_path", default=None, type=click.Path(), help="write the full result (every run) here")
 @click.option("--quick", is_flag=True, help="fewer steps and repeats")
 def bench_cmd(model, data, synthetic, compare_with, steps, warmup, batch, batch_tokens, batching, seq, rank,
-              grad_checkpoint, repeat, n_examples, dequantize, equal_length, no_penalty_off, json_path, quick):
+              grad_checkpoint, repeat, parallel, n_examples, dequantize, equal_length, no_penalty_off, json_path, quick):
     """Train a few steps with notme's trainer and mlx-lm's on the same model and examples.
 
     Every run is a fresh process (model loaded as `notme train` loads it); sides alternate
@@ -79,7 +81,8 @@ def bench_cmd(model, data, synthetic, compare_with, steps, warmup, batch, batch_
                     f"MLX peak {summ['peak_memory'] / 2**20:.0f} MiB, max RSS {summ['max_rss'] / 2**20:.0f} MiB")
             bar.advance(1)
 
-        res = compare(path, examples, s, repeat=repeat, sides=sides, on_run=on_run, dequantize=dequantize)
+        res = compare(path, examples, s, repeat=repeat, sides=sides, on_run=on_run, dequantize=dequantize,
+                      parallel=parallel)
     res["data"]["kind"] = "equal-length" if equal_length else (f"file {data}" if data else "synthetic chat-like")
     ui.out.print(machine_line(res["machine"]), soft_wrap=True, markup=False)
     ui.out.print(compare_table(res), soft_wrap=True, markup=False)
