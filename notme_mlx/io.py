@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
+import yaml
+
+from .errors import InputError, NotmeError
 
 PRIVATE = 0o600
 
@@ -62,8 +64,6 @@ def write_jsonl(path: str | Path, records: Iterable[dict], mode: int = PRIVATE) 
 
 def read_yaml(path: str | Path, what: str = "file"):
     """Parse a YAML file; a missing file or a syntax error is one InputError naming file:line."""
-    import yaml
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: {what} not found")
@@ -109,8 +109,6 @@ def atomic_dir(path: str | Path, force: bool = False, mode: int = 0o700):
     """
     path = Path(path)
     if path.exists() and not force:
-        from .errors import NotmeError
-
         raise NotmeError(f"{path}: already exists (use --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

@@ -12,10 +12,17 @@ from typing import Sequence
 
 import mlx.core as mx
 import numpy as np
+from mlx_lm import generate
+from mlx_lm.generate import batch_generate
+from mlx_lm.sample_utils import make_sampler
 
 from ..errors import InputError, NotmeError
+from ..lora import load_adapter, read_adapter_config
+from ..models import load_model
 from ..models.frame import describe_frame, frame_for
 from ..models.generate import chat_prompt
+from ..stack.compose import load_stack_into
+from ..stack.manifest import load_stack
 
 MAX_SCORE_LEN = 512
 
@@ -30,10 +37,6 @@ def load_target(model_spec: str | None = None, adapters: str | Path | None = Non
     if adapters is not None and not Path(adapters).is_dir():
         raise InputError(f"{adapters}: adapter folder not found (expected adapters.safetensors + adapter_config.json)")
     if stack is not None:
-        from ..stack.compose import load_stack_into
-        from ..stack.manifest import load_stack
-        from ..models import load_model
-
         st = load_stack(stack)
         spec = model_spec or st.base_spec
         model, tok, info = load_model(spec)
@@ -42,13 +45,10 @@ def load_target(model_spec: str | None = None, adapters: str | Path | None = Non
     else:
         if model_spec is None:
             raise InputError("--model is required unless --stack names the base")
-        from ..models import load_model
 
         model, tok, info = load_model(model_spec)
         meta["fingerprint"] = info.get("fingerprint")
     if adapters is not None:
-        from ..lora import load_adapter, read_adapter_config
-
         fp = read_adapter_config(adapters).get("notme", {}).get("base_fingerprint")
         if fp and meta["fingerprint"] and fp != meta["fingerprint"] and not force:
             raise NotmeError(f"{adapters}: adapter was trained on base {fp[:12]}…, not on {meta['model']} "
@@ -83,8 +83,6 @@ def generate_batch(model, tokenizer, conversations: Sequence[list[dict]], max_to
     Returns [{"text": str, "n_tokens": int}] in input order. Greedy when temp == 0;
     sampled runs seed `mx.random` with `seed` first, so a run is reproducible.
     """
-    from mlx_lm.sample_utils import make_sampler
-
     sampler = make_sampler(temp=temp)
     prompts = [_encode(tokenizer, render(tokenizer, c)) for c in conversations]
     out: list[dict] = []
@@ -92,15 +90,11 @@ def generate_batch(model, tokenizer, conversations: Sequence[list[dict]], max_to
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         try:
-            from mlx_lm.generate import batch_generate
-
             res = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens, sampler=sampler,
                                  return_token_ids=True)
             for text, ids in zip(res.texts, res.token_ids):
                 out.append({"text": _finish(tokenizer, text), "n_tokens": len(ids)})
-        except (ImportError, TypeError, AttributeError):
-            from mlx_lm import generate
-
+        except (TypeError, AttributeError):  # a model mlx-lm cannot batch: one prompt at a time
             for p in chunk:
                 text = _finish(tokenizer, generate(model, tokenizer, p, max_tokens=max_tokens, sampler=sampler,
                                                    verbose=False))

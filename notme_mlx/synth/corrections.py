@@ -7,6 +7,7 @@ consume it as-is. Every append rewrites the file atomically (temp + rename, mode
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,8 +44,6 @@ def validate_pair(r: dict, where: str) -> dict:
 
 def append_pairs(path: str | Path, pairs: list[dict]) -> int:
     """Validate `pairs` and append them to `path` atomically. Returns the new total line count."""
-    import json
-
     path = Path(path)
     new = [validate_pair(p, f"pair {i}") for i, p in enumerate(pairs, 1)]
     old = path.read_text(encoding="utf-8") if path.exists() else ""

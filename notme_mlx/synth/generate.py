@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Sequence
 
 import mlx.core as mx
+from mlx_lm import generate
+from mlx_lm.generate import batch_generate
+from mlx_lm.sample_utils import make_sampler
 
+from ..detect import default_detector
+from ..detect.repair import remove_spans
 from ..errors import InputError, NotmeError
 from ..io import read_jsonl
 from ..models.frame import Frame, bos_prefix
+from ..models.generate import chat_prompt
 
 # the plain-text frame (models/frame.py) with an intro that asks for direct, complete answers
 SYNTH_FRAME = Frame(me="Assistant", other="User",
@@ -87,8 +93,6 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], max_tokens: int, te
 
     Seeded: `mx.random.seed(seed)` before the first batch, so a run is reproducible.
     """
-    from mlx_lm.sample_utils import make_sampler
-
     sampler = make_sampler(temp=temp)
     enc = [list(tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
     mx.random.seed(seed)
@@ -96,13 +100,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], max_tokens: int, te
     for i in range(0, len(enc), batch_size):
         chunk = enc[i:i + batch_size]
         try:
-            from mlx_lm.generate import batch_generate
-
             res = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens, sampler=sampler)
             out.extend(res.texts)
-        except (ImportError, TypeError, AttributeError):
-            from mlx_lm import generate
-
+        except (TypeError, AttributeError):  # a model mlx-lm cannot batch: one prompt at a time
             out.extend(generate(model, tokenizer, p, max_tokens=max_tokens, sampler=sampler, verbose=False)
                        for p in chunk)
         if progress is not None:
@@ -119,10 +119,6 @@ def synth(model, tokenizer, prompts: list[dict], n: int, system: str | None = No
       {"examples": [Example], "pairs": [pair], "counts": {...}}. Raises NotmeError when every
       reply is empty (nothing is written by the caller then).
     """
-    from ..detect import default_detector
-    from ..detect.repair import remove_spans
-    from ..models.generate import chat_prompt
-
     if n < 1:
         raise InputError(f"-n must be >= 1, got {n}")
     if on_flag not in ("drop", "revise"):

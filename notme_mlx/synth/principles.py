@@ -17,8 +17,8 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ..errors import ConfigError
+from ..io import read_yaml
 
 TOP_KEYS = ("principles",)
 ITEM_KEYS = ("name", "description", "good", "bad")
@@ -89,8 +89,6 @@ def parse_principles(data, where: str = "principles.yaml") -> list[Principle]:
 
 def load_principles(path: str | Path) -> list[Principle]:
     """Read and validate a principles YAML file (ConfigError names the key and the nearest valid one)."""
-    from ..io import read_yaml
-
     path = Path(path)
     return parse_principles(read_yaml(path, "principles file"), str(path))
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..detect import default_detector
+from ..detect.repair import remove_spans
 from ..errors import InputError
 from ..io import read_jsonl
+from ..models.generate import chat_prompt, generate_text
 
 REWRITE = ("Rewrite the reply below so it follows the principles: keep its content, remove any asking for "
            "approval, permission or confirmation, hedging and flattery. Output only the rewritten reply.\n\n"
@@ -46,9 +49,6 @@ def revise_records(records, detector=None, rewrite_fn=None, where: str = "input"
     Returns:
       {"pairs": [{"prompt","chosen","rejected","meta"}], "counts": {...}}.
     """
-    from ..detect import default_detector
-    from ..detect.repair import remove_spans
-
     det = detector or default_detector()
     pairs, c = [], {"records": 0, "flagged": 0, "rule": 0, "model": 0, "unfixable": 0}
     for i, r in enumerate(records, 1):
@@ -82,8 +82,6 @@ def revise_file(path: str | Path, detector=None, rewrite_fn=None) -> dict:
 
 def model_rewriter(model, tokenizer, principles_text: str | None, max_tokens: int = 256):
     """A `rewrite_fn` that asks `model` (greedy) to rewrite a reply under the principles."""
-    from ..models.generate import chat_prompt, generate_text
-
     def fn(prompt, reply, rule):
         msgs = ([{"role": "system", "content": principles_text}] if principles_text else []) + [
             {"role": "user", "content": REWRITE.format(reply=reply)}]
