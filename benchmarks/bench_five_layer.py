@@ -288,6 +288,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--synth-n", type=int, default=240, help="generated replies (starter prompts cycled)")
     ap.add_argument("--synth-tokens", type=int, default=64)
+    ap.add_argument("--synth-batch", type=int, default=24, help="replies decoded together")
     ap.add_argument("--safety-fraction", type=float, default=0.3, help="share of train made of safety replay")
     ap.add_argument("--domain-steps", type=int, default=120)
     ap.add_argument("--mode-steps", type=int, default=40, help="optimizer steps per Mode option (equal budget)")
@@ -325,7 +326,7 @@ def main():
             fewshot_prompts(c / "fewshot.jsonl", (SYNTH_PROMPTS / "eager_assistant.txt").read_text().strip())
         step(c / "synth.jsonl", notme + ["data", "synth", "--model", a.model, "--prompts", c / "fewshot.jsonl",
                                          "-n", a.synth_n, "--temp", "0.8", "--max-tokens", a.synth_tokens,
-                                         "--batch-size", "24", "--seed", a.seed, "-o", c / "synth.jsonl"],
+                                         "--batch-size", a.synth_batch, "--seed", a.seed, "-o", c / "synth.jsonl"],
              log, times, "synth")
         if not (c / "messages.jsonl").exists():
             info = synth_messages(c / "synth.jsonl", c / "synth.pairs.jsonl", c / "synth_messages.jsonl")
