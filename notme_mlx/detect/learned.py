@@ -3,7 +3,8 @@
 Model: multinomial logistic regression (labels: none + the five categories) over hashed
 features of one sentence or clause: word 1-3-grams with start/end marks, 2-4-grams of its
 skeleton (function words kept, other words -> "x": "want me to x ?"), char 4-grams, a length
-bucket and a question mark flag. Texting forms are folded first (u -> you, lmk -> let me
+bucket and a question mark flag; the binary feature vector is L2-normalized (so a long sentence
+does not pile up weight just by being long). Texting forms are folded first (u -> you, lmk -> let me
 know, apostrophes dropped). Scores are calibrated by temperature scaling on held-out families:
 `score = 1 - p(none)`, flagged when `score >= threshold`.
 
@@ -260,7 +261,7 @@ class Model:
         nz = lens > 0
         if cols.size:
             starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-            out[nz] = np.add.reduceat(self.W[cols], starts[nz], axis=0)
+            out[nz] = np.add.reduceat(self.W[cols], starts[nz], axis=0) / np.sqrt(lens[nz])[:, None]
         return out + self.b
 
     def logits(self, idx: list[np.ndarray]) -> np.ndarray:

@@ -20,7 +20,7 @@ from .learned import Hasher, LearnedDetector, Model, clauses
 
 # chosen on the validation families and the dev set tests/data/detector_eval.jsonl (see docs/detect.md)
 DEFAULTS = {"dim": 1 << 17, "char_n": 4, "epochs": 6, "lr": 0.05, "l2": 1e-6, "batch": 256, "per_family": 240,
-            "threshold": 0.9}
+            "threshold": 0.7}
 
 
 def units(text: str, spans) -> list[tuple[str, int]]:
@@ -90,13 +90,15 @@ def fit(idx: list[np.ndarray], y: np.ndarray, dim: int, seed: int = 0, epochs: i
             G = P
             G[np.arange(len(sel)), y[sel]] -= 1.0
             G *= (sw[sel] / sw[sel].sum())[:, None]
-            rows = np.repeat(np.arange(len(sel)), [len(i) for i in bi])
+            gb = G.sum(axis=0)
+            lens = np.asarray([len(i) for i in bi])
+            G /= np.sqrt(np.maximum(lens, 1))[:, None]  # rows are L2-normalized binary vectors
+            rows = np.repeat(np.arange(len(sel)), lens)
             flat = np.concatenate(bi)
             gW = np.zeros_like(W)
             for k in range(K):
                 gW[:, k] = np.bincount(flat, weights=G[rows, k], minlength=dim)
             gW += l2 * W
-            gb = G.sum(axis=0)
             t += 1
             for p, g, m_, v_ in ((W, gW, mW, vW), (b, gb, mb, vb)):
                 m_ *= b1
