@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from notme_mlx.eval.report import compare, summary_rows, to_html, to_markdown, write_report
-from notme_mlx.eval.runner import METRICS, warnings_for
+from notme_mlx.eval.metrics import METRICS, warnings_for
 
 
 def _m(v, lo=None, hi=None, n=50):

@@ -11,9 +11,11 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 from ..io import atomic_write_bytes, atomic_write_text
-from .runner import METRICS
+from .metrics import METRICS, warnings_for
 
 RED = "#c0392b"
 
@@ -75,8 +77,6 @@ def _describe(meta: dict | None) -> str:
 # --- plots ------------------------------------------------------------------------------------
 
 def _bars(ax, labels, series, title, pct=True):
-    import numpy as np
-
     x = np.arange(len(labels))
     w = 0.8 / max(len(series), 1)
     colors = ["#95a5a6", "#2e86de"]
@@ -97,7 +97,7 @@ def _bars(ax, labels, series, title, pct=True):
 
 def write_plots(report: dict, plot_dir: Path) -> list[Path]:
     """Bar charts (baseline vs model, 95% CI error bars). Returns the PNG paths."""
-    import matplotlib
+    import matplotlib  # heavy (about a second); imported only when plots are written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -232,8 +232,6 @@ def load_report(d: str | Path) -> dict:
 def compare(dir_a: str | Path, dir_b: str | Path) -> dict:
     """Line up two reports' model results: A as 'before', B as 'after'. Returns a report-shaped dict."""
     ra, rb = load_report(dir_a), load_report(dir_b)
-    from .runner import warnings_for
-
     rep = {"model": rb["model"], "baseline": ra["model"]}
     rep["warnings"] = warnings_for(rb["model"], ra["model"])
     return rep
