@@ -7,20 +7,17 @@ non-zero exit code.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import sys
 
 import click
 
 from .. import __version__
 from ..errors import NotmeError
+from ..ui import error
+from . import bench, chat, cluster, correct, data, detect, eval, export, ingest, model, quickstart, stack, train
 
-# One module per area; each defines COMMANDS, a list of click commands/groups.
-_AREAS = [
-    "quickstart", "ingest", "data", "detect", "train", "eval", "export",
-    "stack", "chat", "model", "cluster", "bench", "correct",
-]
+# One module per area; each defines COMMANDS, a list of click commands/groups (listed in `notme -h` order).
+AREAS = [quickstart, ingest, data, detect, train, eval, export, stack, chat, model, cluster, bench, correct]
 
 
 class _Group(click.Group):
@@ -28,8 +25,6 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except NotmeError as e:
-            from ..ui import error
-
             error(str(e))
             sys.exit(e.exit_code)
 
@@ -48,9 +43,8 @@ def main():
     """
 
 
-for _area in _AREAS:
-    _mod = importlib.import_module(f".{_area}", __name__)
-    for _cmd in _mod.COMMANDS:
+for _area in AREAS:
+    for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
 
 
