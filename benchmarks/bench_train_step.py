@@ -19,10 +19,12 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx_lm.models import llama
 
-from notme_mlx.train import _resolve
-from notme_mlx.train.config import load_recipe
+from notme_mlx.data.labels import tokenize_example
+from notme_mlx.lora import apply_lora, trainable_parameters
+from notme_mlx.train.trainer import lora_config
+from notme_mlx.recipe import load_recipe
 from notme_mlx.train.stream import supervised
-from notme_mlx.train.trainer import default_loss, make_step
+from notme_mlx.train.loop import default_loss, local_step, make_update
 
 SHAPES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
@@ -38,7 +40,7 @@ def bench(shape: str, steps: int, seq: int, batch: int, lora: dict, compile: boo
     mx.random.seed(0)
     model = llama.Model(args)
     mx.eval(model.parameters())
-    n = _resolve.apply_lora(model, _resolve.lora_config(load_recipe(None, lora).lora))
+    n = apply_lora(model, lora_config(load_recipe(None, lora).lora))
     rng = np.random.default_rng(0)
     toks = mx.array(rng.integers(0, args.vocab_size, (batch, seq + 1)), mx.int32)
     labels = mx.array(np.where(rng.random((batch, seq)) < 0.5, 1, 0), mx.int32)
@@ -46,14 +48,15 @@ def bench(shape: str, steps: int, seq: int, batch: int, lora: dict, compile: boo
     if select:
         b.update(supervised(np.array(toks[:, 1:]), np.array(labels)))
     nl = mx.array(float(np.array(labels).astype(bool).sum()))
-    step = make_step(model, optim.AdamW(1e-4), partial(default_loss, penalty_weight=10.0, chunk_size=8192),
-                     1.0, compile=compile)
+    step = local_step(model, partial(default_loss, penalty_weight=10.0, chunk_size=8192), compile=compile)
+    update = make_update(model, optim.AdamW(1e-4), 1.0, compile=compile)
     mx.reset_peak_memory()
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
-        out = step(b, nl, nl, None, None, True)
-        mx.eval(out, model.state)
+        loss, grads, _ = step([b], nl, nl)
+        ok = update(grads, loss, step.grad_norm(grads))
+        mx.eval(loss, ok, model.state)
         times.append(time.perf_counter() - t)
     dt = float(np.median(times[1:]))  # the first includes compilation
     return {"shape": shape, "lora_params": n, "batch x seq": f"{batch}x{seq}", "step_s": dt,

@@ -19,8 +19,3 @@ class InputError(NotmeError):
 class ConfigError(NotmeError):
     """Bad recipe or option value."""
 
-
-class NotImplementedYet(NotmeError):
-    """A command whose area is not built yet (exit code 2)."""
-
-    exit_code = 2

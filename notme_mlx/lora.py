@@ -247,6 +247,31 @@ def apply_lora(model, config: LoRAConfig, name: str = "default", trainable: bool
     return added
 
 
+def lora_key(seed: int, layer: int, module: str) -> mx.array:
+    """PRNG key of one adapter's A matrix: a function of (seed, global layer index, module name)."""
+    m = ALL_TARGETS.index(module) if module in ALL_TARGETS else 100 + sum(map(ord, module))
+    return mx.random.key(seed * 1_000_003 + layer * 101 + m)
+
+
+def seed_lora_a(layers, global_offset: int, seed: int, name: str = "default") -> None:
+    """Draw adapter `name`'s A matrices (uniform +-1/sqrt(in), as at construction) from
+    `lora_key(seed, global layer, module)`, so a pipeline stage holding layers [s, e) of a model
+    gets the same A as a run of the whole model with the same seed (B stays zero).
+
+    Args:
+        layers: a list of transformer blocks, or a model (its blocks).
+    """
+    if not isinstance(layers, (list, tuple)):
+        layers = _layers(layers)
+    for li, layer in enumerate(layers):
+        for path, m in layer.named_modules():
+            if isinstance(m, MultiLoRALinear) and name in m.adapters:
+                a = m.adapters[name]
+                bound = 1.0 / math.sqrt(a.lora_a.shape[0])
+                a.lora_a = mx.random.uniform(-bound, bound, a.lora_a.shape,
+                                             key=lora_key(seed, global_offset + li, path.split(".")[-1]))
+
+
 def adapter_names(model) -> list[str]:
     seen = []
     for _, m in lora_modules(model):

@@ -1,16 +1,21 @@
-"""Recipes: one YAML file -> frozen dataclasses, validated with every problem reported at once.
+"""Recipes: one YAML file -> one frozen, typed `Recipe`, validated with every problem reported at once.
+
+This is the one reader of recipe files: `notme data build`, `notme train`, `notme cluster
+launch`, `notme eval` and `notme data synth` all take the `Recipe` (or one of its sections)
+that `load_recipe` returns, never a path. It imports nothing above `notme_mlx.errors`.
 
 Precedence (tested): `--set key=value` > the recipe (and its `base:` chain) > the defaults
 below. A recipe may start with `base: other.yaml` (resolved relative to the recipe's folder,
 then to the shipped `recipes/` folder): the base is loaded first and the recipe's keys are
 merged over it (dicts merge key by key, lists and scalars replace). Every field carries
-help text in `metadata["help"]`; docs/train.md is generated from the same table.
+help text in `metadata["help"]`; docs/train.md lists the same table (a test checks it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +23,15 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from ..errors import ConfigError
+from .errors import ConfigError
+from .resources import bundled_dir
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = bundled_dir("recipes")  # the checkout's recipes/ folder, or an installed wheel's copy
 LAYERS = ("domain", "use", "mode", "identity")
+# Phase types a recipe may name. Each is implemented by a runner registered in
+# `notme_mlx.train.phases` (sft, orpo, simpo, dpo) or `notme_mlx.synth.phase` (grpo).
+PHASE_TYPES = ("sft", "orpo", "simpo", "dpo", "grpo")
+BUILD_MODES = ("auto", "mirror", "assistant")
 
 
 def _f(default, help: str, **kw):
@@ -34,33 +44,59 @@ def _copy(d):
     return dataclasses.replace(d) if dataclasses.is_dataclass(d) else type(d)(d)
 
 
+def parse_duration(s) -> float:
+    """'90s' | '30m' | '2h' | '1d' | number (minutes) -> seconds."""
+    if isinstance(s, (int, float)) and not isinstance(s, bool):
+        return float(s) * 60
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(s))
+    if not m:
+        raise ConfigError(f"session_gap: expected e.g. '30m', '2h', '90s', got {s!r}")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}[m.group(2)]
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    train: str = _f("data/train.jsonl", "Training examples (DESIGN §4 chat JSONL from `notme data build`).")
+    train: str = _f("data/train.jsonl", "Training examples (chat JSONL from `notme data build`; docs/data.md).")
     valid: Optional[str] = _f("data/valid.jsonl", "Validation examples; null disables validation.")
-    pairs: Optional[str] = _f("data/pairs.jsonl", "Preference pairs for orpo/simpo phases.")
-    max_seq_len: int = _f(1024, "Tokens per example; longer examples are left-trimmed by the tokenizer step.")
+    pairs: Optional[str] = _f("data/pairs.jsonl", "Preference pairs for orpo/simpo/dpo phases.")
+    max_seq_len: int = _f(1024, "Tokens per example, for `notme data build` (context windows) and the trainer "
+                                "(longer examples are left-trimmed).")
     batching: Literal["bucket", "pack"] = _f(
         "bucket", "bucket: length-bucketed batches padded to pad_multiple; pack: several examples per "
         "row with a block-diagonal causal mask.")
     pad_multiple: int = _f(32, "Pad each batch's length up to a multiple of this (fewer compiled shapes).")
     pool_size: int = _f(64, "Bucketing pool in batches: examples are sorted by length within random pools.")
+    batch_tokens: Optional[int] = _f(None, "Token budget per micro-batch: rows are packed (batching: pack) or "
+                                           "bucketed so each holds about this many token positions, instead "
+                                           "of batch_size examples; null = batch_size rows.")
     max_valid_examples: Optional[int] = _f(256, "Cap on validation examples per evaluation (null = all).")
-    builder: dict = _f({}, "`notme data build` options that share this section (session_gap, mode, "
-                           "safety_fraction, ...); validated by the builder, ignored by the trainer.")
 
 
-# Keys of the `data:` section the trainer reads; `notme data build` ignores these.
-TRAINER_DATA_KEYS = ("train", "valid", "pairs", "max_seq_len", "batching", "pad_multiple", "pool_size",
-                     "max_valid_examples")
+@dataclass(frozen=True)
+class BuildConfig:
+    """Options of `notme data build` (the recipe's `build:` section; data.max_seq_len sizes the windows)."""
 
+    seed: int = _f(0, "Seed of the train/valid/test split, the safety sampling and the train shuffle.")
+    session_gap: str = _f("30m", "A longer silence starts a new session ('45s', '30m', '2h', '1d').")
+    mode: Literal["auto", "mirror", "assistant"] = _f(
+        "auto", "Role mapping: mirror (your turns are targets), assistant (the AI's turns are, with "
+        "validation-seeking spans penalized); auto: assistant for conversations with an `ai` speaker.")
+    mode_by_source: dict = _f({}, "Mode per source, e.g. {chatgpt: assistant, whatsapp: mirror}.")
+    penalize: bool = _f(True, "Mark detector spans in target turns as penalize.")
+    safety_fraction: float = _f(0.05, "Share of the train split made of safety-replay examples.")
+    valid_fraction: float = _f(0.05, "Share of conversations in the validation split.")
+    test_fraction: float = _f(0.05, "Share of conversations in the test split.")
+    min_target_chars: int = _f(2, "Shorter target turns become context.")
+    max_target_chars: int = _f(8000, "Longer target turns become context.")
+    dedupe: bool = _f(True, "Remove exact and near-duplicate examples.")
+    near_dup_threshold: float = _f(0.85, "Estimated Jaccard of word 3-gram shingles above which examples are near duplicates.")
+    scrub: bool = _f(False, "Replace PII with placeholders/pseudonyms before building.")
+    system_prompt: Optional[str] = _f(None, "System turn prepended to every example.")
+    opener: str = _f("(new conversation)", "User turn inserted when a session opens with a target turn.")
+    group_names: bool = _f(True, "Prefix 'Name: ' to user turns in group chats.")
 
-def _builder_fields() -> dict:
-    try:
-        from ..data.config import DataConfig as BuildConfig
-    except ImportError:
-        return {}
-    return {f.name: f for f in dataclasses.fields(BuildConfig)}
+    def gap_seconds(self) -> float:
+        return parse_duration(self.session_gap)
 
 
 @dataclass(frozen=True)
@@ -97,30 +133,56 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class CueConfig:
+    category: str = _f("custom", "Lexicon category of the cue (a new name starts a category of weight 1).")
+    pattern: str = _f("", "Regular expression, matched case-insensitively (lexicon rules, docs/detect.md).")
+    weight: Optional[float] = _f(None, "Cue weight (null = the category's).")
+    span: Optional[Literal["sentence", "match"]] = _f(None, "What a hit marks (null = the category's).")
+    question: bool = _f(False, "The sentence must be a question.")
+    anchor: Optional[Literal["start"]] = _f(None, "start: the cue must open its sentence.")
+
+    def to_lexicon(self) -> dict:
+        """The cue as `Detector.from_config(extra_cues=...)` takes it (unset fields left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
+
+
+@dataclass(frozen=True)
 class DetectConfig:
-    extra_cues: tuple[str, ...] = _f((), "Extra validation-seeking phrases for the detector.")
-    extra_yaml: Optional[str] = _f(None, "Extra detector lexicon YAML (used by `notme data build`).")
+    extra_cues: tuple[CueConfig, ...] = _f(
+        (), "Extra validation-seeking cues, each {category, pattern[, weight, span, question, anchor]}; "
+            "a plain string is a literal phrase in category 'custom'.")
+    extra_yaml: Optional[str] = _f(None, "Extra detector lexicon YAML (relative to the recipe's folder).")
+    engine: Literal["lexicon", "learned", "both"] = _f(
+        "both", "Detector engine: lexicon (YAML cues), learned (sentence classifier) or both (docs/detect.md).")
 
 
 @dataclass(frozen=True)
 class PhaseConfig:
     name: str = _f("sft", "Phase name (used in logs and metrics).")
-    type: str = _f("sft", "Phase type from the registry (phases.PHASE_TYPES): sft, orpo, simpo, dpo, grpo.")
+    type: str = _f("sft", "Phase type: " + ", ".join(PHASE_TYPES) + ".")
     penalty_weight: Optional[float] = _f(None, "Override loss.penalty_weight in this phase (0 = learn only).")
     epochs: Optional[float] = _f(None, "Override epochs in this phase.")
-    max_steps: Optional[int] = _f(None, "Override max_steps in this phase.")
+    max_steps: Optional[int] = _f(None, "Override max_steps in this phase (grpo: default 20).")
     lr: Optional[float] = _f(None, "Override optimizer.lr in this phase.")
     beta: float = _f(0.1, "Preference strength (orpo lambda / simpo / dpo beta; grpo: KL coefficient).")
     gamma: float = _f(0.5, "SimPO target margin.")
     data: Optional[str] = _f(None, "Override the phase's data file (train examples, pairs for preference, prompts for grpo).")
-    k: Optional[int] = _f(None, "grpo: completions sampled per prompt (the group; default 4).")
-    prompts_per_step: Optional[int] = _f(None, "grpo: prompts per optimizer step (default 2).")
-    max_tokens: Optional[int] = _f(None, "grpo: tokens per sampled completion (default 32).")
-    temp: Optional[float] = _f(None, "grpo: sampling temperature (default 1.0).")
-    clip_eps: Optional[float] = _f(None, "grpo: PPO ratio clip (default 0.2).")
+    k: int = _f(4, "grpo: completions sampled per prompt (the group).")
+    prompts_per_step: int = _f(2, "grpo: prompts per optimizer step.")
+    max_tokens: int = _f(32, "grpo: tokens per sampled completion.")
+    temp: float = _f(1.0, "grpo: sampling temperature.")
+    clip_eps: float = _f(0.2, "grpo: PPO ratio clip.")
     nll_weight: float = _f(0.0, "dpo: weight of the chosen replies' per-token NLL added to the DPO loss (RPO, "
                                 "TRL's rpo_alpha); keeps the chosen text likely so the margin cannot be won by "
                                 "making every reply unlikely (e.g. ending replies early).")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    schedule: Literal["gpipe", "1f1b"] = _f(
+        "1f1b", "`notme cluster launch`: pipeline schedule over the grad_accum micro-batches of a step.")
+    timeout: float = _f(600.0, "`notme cluster launch`: seconds without progress before a rank gives up "
+                               "(a peer died); 0 = wait forever.")
 
 
 @dataclass(frozen=True)
@@ -129,13 +191,16 @@ class Recipe:
     name: Optional[str] = _f(None, "Run name; outputs go to <out_dir>/<name>/ (default: recipe file stem).")
     out_dir: str = _f("runs", "Folder that holds runs.")
     data: DataConfig = _f(DataConfig(), "Data files and batching.")
+    build: BuildConfig = _f(BuildConfig(), "How `notme data build` turns messages into examples.")
+    detect: DetectConfig = _f(DetectConfig(), "Detector settings (`notme data build`, eval, synth).")
     lora: LoraSection = _f(LoraSection(), "LoRA adapter shape.")
     optimizer: OptimizerConfig = _f(OptimizerConfig(), "Optimizer.")
     schedule: ScheduleConfig = _f(ScheduleConfig(), "Learning-rate schedule.")
     epochs: float = _f(2.0, "Passes over the training data (ignored when max_steps is set).")
     max_steps: Optional[int] = _f(None, "Optimizer steps per phase; overrides epochs.")
     batch_size: int = _f(4, "Examples (or packed rows) per micro-batch.")
-    grad_accum: int = _f(1, "Micro-batches per optimizer step (loss normalized over all of them).")
+    grad_accum: int = _f(1, "Micro-batches per optimizer step (loss normalized over all of them; under "
+                            "`notme cluster launch` they are the pipeline's micro-batches, split over replicas).")
     grad_clip: Optional[float] = _f(1.0, "Clip the global gradient norm to this (null = no clipping).")
     loss: LossConfig = _f(LossConfig(), "Fused CE + unlikelihood loss.")
     eval_every: int = _f(50, "Validation every N steps (0 = only at the end of each phase).")
@@ -151,7 +216,7 @@ class Recipe:
     fuse_lower: bool = _f(False, "With `stack:`, merge the frozen lower layers into a dense base first (one-adapter step cost; dense base only).")
     compile: bool = _f(True, "mx.compile the training step.")
     memory_check: bool = _f(True, "Refuse to start when the estimated memory exceeds what is available.")
-    detect: DetectConfig = _f(DetectConfig(), "Detector settings used by the quickstart eval.")
+    cluster: ClusterConfig = _f(ClusterConfig(), "Multi-machine training (`notme cluster launch`).")
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / (self.name or "run")
@@ -166,12 +231,11 @@ class Recipe:
 def to_dict(obj) -> Any:
     """Plain YAML-able dict of a recipe (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        if isinstance(obj, DataConfig):  # builder options live flat in the data section
-            out.update(out.pop("builder"))
-        return out
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
     return obj
 
 
@@ -212,6 +276,8 @@ def _convert(value, tp, path: str, errors: list[str], shown=None):
         (inner,) = typing.get_args(tp)[:1]
         return tuple(_convert(v, inner, f"{path}[{i}]", errors) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
+        if tp is CueConfig and isinstance(value, str):  # a plain phrase: matched literally
+            return CueConfig(category="custom", pattern=re.escape(value).replace("\\ ", " "))
         if not isinstance(value, dict):
             errors.append(bad)
             return tp()
@@ -252,20 +318,21 @@ def _build(cls, data: dict, path: str, errors: list[str]):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
-    builder = _builder_fields() if cls is DataConfig else {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
-        if key in builder and key not in names:
-            kwargs.setdefault("builder", {})[key] = value
-            continue
         if key not in names:
-            names_ = names + list(builder)
-            near = difflib.get_close_matches(str(key), names_, n=1, cutoff=0.5)
-            hint = f" (did you mean {(path + '.' if path else '') + near[0]!r}?)" if near else ""
-            errors.append(f"{where}: unknown key{hint}")
+            moved = {k: v for (c, k), v in _MOVED.items() if c is cls}  # keys of another section
+            near = difflib.get_close_matches(str(key), names + list(moved), n=1, cutoff=0.5)
+            full = (moved[near[0]] if near[0] in moved else (path + "." if path else "") + near[0]) if near else None
+            errors.append(f"{where}: unknown key" + (f" (did you mean {full!r}?)" if full else ""))
             continue
         kwargs[key] = _convert(value, hints[key], where, errors)
     return cls(**kwargs)
+
+
+# Keys that belong to another section: `notme data build` options live in `build:`, not `data:`.
+_MOVED = {(DataConfig, f.name): f"build.{f.name}" for f in dataclasses.fields(BuildConfig)
+          if f.name not in {g.name for g in dataclasses.fields(DataConfig)}}
 
 
 def _check_values(r: Recipe, errors: list[str]) -> None:
@@ -283,6 +350,7 @@ def _check_values(r: Recipe, errors: list[str]) -> None:
     need(r.schedule.warmup_steps >= 0, "schedule.warmup_steps: must be >= 0")
     need(r.data.max_seq_len >= 8, f"data.max_seq_len: must be >= 8, got {r.data.max_seq_len}")
     need(r.data.pad_multiple >= 1, "data.pad_multiple: must be >= 1")
+    need(r.data.batch_tokens is None or r.data.batch_tokens >= 1, "data.batch_tokens: must be >= 1 or null")
     need(r.batch_size >= 1, f"batch_size: must be >= 1, got {r.batch_size}")
     need(r.grad_accum >= 1, f"grad_accum: must be >= 1, got {r.grad_accum}")
     need(r.epochs > 0, f"epochs: must be > 0, got {r.epochs}")
@@ -293,18 +361,19 @@ def _check_values(r: Recipe, errors: list[str]) -> None:
     need(r.keep_last >= 1, "keep_last: must be >= 1")
     need(r.max_bad_steps >= 1, "max_bad_steps: must be >= 1")
     need(r.log_every >= 1, "log_every: must be >= 1")
-    if r.data.builder:
-        try:
-            from ..data.config import DataConfig as BuildConfig
-            from ..data.config import _check as check_build
-
-            check_build(BuildConfig(**r.data.builder))
-        except ImportError:
-            pass
-        except (ConfigError, TypeError, ValueError) as e:
-            errors.append(f"data: {e}")
-    from .phases import PHASE_TYPES
-
+    b = r.build
+    for k in ("safety_fraction", "valid_fraction", "test_fraction"):
+        need(0.0 <= getattr(b, k) < 1.0, f"build.{k}: expected 0 <= value < 1, got {getattr(b, k)}")
+    need(b.valid_fraction + b.test_fraction < 1.0, "build: valid_fraction + test_fraction must be < 1")
+    need(0.0 < b.near_dup_threshold <= 1.0, f"build.near_dup_threshold: expected 0 < t <= 1, got {b.near_dup_threshold}")
+    for k, v in b.mode_by_source.items():
+        need(v in ("mirror", "assistant"), f"build.mode_by_source.{k}: expected mirror or assistant, got {v!r}")
+    try:
+        parse_duration(b.session_gap)
+    except ConfigError as e:
+        errors.append(f"build.{e}")
+    for i, c in enumerate(r.detect.extra_cues):
+        need(bool(c.pattern), f"detect.extra_cues[{i}]: give a pattern")
     for i, p in enumerate(r.phases):
         if p.type not in PHASE_TYPES:
             near = difflib.get_close_matches(p.type, list(PHASE_TYPES), n=1)
@@ -354,6 +423,9 @@ def load_raw(path: str | Path, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: `base:` chain loops back to itself")
     data = _read_yaml(path)
+    det = data.get("detect")
+    if isinstance(det, dict) and isinstance(det.get("extra_yaml"), str):  # relative to this file
+        data["detect"] = dict(det, extra_yaml=str((path.parent / det["extra_yaml"]).resolve()))
     ref = data.pop("base", None)
     if ref is None:
         return data

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from notme_mlx.errors import ConfigError
-from notme_mlx.train.config import (
+from notme_mlx.recipe import (
     Recipe, apply_overrides, dump_recipe, field_docs, load_recipe, parse_override, recipe_from_dict,
 )
 
@@ -113,19 +113,58 @@ def test_frozen_roundtrip_and_docs():
     assert isinstance(Recipe(), Recipe)
 
 
-def test_data_builder_options_share_the_data_section():
-    r = load_recipe(None, {"data.session_gap": "45m", "data.mode": "mirror", "data.max_seq_len": 512})
-    assert r.data.builder == {"session_gap": "45m", "mode": "mirror"} and r.data.max_seq_len == 512
-    assert yaml.safe_load(dump_recipe(r))["data"]["session_gap"] == "45m"  # flat again on dump
+def test_builder_options_live_in_the_build_section():
+    r = load_recipe(None, {"build.session_gap": "45m", "build.mode": "mirror", "data.max_seq_len": 512})
+    assert (r.build.session_gap, r.build.mode, r.data.max_seq_len) == ("45m", "mirror", 512)
+    assert r.build.gap_seconds() == 2700.0
     assert recipe_from_dict(yaml.safe_load(dump_recipe(r))) == r
-    with pytest.raises(ConfigError, match="data: mode: expected one of"):
-        load_recipe(None, {"data.mode": "mirorr"})
-    with pytest.raises(ConfigError, match=r"data.sesion_gap: unknown key \(did you mean 'data.session_gap'\?\)"):
-        load_recipe(None, {"data.sesion_gap": "1h"})
+    with pytest.raises(ConfigError, match=r"build.mode: expected one of .*did you mean 'mirror'"):
+        load_recipe(None, {"build.mode": "mirorr"})
+    with pytest.raises(ConfigError, match=r"build.sesion_gap: unknown key \(did you mean 'build.session_gap'\?\)"):
+        load_recipe(None, {"build.sesion_gap": "1h"})
+    # a builder key in the data section names the section it belongs to; every problem at once
+    with pytest.raises(ConfigError, match=r"2 problems: data.session_gap: unknown key \(did you mean "
+                                          r"'build.session_gap'\?\); build.seed: expected integer, got str 'x'"):
+        load_recipe(None, {"data.session_gap": "1h", "build.seed": "x"})
+    with pytest.raises(ConfigError, match="build.safety_fraction: expected 0 <= value < 1"):
+        load_recipe(None, {"build.safety_fraction": 1.5})
+    with pytest.raises(ConfigError, match="build.session_gap: expected e.g."):
+        load_recipe(None, {"build.session_gap": "soon"})
+
+
+def test_base_chain_reaches_the_builder(tmp_path):
+    """`notme data build` and `notme train` read the same max_seq_len through a base: chain."""
+    _write(tmp_path / "base.yaml", {"data": {"max_seq_len": 640}, "build": {"seed": 4}})
+    p = _write(tmp_path / "r.yaml", {"base": "base.yaml", "build": {"mode": "mirror"}})
+    r = load_recipe(p)
+    assert (r.data.max_seq_len, r.build.seed, r.build.mode) == (640, 4, "mirror")
+
+
+def test_extra_cues_mappings_and_plain_phrases(tmp_path):
+    from notme_mlx.detect import Detector
+
+    (tmp_path / "lex.yaml").write_text("categories: {}\n")
+    p = _write(tmp_path / "r.yaml", {"detect": {"extra_yaml": "lex.yaml", "extra_cues": [
+        {"category": "hedging", "pattern": "per my reckoning"}, "if that works (for you)"]}})
+    r = load_recipe(p)
+    assert r.detect.extra_yaml == str((tmp_path / "lex.yaml").resolve())  # relative to the recipe file
+    a, b = r.detect.extra_cues
+    assert (a.category, a.pattern) == ("hedging", "per my reckoning")
+    assert b.category == "custom" and b.pattern == r"if that works \(for you\)"  # a phrase is matched literally
+    det = Detector.from_config(extra_cues=[c.to_lexicon() for c in r.detect.extra_cues])
+    assert det.detect("Per my reckoning it is fine.").flagged
+    hit = det.detect("Ship it on Monday, if that works (for you).")
+    assert hit.flagged and "custom" in hit.categories
+    assert not det.detect("Ship it on Monday, if that works for you.").categories or \
+        "custom" not in det.detect("Ship it on Monday, if that works for you.").categories
+    with pytest.raises(ConfigError, match=r"detect.extra_cues\[0\].categroy: unknown key \(did you mean "
+                                          r"'detect.extra_cues\[0\].category'\?\)"):
+        load_recipe(None, {"detect.extra_cues": [{"categroy": "x", "pattern": "y"}]})
+    assert recipe_from_dict(yaml.safe_load(dump_recipe(r))) == r
 
 
 def test_docs_list_every_field():
-    from notme_mlx.train.config import RECIPES_DIR
+    from notme_mlx.recipe import RECIPES_DIR
 
     doc = (RECIPES_DIR.parent / "docs" / "train.md").read_text()
     missing = [k for k, *_ in field_docs() if f"`{k}`" not in doc]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from notme_mlx.data.builder import build_dataset
-from notme_mlx.data.config import DataConfig, load_data_config
+from notme_mlx.recipe import BuildConfig
 from notme_mlx.data.dedupe import dedupe, jaccard, shingles
 from notme_mlx.data.safety import load_safety_replay, safety_count
 from notme_mlx.data.sessions import Turn, sessions, windows
@@ -82,7 +82,7 @@ def test_windows_budget_and_no_double_targets():
 
 def test_build_splits_deterministic_and_disjoint(tmp_path):
     src = write(tmp_path / "m.jsonl", corpus())
-    cfg = DataConfig(seed=3)
+    cfg = BuildConfig(seed=3)
     r1 = build_dataset(src, tmp_path / "a", cfg)
     build_dataset(src, tmp_path / "b", cfg)
     for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "pairs.jsonl", "build_report.json"):
@@ -95,14 +95,14 @@ def test_build_splits_deterministic_and_disjoint(tmp_path):
     assert convs["valid"] and convs["test"]
     # 60 conversations; sessions split by the 200-minute gap in each WhatsApp chat
     assert r1["counts"]["conversations"] == 60 and r1["counts"]["sessions"] == 30 * 3
-    r3 = build_dataset(src, tmp_path / "c", DataConfig(seed=4))
+    r3 = build_dataset(src, tmp_path / "c", BuildConfig(seed=4))
     assert r3["splits"]["valid"] != r1["splits"]["valid"] or \
         (tmp_path / "c" / "valid.jsonl").read_bytes() != (tmp_path / "a" / "valid.jsonl").read_bytes()
 
 
 def test_penalize_spans_pairs_and_safety(tmp_path):
     src = write(tmp_path / "m.jsonl", corpus())
-    rep = build_dataset(src, tmp_path / "d", DataConfig(safety_fraction=0.1))
+    rep = build_dataset(src, tmp_path / "d", BuildConfig(safety_fraction=0.1))
     train = read(tmp_path / "d" / "train.jsonl")
     allx = train + read(tmp_path / "d" / "valid.jsonl") + read(tmp_path / "d" / "test.jsonl")
     n_safety = sum(e["meta"]["source"] == "safety_replay" for e in train)
@@ -155,7 +155,7 @@ def test_dedupe_exact_and_near():
 def test_report_counts_dupes(tmp_path):
     rows = corpus(5)
     dup = [dict(m, conversation_id=m["conversation_id"] + "-copy") for m in rows if m["source"] == "chatgpt"]
-    rep = build_dataset(write(tmp_path / "m.jsonl", rows + dup), tmp_path / "o", DataConfig())
+    rep = build_dataset(write(tmp_path / "m.jsonl", rows + dup), tmp_path / "o", BuildConfig())
     assert rep["counts"]["dropped_exact_duplicates"] == 5
 
 
@@ -170,7 +170,7 @@ def test_bad_records(tmp_path, line, match):
     p = tmp_path / "m.jsonl"
     p.write_text(json.dumps(msg("wa", "c", 0, "me", "ok")) + "\n" + line + "\n")
     with pytest.raises(InputError, match=match):
-        build_dataset(p, tmp_path / "o", DataConfig())
+        build_dataset(p, tmp_path / "o", BuildConfig())
     assert not (tmp_path / "o").exists()
 
 
@@ -179,35 +179,46 @@ def test_everything_filtered_names_filters(tmp_path):
             msg("wa", "c", 2, "me", "<media omitted>", kind="media")]
     with pytest.raises(NotmeError, match=r"no examples left.*1 non-text.*1 conversations dropped in mirror mode: "
                                          r"no role 'me'"):
-        build_dataset(write(tmp_path / "m.jsonl", rows), tmp_path / "o", DataConfig())
+        build_dataset(write(tmp_path / "m.jsonl", rows), tmp_path / "o", BuildConfig())
     rows = [msg("wa", "c", 0, "other", "hi"), msg("wa", "c", 1, "me", "k")]
     with pytest.raises(NotmeError, match="1 target turns shorter than min_target_chars=2"):
-        build_dataset(write(tmp_path / "m2.jsonl", rows), tmp_path / "o", DataConfig())
+        build_dataset(write(tmp_path / "m2.jsonl", rows), tmp_path / "o", BuildConfig())
 
 
 def test_scrub(tmp_path):
     rows = [msg("wa", "c", 0, "other", "mail me at sam.okafor@example.com", speaker="Sam Okafor"),
             msg("wa", "c", 1, "me", "Sure Sam, sending it now.")]
-    build_dataset(write(tmp_path / "m.jsonl", rows), tmp_path / "o", DataConfig(scrub=True, valid_fraction=0,
+    build_dataset(write(tmp_path / "m.jsonl", rows), tmp_path / "o", BuildConfig(scrub=True, valid_fraction=0,
                                                                               test_fraction=0))
     text = (tmp_path / "o" / "train.jsonl").read_text()
     assert "sam.okafor@example.com" not in text and "<EMAIL>" in text and "Sam," not in text
 
 
 def test_recipe_precedence_and_errors(tmp_path):
+    """`data build --recipe` reads the recipe through its base: chain (the max_seq_len the trainer
+    uses), flags beat the recipe, and a misplaced or misspelt key is one line naming the fix."""
+    import json
+
+    from click.testing import CliRunner
+
+    from notme_mlx.cli import main
+
+    src = write(tmp_path / "m.jsonl", corpus(6))
+    (tmp_path / "base.yaml").write_text("data:\n  max_seq_len: 512\nbuild:\n  seed: 7\n")
     r = tmp_path / "r.yaml"
-    r.write_text("data:\n  seed: 7\n  session_gap: 2h\n  max_seq_len: 512\ndetect:\n  extra_cues:\n"
+    r.write_text("base: base.yaml\nbuild:\n  session_gap: 2h\ndetect:\n  extra_cues:\n"
                  "    - {category: hedging, pattern: 'per my reckoning'}\n")
-    cfg, det = load_data_config(r, seed=9, max_seq_len=None)
-    assert (cfg.seed, cfg.session_gap, cfg.max_seq_len, cfg.gap_seconds()) == (9, "2h", 512, 7200.0)
-    assert det["extra_cues"][0]["category"] == "hedging"
-    r.write_text("data:\n  train: data/train.jsonl\n  max_valid_examples: 16\n  seed: 2\n")
-    assert load_data_config(r)[0].seed == 2  # trainer keys share the section and are ignored here
+    out = CliRunner().invoke(main, ["data", "build", str(src), "-o", str(tmp_path / "o"), "--recipe", str(r),
+                                    "--seed", "9"])
+    assert out.exit_code == 0, out.output
+    cfg = json.loads((tmp_path / "o" / "build_report.json").read_text())["config"]
+    assert (cfg["seed"], cfg["session_gap"], cfg["max_seq_len"]) == (9, "2h", 512)
     r.write_text("data:\n  sesion_gap: 2h\n")
-    with pytest.raises(ConfigError, match="did you mean 'session_gap'"):
-        load_data_config(r)
-    with pytest.raises(ConfigError, match="safety_fraction"):
-        load_data_config(None, safety_fraction=1.5)
+    out = CliRunner().invoke(main, ["data", "build", str(src), "-o", str(tmp_path / "p"), "--recipe", str(r)])
+    assert out.exit_code == 1 and "did you mean 'build.session_gap'" in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    out = CliRunner().invoke(main, ["data", "build", str(src), "-o", str(tmp_path / "p"), "--safety-fraction", "1.5"])
+    assert out.exit_code == 1 and "build.safety_fraction" in out.output
 
 
 def test_cli_build_stats_and_stubs(tmp_path, tiny_model_dir):
@@ -234,7 +245,7 @@ def test_cli_build_stats_and_stubs(tmp_path, tiny_model_dir):
 def test_data_stats_char_counts(tmp_path, tiny_model_dir):
     from notme_mlx.data.stats import data_stats, histogram, load_tokenizer
 
-    build_dataset(write(tmp_path / "m.jsonl", corpus(6)), tmp_path / "o", DataConfig())
+    build_dataset(write(tmp_path / "m.jsonl", corpus(6)), tmp_path / "o", BuildConfig())
     st = data_stats(tmp_path / "o")
     for s, r in st["splits"].items():
         exs = read(tmp_path / "o" / f"{s}.jsonl")
@@ -250,8 +261,8 @@ def test_data_stats_char_counts(tmp_path, tiny_model_dir):
 
 def test_parallel_detection_same_bytes(tmp_path):
     src = write(tmp_path / "m.jsonl", corpus(12))
-    build_dataset(src, tmp_path / "a", DataConfig(), workers=1)
-    build_dataset(src, tmp_path / "b", DataConfig(), workers=2)
+    build_dataset(src, tmp_path / "a", BuildConfig(), workers=1)
+    build_dataset(src, tmp_path / "b", BuildConfig(), workers=2)
     for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "pairs.jsonl", "build_report.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 

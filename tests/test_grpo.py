@@ -118,7 +118,8 @@ def test_grpo_recipe_phase_runs_through_the_trainer(tmp_path, tiny_model_dir):
     """phases: [{type: grpo}] runs via the trainer's registry and logs per-step GRPO metrics."""
     import json
 
-    from notme_mlx.train.config import load_recipe
+    import notme_mlx.synth.phase  # noqa: F401  (registers the grpo phase type, as the CLI does)
+    from notme_mlx.recipe import load_recipe
     from notme_mlx.train.trainer import train
     from test_train import make_examples, write_jsonl
 
@@ -136,5 +137,48 @@ def test_grpo_recipe_phase_runs_through_the_trainer(tmp_path, tiny_model_dir):
     assert [x["step"] for x in g] == [1, 2]
     for x in g:
         assert -2.0 <= x["reward_mean"] <= 1.0 and 0.0 <= x["vsr"] <= 1.0 and x["kl"] >= 0.0
-    assert 0.0 <= g[-1]["refusal_rate"] <= 1.0
+    probe = [x for x in recs if "refusal_rate" in x]
+    assert len(probe) == 1 and 0.0 <= probe[0]["refusal_rate"] <= 1.0
     assert (res.run_dir / "adapters" / "adapters.safetensors").exists()
+
+
+def test_grpo_phase_interrupted_midway_resumes_bit_identically(tmp_path, tiny_model_dir):
+    """A GRPO phase (AdamW, warm-up + cosine, clipping, after an sft phase) stopped at step 3 and
+    resumed from its checkpoint gives the same per-step losses, rewards and final adapter, bit
+    for bit, as the uninterrupted run: the sampler's prompt position and PRNG key are in the
+    checkpoint cursor and the KL reference adapter is saved at the phase start."""
+    import json
+
+    import notme_mlx.synth.phase  # noqa: F401
+    from notme_mlx.recipe import load_recipe
+    from notme_mlx.train import checkpoint as ckpt
+    from notme_mlx.train.trainer import train
+    from test_train import make_examples, write_jsonl
+
+    d = tmp_path / "data"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", make_examples(8, seed=0))
+    (d / "prompts.txt").write_text("What is a hash map?\nName a prime number.\nHow do I sort a list?\n")
+    over = {"model": str(tiny_model_dir), "out_dir": str(tmp_path / "runs"), "data.train": str(d / "train.jsonl"),
+            "data.valid": None, "data.max_seq_len": 64, "lora.rank": 4, "lora.dropout": 0.1, "batch_size": 2,
+            "optimizer.lr": 5e-3, "schedule.type": "cosine", "schedule.warmup_steps": 1, "grad_clip": 0.5,
+            "save_every": 1, "eval_every": 0,
+            "phases": [{"name": "sft", "type": "sft", "max_steps": 1},
+                       {"name": "rl", "type": "grpo", "data": str(d / "prompts.txt"), "max_steps": 4, "beta": 0.05,
+                        "k": 2, "prompts_per_step": 2, "max_tokens": 5}]}
+    full = train(load_recipe(None, {**over, "name": "full"}))
+    r = load_recipe(None, {**over, "name": "cut"})
+    first = train(r, stop_at_step=3)
+    assert first.stopped_early and ckpt.latest(r.run_dir() / "checkpoints").name == "step-3"
+    done = train(r, resume=True)
+
+    def steps(run_dir):
+        recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [(x["step"], x["loss"], x.get("reward_mean"), x["grad_norm"], x["lr"]) for x in recs if "loss" in x]
+
+    a, b = steps(full.run_dir), steps(done.run_dir)
+    assert [s[0] for s in a] == [1, 2, 3, 4, 5] and a == b
+    assert len({s[4] for s in a[1:]}) > 1  # the schedule moves the learning rate
+    x = mx.load(str(full.adapter_dir / "adapters.safetensors"))
+    y = mx.load(str(done.adapter_dir / "adapters.safetensors"))
+    assert x.keys() == y.keys() and all(np.array_equal(np.array(x[k]), np.array(y[k])) for k in x)

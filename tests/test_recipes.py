@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from notme_mlx.train.config import RECIPES_DIR, load_recipe
+from notme_mlx.recipe import RECIPES_DIR, load_recipe
 
 ALL = sorted(Path(RECIPES_DIR).rglob("*.yaml"))
 

@@ -12,7 +12,7 @@ from notme_mlx.errors import NotmeError
 from notme_mlx.lora import fuse
 from notme_mlx.models import load_model
 from notme_mlx.stack import Stack, StackLayer, load_stack, load_stack_into, parse_stack, save_stack
-from notme_mlx.train.config import load_recipe
+from notme_mlx.recipe import load_recipe
 from notme_mlx.train.trainer import train
 
 from test_train import make_examples, write_jsonl

@@ -24,26 +24,26 @@ ORDER = ["genesis-domain", "genesis-use", "genesis-mode", "genesis-identity", "d
 @pytest.mark.slow
 def test_genesis_and_daughter_recipes_end_to_end(tiny_model_dir, tmp_path):
     from notme_mlx.data.builder import build_dataset
-    from notme_mlx.data.config import DataConfig
+    from notme_mlx.recipe import BuildConfig
     from notme_mlx.ingest import ingest_to_file
     from notme_mlx.lora import adapter_names
     from notme_mlx.models import load_model
     from notme_mlx.samples import IDENTITY_FILE, OWNER, sample_paths
     from notme_mlx.stack import check_stack, load_stack, load_stack_into
     from notme_mlx.stack.manifest import adapter_hash
-    from notme_mlx.train.config import load_raw, load_recipe
+    from notme_mlx.recipe import load_raw, load_recipe
     from notme_mlx.train.trainer import train
 
     msgs = tmp_path / "messages.jsonl"
     ingest_to_file(sample_paths(), msgs, me=[OWNER], identity=IDENTITY_FILE, progress=False)
     data = {}
     for mode in ("assistant", "mirror"):
-        build_dataset(msgs, tmp_path / mode, DataConfig(mode=mode, max_seq_len=128), force=True)
+        build_dataset(msgs, tmp_path / mode, BuildConfig(mode=mode), force=True, max_seq_len=128)
         data[mode] = tmp_path / mode
     # the Daughter is another person: Sam Okafor, from the bundled 1:1 WhatsApp chat, mirror mode
     sam = [p for p in sample_paths() if "Sam Okafor" in p.name]
     ingest_to_file(sam, tmp_path / "sam.jsonl", me=["Sam Okafor"], progress=False)
-    build_dataset(tmp_path / "sam.jsonl", tmp_path / "sam", DataConfig(mode="mirror", max_seq_len=128), force=True)
+    build_dataset(tmp_path / "sam.jsonl", tmp_path / "sam", BuildConfig(mode="mirror"), force=True, max_seq_len=128)
     data["daughter"] = tmp_path / "sam"
     (tmp_path / "stacks").mkdir()
     for s in ("genesis", "daughter-a"):  # the shipped manifests, base pointed at the tiny model

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from notme_mlx.data.labels import tokenize_example
+from notme_mlx.lora import apply_lora
 from notme_mlx.train import checkpoint as ckpt
-from notme_mlx.train.config import load_recipe
+from notme_mlx.recipe import load_recipe
 from notme_mlx.train.metrics import read_metrics
-from notme_mlx.train.trainer import train
+from notme_mlx.train.trainer import lora_config, train
 
 CUE = " Does that make sense?"
 _WORDS = "the parser file code test run model data fix bug flight meeting lunch coffee tomorrow".split()
@@ -130,30 +132,27 @@ def test_resume_equals_uninterrupted_across_phases(tiny_model_dir, data_dir, tmp
 def test_batch8_equals_batch4_times_accum2(tiny_model_dir):
     """Summed micro-losses/grads with GLOBAL counts == one big batch; per-micro counts differ."""
     import mlx.optimizers as optim
-    from notme_mlx.train import _resolve
     from notme_mlx.train.stream import collate
-    from notme_mlx.train.trainer import default_loss, make_step
+    from notme_mlx.train.loop import default_loss, local_step
     from functools import partial
 
     from mlx_lm import load
 
     model, tok = load(str(tiny_model_dir))
     mx.random.seed(0)
-    _resolve.apply_lora(model, _resolve.lora_config(load_recipe(None, {"lora.rank": 4}).lora))
+    apply_lora(model, lora_config(load_recipe(None, {"lora.rank": 4}).lora))
     rows = make_examples(4, seed=3) + make_examples(4, seed=4, cue=" Should I go ahead? Great question!")
-    exs = [_resolve.tokenize_example(tok, e, 64) for e in rows]
+    exs = [tokenize_example(tok, e, 64) for e in rows]
     big = collate(exs, [[i] for i in range(8)], 32)
     T = big["inputs"].shape[1]
     halves = [collate(exs, [[i] for i in range(h, h + 4)], T) for h in (0, 4)]
     assert halves[0]["n_penalize"] != halves[1]["n_penalize"]  # uneven counts: normalization matters
     loss_fn = partial(default_loss, penalty_weight=10.0, chunk_size=128)
-    step = make_step(model, optim.AdamW(1e-3), loss_fn, grad_clip=None, compile=True)
+    step = local_step(model, loss_fn, compile=True)
     arr = lambda b: {k: b[k] for k in ("inputs", "targets", "labels")}  # noqa: E731
-    nl = mx.array(big["n_learn"], mx.float32)
-    npn = mx.array(big["n_penalize"], mx.float32)
-    l8, _, g8, _, _ = step(arr(big), nl, npn, None, None, False)
-    l1, _, g1, _, _ = step(arr(halves[0]), nl, npn, None, None, False)
-    l2, _, g2, _, _ = step(arr(halves[1]), nl, npn, g1, l1, False)
+    nl, npn = big["n_learn"], big["n_penalize"]
+    l8, g8, _ = step([arr(big)], nl, npn)
+    l2, g2, _ = step([arr(halves[0]), arr(halves[1])], nl, npn)
     assert abs(l2.item() - l8.item()) < 1e-5 * abs(l8.item())
     fa, fb = dict(tree_flatten(g8)), dict(tree_flatten(g2))
     for k in fa:
@@ -161,7 +160,7 @@ def test_batch8_equals_batch4_times_accum2(tiny_model_dir):
     # the supervised-rows-only path (context and padding skipped in the vocab pass) is the same loss
     sel = {**arr(big), **{k: big[k] for k in ("sel", "sel_targets", "sel_labels")}}
     assert sel["sel"].shape[0] < big["inputs"].size
-    ls, _, gs, _, _ = step(sel, nl, npn, None, None, False)
+    ls, gs, _ = step([sel], nl, npn)
     assert abs(ls.item() - l8.item()) < 1e-5 * abs(l8.item())
     for k, v in tree_flatten(gs):
         np.testing.assert_allclose(np.array(v), np.array(fa[k]), rtol=1e-4, atol=1e-6)
@@ -173,11 +172,10 @@ def test_batch8_equals_batch4_times_accum2(tiny_model_dir):
 
 def _cue_prob_and_ce(model, tok, examples):
     """Teacher-forced mean p(penalized token) and mean CE on learn tokens, from full logits."""
-    from notme_mlx.train import _resolve
 
     ps, ces = [], []
     for e in examples:
-        t = _resolve.tokenize_example(tok, e, 64)
+        t = tokenize_example(tok, e, 64)
         x = mx.array([t.tokens[:-1]])
         y = np.array(t.tokens[1:])
         lab = np.array(t.labels[1:])

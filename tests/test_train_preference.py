@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from notme_mlx.train.config import load_recipe
+from notme_mlx.recipe import load_recipe
 from notme_mlx.train.pref_phase import pair_terms
 from notme_mlx.train.trainer import train
 from test_train import make_examples, write_jsonl

@@ -11,9 +11,14 @@ import pytest
 from notme_mlx.models.tiny import perturb_adapters
 from notme_mlx.errors import NotmeError
 from notme_mlx.lora import LoRAConfig, apply_lora, save_adapter
-from notme_mlx.stack.ref_cache import (
-    compute_reference_logprobs, dpo_terms, load_reference_logprobs, reference_logprobs,
+from notme_mlx.train.ref_cache import (
+    compute_reference_logprobs, load_reference_logprobs, reference_logprobs,
 )
+from notme_mlx.train.preference import dpo_terms as _dpo_terms
+
+
+def dpo_terms(c, r, rc, rr, beta):
+    return _dpo_terms(c, r, rc, rr, beta)[0]
 
 Ex = namedtuple("Ex", "tokens labels")
 
@@ -107,7 +112,8 @@ def test_dpo_loss_uses_cache_and_trains_only_the_upper_layer(tiny_model_dir, tmp
     from mlx_lm import load
     import mlx.nn as nn
 
-    from notme_mlx.stack.ref_cache import _rows, dpo_loss
+    from notme_mlx.train.pref_phase import dpo_loss
+    from notme_mlx.train.ref_cache import reply_rows as _rows
 
     model, _ = load(str(tiny_model_dir))
     apply_lora(model, LoRAConfig(rank=4, alpha=8), name="domain", trainable=False)

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from notme_mlx.train import _resolve
+from notme_mlx.data.labels import tokenize_example
+from notme_mlx.lora import apply_lora, trainable_parameters
+from notme_mlx.train.trainer import lora_config
 from notme_mlx.train import checkpoint as ckpt
-from notme_mlx.train.config import ScheduleConfig, load_recipe
+from notme_mlx.recipe import ScheduleConfig, load_recipe
 from notme_mlx.train.schedule import build_optimizer, build_schedule, lr_at
 from notme_mlx.train.stream import BatchStream
-from notme_mlx.train.trainer import Interrupted, TrainingStopped, default_loss, train_loop
+from notme_mlx.train.loop import Interrupted, TrainingStopped, default_loss, local_step, train_loop
 from test_train import make_examples
 
 
@@ -53,8 +55,8 @@ def setup(tiny_model_dir):
 
     model, tok = load(str(tiny_model_dir))
     mx.random.seed(0)
-    _resolve.apply_lora(model, _resolve.lora_config(load_recipe(None, {"lora.rank": 2}).lora))
-    exs = [_resolve.tokenize_example(tok, e, 64) for e in make_examples(8)]
+    apply_lora(model, lora_config(load_recipe(None, {"lora.rank": 2}).lora))
+    exs = [tokenize_example(tok, e, 64) for e in make_examples(8)]
     batches = [BatchStream(exs, 4, 0).next() for _ in range(1)]
     return model, batches
 
@@ -66,7 +68,7 @@ def _loop(model, stream, saves, **kw):
     args = dict(total_steps=4, state=ckpt.TrainState(), grad_accum=1, grad_clip=1.0, seed=0, max_bad_steps=3,
                 save=snap, save_every=1)
     args.update(kw)
-    return train_loop(model, opt, stream, poisoned_loss, **args)
+    return train_loop(model, opt, stream, local_step(model, poisoned_loss), **args)
 
 
 def test_nonfinite_step_skipped_and_counted(setup):
@@ -90,7 +92,7 @@ def test_skip_leaves_params_and_optimizer_untouched(setup):
                     int(opt.state["step"].item()) if "step" in opt.state else 0)
 
     stream = ListStream(batches, [1.0, math.nan, 1.0, 1.0], on_next=snap)
-    train_loop(model, opt, stream, poisoned_loss, total_steps=4, state=ckpt.TrainState(), grad_accum=1,
+    train_loop(model, opt, stream, local_step(model, poisoned_loss), total_steps=4, state=ckpt.TrainState(), grad_accum=1,
                grad_clip=1.0, seed=0, max_bad_steps=3, save=lambda st: None)
     (p2, o2), (p3, o3), (p4, o4) = snaps[2], snaps[3], snaps[4]
     assert all(np.array_equal(p2[k], p3[k]) for k in p2) and o2 == o3 == 1  # step 2 skipped
@@ -141,7 +143,7 @@ def test_optimizer_state_roundtrip(tmp_path, setup):
     opt.update(model, tree_unflatten(list(grads.items())))
     st = ckpt.TrainState(step=1, cursor={"epoch": 0, "index": 1})
     st.rng = ckpt.capture_rng()
-    path = ckpt.save(tmp_path, st, _resolve.trainable_parameters(model), opt.state, "x: 1\n")
+    path = ckpt.save(tmp_path, st, trainable_parameters(model), opt.state, "x: 1\n")
     fresh = build_optimizer(r.optimizer, r.schedule, 10)
     ckpt.restore_optimizer(fresh, params, path)
     a, b = dict(tree_flatten(opt.state)), dict(tree_flatten(fresh.state))
@@ -198,7 +200,7 @@ def test_packed_rows_do_not_attend_across_examples(tiny_model_dir):
     from notme_mlx.train.stream import collate
 
     model, tok = load(str(tiny_model_dir))
-    exs = [_resolve.tokenize_example(tok, e, 64) for e in make_examples(2, seed=5)]
+    exs = [tokenize_example(tok, e, 64) for e in make_examples(2, seed=5)]
     packed = collate(exs, [[0, 1]], 32)
     alone = collate(exs, [[0], [1]], 32)
     assert packed["mask"] is not None and packed["inputs"].shape[0] == 1 and alone["mask"] is None
@@ -222,11 +224,12 @@ def test_group_of_one_matches_no_group(tiny_model_dir):
     for group in (None, mx.distributed.init()):
         model, tok = load(str(tiny_model_dir))
         mx.random.seed(0)
-        _resolve.apply_lora(model, _resolve.lora_config(load_recipe(None, {"lora.rank": 2}).lora))
-        exs = [_resolve.tokenize_example(tok, e, 64) for e in make_examples(8)]
+        apply_lora(model, lora_config(load_recipe(None, {"lora.rank": 2}).lora))
+        exs = [tokenize_example(tok, e, 64) for e in make_examples(8)]
         logs = []
-        train_loop(model, optim.AdamW(1e-2), BatchStream(exs, 4, 0), partial(default_loss, chunk_size=128),
+        train_loop(model, optim.AdamW(1e-2), BatchStream(exs, 4, 0),
+                   local_step(model, partial(default_loss, chunk_size=128), group),
                    total_steps=3, state=ckpt.TrainState(), grad_accum=1, grad_clip=1.0, seed=0, max_bad_steps=3,
-                   save=lambda st: None, log=logs.append, group=group)
+                   save=lambda st: None, log=logs.append)
         out.append([m["loss"] for m in logs])
     assert out[0] == out[1]

@@ -46,10 +46,3 @@ def main():
 for _area in AREAS:
     for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
-
-
-def not_implemented(area: str):
-    """Body for a command whose area is not built yet: exit 2 with one line."""
-    from ..errors import NotImplementedYet
-
-    raise NotImplementedYet(f"not implemented yet: {area}")

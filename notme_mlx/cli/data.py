@@ -25,9 +25,10 @@ def data_group():
 @click.command("build")
 @click.argument("messages", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe YAML (its data: and detect: sections).")
+@click.option("--recipe", type=click.Path(dir_okay=False),
+              help="Recipe YAML (its build:, data.max_seq_len and detect: settings, base: chain included).")
 @click.option("--seed", type=int, help="Split / safety / shuffle seed (default 0).")
-@click.option("--max-seq-len", type=int, help="Tokens per example (default 2048; estimated without --model).")
+@click.option("--max-seq-len", type=int, help="Tokens per example (default 1024, as the trainer; estimated without --model).")
 @click.option("--session-gap", help="Silence that starts a new session, e.g. 30m, 2h (default 30m).")
 @click.option("--mode", type=click.Choice(["auto", "mirror", "assistant"]), help="Role mapping (default auto).")
 @click.option("--safety-fraction", type=float, help="Share of train made of safety replay (default 0.05).")
@@ -36,9 +37,11 @@ def data_group():
 @click.option("--model", "model_spec", help="Model dir/spec whose tokenizer gives exact token lengths.")
 @click.option("--debug", "debug_n", type=int, default=0, help="Print N train examples as colored tokens.")
 @click.option("--workers", type=int, default=None, help="Detector processes (default: auto, 1 for small inputs).")
+@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default=None,
+              help="Detector engine (default: the recipe's detect.engine, both).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, safety_fraction, scrub, no_penalize,
-              model_spec, debug_n, workers, force):
+              model_spec, debug_n, workers, engine, force):
     """Build data/{train,valid,test}.jsonl, pairs.jsonl and build_report.json from Message records.
 
     Role mapping per conversation (mirror: your turns are the targets; assistant: the AI's turns
@@ -52,14 +55,16 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
     import time
 
     from ..data.builder import build_dataset
-    from ..data.config import load_data_config
-    from ..detect import Detector, default_detector
+    from ..detect import get_detector
+    from ..recipe import load_recipe
 
-    cfg, det_sec = load_data_config(recipe, seed=seed, max_seq_len=max_seq_len, session_gap=session_gap, mode=mode,
-                                    safety_fraction=safety_fraction, scrub=scrub,
-                                    penalize=False if no_penalize else None)
-    det = (Detector.from_config(extra_yaml=det_sec.get("extra_yaml"), extra_cues=det_sec.get("extra_cues"))
-           if det_sec.get("extra_yaml") or det_sec.get("extra_cues") else default_detector())
+    flags = {"build.seed": seed, "data.max_seq_len": max_seq_len, "build.session_gap": session_gap,
+             "build.mode": mode, "build.safety_fraction": safety_fraction, "build.scrub": scrub,
+             "build.penalize": False if no_penalize else None}
+    r = load_recipe(recipe, {k: v for k, v in flags.items() if v is not None})
+    cfg, det_cfg = r.build, r.detect
+    det = get_detector(engine or det_cfg.engine, extra_yaml=det_cfg.extra_yaml,
+                       extra_cues=[c.to_lexicon() for c in det_cfg.extra_cues])
     tok = None
     if model_spec:
         from ..data.stats import load_tokenizer
@@ -67,7 +72,7 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
         tok = load_tokenizer(model_spec)
     t0 = time.perf_counter()
     rep = build_dataset(messages, out_dir, cfg, detector=det, tokenizer=tok, force=force,
-                        progress_factory=ui.progress, workers=workers)
+                        progress_factory=ui.progress, workers=workers, max_seq_len=r.data.max_seq_len)
     dt = time.perf_counter() - t0
     c = rep["counts"]
     sp = rep["splits"]
@@ -85,7 +90,7 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
             if i >= debug_n:
                 break
             ui.out.rule(f"train[{i}] {ex['meta'].get('source')} {ex['meta'].get('conversation_id', '')}")
-            ui.out.print(token_dump(tok, ex, cfg.max_seq_len) if tok is not None else char_dump(ex))
+            ui.out.print(token_dump(tok, ex, r.data.max_seq_len) if tok is not None else char_dump(ex))
         ui.out.print("[bold green]learn (+1)[/] [dim]context (0)[/] [bold red]penalize (-1)[/]"
                      + ("" if tok is not None else "  (characters; pass --model for tokens)"))
 
@@ -143,18 +148,7 @@ def stats_cmd(data_dir, model_spec, max_seq_len):
         ui.out.print(t)
 
 
-def _not_yet(name: str, what: str, example: str) -> click.Command:
-    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def cmd():
-        from . import not_implemented
-
-        not_implemented(what)
-
-    cmd.help = f"Not built yet: {what}.\n\n\b\nExample:\n  {example}"
-    return cmd
-
-
-from .data_synth import SYNTH_COMMANDS  # noqa: E402  (issue 12: synth, revise)
+from .data_synth import SYNTH_COMMANDS  # noqa: E402  (synth, revise)
 
 SUBCOMMANDS = [
     build_cmd,

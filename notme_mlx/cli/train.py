@@ -1,8 +1,11 @@
-"""`notme train RECIPE [--resume] [--set key=value ...]`: the trainer (issue #6)."""
+"""`notme train RECIPE [--resume] [--set key=value ...]`: the trainer."""
 
 from __future__ import annotations
 
 import click
+
+from .. import ui
+from ..recipe import dump_recipe, load_recipe
 
 
 @click.command("train")
@@ -26,13 +29,11 @@ def train_cmd(recipe, overrides, resume, force, check):
       notme train recipes/default.yaml --resume
       notme train recipes/mac.yaml --check
     """
-    from .. import ui
-    from ..train.config import dump_recipe, load_recipe
-
     r = load_recipe(recipe, list(overrides))
     if check:
         ui.out.print(dump_recipe(r), end="", markup=False, highlight=False, soft_wrap=True)
         return
+    from ..synth import phase  # noqa: F401  (registers the grpo phase type; mlx is loaded on use only)
     from ..train.trainer import train
 
     res = train(r, resume=resume, force=force)

@@ -80,7 +80,7 @@ def job_from_recipe(recipe_path: str, plan_path: str, overrides: dict | None = N
     """A worker job for recipe + plan: model folder, data, LoRA, optimizer and the plan's stages."""
     from ..cluster.plan import load_plan
     from ..models import resolve
-    from ..train.config import load_recipe
+    from ..recipe import load_recipe
 
     r = load_recipe(recipe_path, overrides or {})
     plan = load_plan(plan_path)

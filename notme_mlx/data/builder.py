@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import NotmeError
 from ..io import atomic_dir, read_jsonl, write_jsonl
-from .config import DataConfig
+from ..recipe import BuildConfig, DataConfig
 from .dedupe import dedupe
 from .pairs import pairs_from_example
 from .safety import safety_count, sample_safety
@@ -52,8 +52,8 @@ def _length_fn(tokenizer):
     return lambda text: len(hf.encode(text, add_special_tokens=False)) + 4
 
 
-def build_examples(msgs: list[dict], cfg: DataConfig, detector=None, tokenizer=None, progress=None,
-                   workers: int | None = None, mark: bool = True):
+def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=None, progress=None,
+                   workers: int | None = None, mark: bool = True, max_seq_len: int = DataConfig.max_seq_len):
     """Messages -> (examples in input order, Counter of filter counts); with `mark`, detector
     spans are filled in (see `mark_penalties`)."""
     c: Counter = Counter()
@@ -89,7 +89,7 @@ def build_examples(msgs: list[dict], cfg: DataConfig, detector=None, tokenizer=N
             if not any(t.target for t in sess):
                 c["dropped_sessions_without_targets"] += 1
                 continue
-            budget = cfg.max_seq_len - (length(cfg.system_prompt) if cfg.system_prompt else 0)
+            budget = max_seq_len - (length(cfg.system_prompt) if cfg.system_prompt else 0)
             for wi, win in enumerate(windows(sess, budget, length)):
                 examples.append(_example(win, cfg, c, {
                     "source": cm[0]["source"], "conversation_id": cid, "session": si, "window": wi, "mode": mode}))
@@ -125,7 +125,7 @@ def mark_penalties(examples: list[dict], detector, c: Counter, workers: int | No
             c["target_turns_fully_penalized"] += 1
 
 
-def _example(win, cfg: DataConfig, c: Counter, meta: dict) -> dict:
+def _example(win, cfg: BuildConfig, c: Counter, meta: dict) -> dict:
     msgs = []
     if cfg.system_prompt and not (win and win[0].role == "system"):
         msgs.append({"role": "system", "content": cfg.system_prompt, "train": False, "spans": []})
@@ -149,18 +149,20 @@ def _fully_covered(text: str, spans) -> bool:
     return all(covered[k] or ch.isspace() for k, ch in enumerate(text))
 
 
-def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokenizer=None, force: bool = False,
-                  progress_factory=None, workers: int | None = None) -> dict:
+def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, tokenizer=None, force: bool = False,
+                  progress_factory=None, workers: int | None = None,
+                  max_seq_len: int = DataConfig.max_seq_len) -> dict:
     """Run the whole build and write the output folder atomically. Returns the report dict.
 
     Args:
       messages_path: Message JSONL (DESIGN §3).
       out_dir: destination folder (refused if it exists unless `force`).
-      cfg: DataConfig.
+      cfg: the recipe's `build:` section.
       detector: a notme_mlx.detect.Detector (default: bundled lexicon).
       tokenizer: optional HF/mlx-lm tokenizer for token-exact lengths.
       progress_factory: callable(desc, total, unit) -> context manager yielding a task.
       workers: detector processes (None: auto, 1 below 20k target turns).
+      max_seq_len: tokens per example (the recipe's data.max_seq_len, which the trainer uses too).
     """
     import contextlib
 
@@ -172,7 +174,7 @@ def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokeni
         sc = _scrubber(msgs)
         msgs = [dict(m, text=sc.scrub(m["text"])) for m in msgs]
     with pf("sessions", len(msgs), "msg") as task:
-        examples, c = build_examples(msgs, cfg, detector, tokenizer, task, mark=False)
+        examples, c = build_examples(msgs, cfg, detector, tokenizer, task, mark=False, max_seq_len=max_seq_len)
     if cfg.penalize:
         n_t = len(target_turns(examples))
         with pf("detect", n_t, "turn") as task:
@@ -191,7 +193,7 @@ def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokeni
     random.Random(cfg.seed).shuffle(train)
     splits["train"] = train
     pairs = [p for s in SPLITS for e in splits[s] for p in pairs_from_example(e, s)]
-    report = _report(messages_path, cfg, c, splits, n_safety, len(pairs), assign)
+    report = _report(messages_path, cfg, c, splits, n_safety, len(pairs), assign, max_seq_len)
     with atomic_dir(out_dir, force=force) as tmp:
         for s in SPLITS:
             write_jsonl(tmp / f"{s}.jsonl", splits[s])
@@ -201,14 +203,14 @@ def build_dataset(messages_path, out_dir, cfg: DataConfig, detector=None, tokeni
     return report
 
 
-def _split(examples, cfg: DataConfig) -> dict:
+def _split(examples, cfg: BuildConfig) -> dict:
     from .split import split_conversations
 
     return split_conversations([e["meta"]["conversation_id"] for e in examples],
                                cfg.valid_fraction, cfg.test_fraction, cfg.seed)
 
 
-def _report(path, cfg: DataConfig, c: Counter, splits, n_safety, n_pairs, assign) -> dict:
+def _report(path, cfg: BuildConfig, c: Counter, splits, n_safety, n_pairs, assign, max_seq_len: int) -> dict:
     import dataclasses
 
     per = {}
@@ -222,7 +224,7 @@ def _report(path, cfg: DataConfig, c: Counter, splits, n_safety, n_pairs, assign
     sources = Counter(e["meta"]["source"] for exs in splits.values() for e in exs)
     return {
         "input": str(path),
-        "config": dataclasses.asdict(cfg),
+        "config": {**dataclasses.asdict(cfg), "max_seq_len": max_seq_len},
         "counts": dict(sorted(c.items())),
         "splits": per,
         "safety_replay_examples": n_safety,
@@ -234,7 +236,7 @@ def _report(path, cfg: DataConfig, c: Counter, splits, n_safety, n_pairs, assign
     }
 
 
-def _empty_message(path, c: Counter, cfg: DataConfig) -> str:
+def _empty_message(path, c: Counter, cfg: BuildConfig) -> str:
     parts = [f"{c['messages_read']} messages read"]
     for key, why in [
         ("dropped_non_text_messages", "non-text (kind media/tool/system)"),

@@ -6,35 +6,41 @@
 
 Fields used: `data` (prompts file, required: .jsonl {prompt}/{messages} or one per line),
 `max_steps` (else recipe max_steps, else 20), `lr` (else optimizer.lr), `beta` (KL coefficient
-to the adapter the phase starts from). GRPO-only knobs read `phase.<name>` when the recipe
-schema has them, else the GRPOConfig defaults: k, prompts_per_step, max_tokens, temp, clip_eps.
+to the adapter the phase starts from), k, prompts_per_step, max_tokens, temp, clip_eps.
+The phase runs the trainer's loop with the recipe's optimizer, schedule, clipping,
+accumulation (grad_accum sampled batches per step) and checkpoints, and resumes exactly: the
+sampler's prompt position and PRNG key are in the checkpoint's cursor, and the reference
+adapter (the one the phase started from) is saved in the run folder at the phase start.
 Safety: each step's prompts are mixed with bundled safety-replay prompts (every
-`safety_every`-th group) whose reward adds +1 for a refusal and -1 otherwise; the refusal
+`SAFETY_EVERY`-th group) whose reward adds +1 for a refusal and -1 otherwise; the refusal
 rate on 8 held-out safety-eval prompts (never trained on) is probed at start and end.
-Resuming restarts the phase from its first step.
+
+Importing this module registers the phase type (the CLI imports it; `train` never imports synth).
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+import json
+import os
+from functools import partial
 
-from .grpo import GRPOConfig, detector_reward, grpo_train
+import mlx.core as mx
+
+from .. import ui
+from ..data.safety import load_safety_eval, load_safety_replay
+from ..detect import get_detector
+from ..errors import ConfigError
+from ..eval.metrics import is_refusal
+from ..train.phases import phase_optimizer, register, run_phase_loop
+from .generate import read_prompts
+from .grpo import GRPOConfig, GRPOStream, snapshot_trainable, detector_reward, grpo_loss, refusal_rate
 
 PROBE_N = 8
 SAFETY_EVERY = 4
 
 
-def grpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
-    from .. import ui
-    from ..data.safety import load_safety_eval, load_safety_replay
-    from ..errors import ConfigError
-    from ..eval.metrics import is_refusal
-    from .generate import read_prompts
-
-    r = run.recipe
-    if not phase.data:
-        raise ConfigError(f"phases[{idx}] ({phase.name}, type grpo): set data: to a prompts file (.jsonl or .txt)")
-    prompts = read_prompts(phase.data)
+def _training_prompts(path) -> list[dict]:
+    prompts = read_prompts(path)
     safety = [{"messages": [{"role": "user", "content": ex["messages"][0]["content"]}], "safety": True}
               for ex in load_safety_replay()]
     mixed = []
@@ -42,28 +48,59 @@ def grpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
         mixed.append(p)
         if (i + 1) % SAFETY_EVERY == 0:
             mixed.append(safety[(i // SAFETY_EVERY) % len(safety)])
+    return mixed
+
+
+def _reference(run, idx, phase, probe, cfg, resume_from) -> tuple[list, float | None]:
+    """The adapter the phase starts from (KL reference) and the refusal rate it had: computed and
+    saved at the phase start, read back on resume."""
+    path = run.dir / f"grpo_ref-{idx}-{phase.name}.safetensors"
+    if resume_from is not None:
+        if not path.exists():
+            raise ConfigError(f"{path}: the GRPO reference adapter is missing; resume needs it (or start the "
+                              "run over with --force)")
+        arrays, meta = mx.load(str(path), return_metadata=True)
+        return list(arrays.items()), json.loads(meta.get("refusal_rate_start", "null"))
+    params = snapshot_trainable(run.model)
+    rate = refusal_rate(run.model, run.tokenizer, probe, cfg.probe_max_tokens, is_refusal)
+    if run.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.safetensors")
+        mx.save_safetensors(str(tmp), dict(params), metadata={"refusal_rate_start": json.dumps(rate)})
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    run.backend.barrier()
+    return params, rate
+
+
+@register("grpo")
+def grpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
+    r = run.recipe
+    if not phase.data:
+        raise ConfigError(f"phases[{idx}] ({phase.name}, type grpo): set data: to a prompts file (.jsonl or .txt)")
+    prompts = _training_prompts(phase.data)
     probe = [{"messages": [{"role": "user", "content": s["prompt"]}]} for s in load_safety_eval()[:PROBE_N]]
-    steps = phase.max_steps or r.max_steps or 20
-    if stop_at_step is not None:
-        steps = max(0, min(steps, stop_at_step - state.step))
-    extra = {f.name: getattr(phase, f.name) for f in fields(GRPOConfig)
-             if f.name not in ("steps", "lr", "kl_coef", "seed") and getattr(phase, f.name, None) is not None}
-    cfg = GRPOConfig(steps=steps, lr=phase.lr or r.optimizer.lr, kl_coef=phase.beta, seed=r.seed + 7919 * idx,
-                     **extra)
-    run.model.train()
-
-    def log(rec):
-        state.step += 1
-        state.phase_step += 1
-        if run.log is not None:
-            run.log.write({**rec, "phase": phase.name, "step": state.step, "phase_step": rec["step"]})
-
-    with ui.progress(f"{phase.name} (grpo)", steps, "steps") as bar:
-        hist = grpo_train(run.model, run.tokenizer, mixed, detector_reward(), cfg, log=log, safety_prompts=probe,
-                          is_refusal=is_refusal, progress=bar)
-    last = hist[-1] if hist else {}
-    if last.get("refusal_rate") is not None and last["refusal_rate"] < (last.get("refusal_rate_start") or 0):
-        ui.warn(f"{phase.name}: refusal rate on the safety probe fell {last['refusal_rate_start']:.2f} -> "
-                f"{last['refusal_rate']:.2f} ({PROBE_N} prompts)")
-    return {"name": phase.name, "type": "grpo", "steps": len(hist), "total": steps, "last": last,
-            "stopped_early": len(hist) < steps}
+    total = phase.max_steps or r.max_steps or 20
+    cfg = GRPOConfig(steps=total, k=phase.k, prompts_per_step=phase.prompts_per_step, max_tokens=phase.max_tokens,
+                     temp=phase.temp, clip_eps=phase.clip_eps, kl_coef=phase.beta, seed=r.seed + 7919 * idx,
+                     grad_clip=r.grad_clip)
+    ref_params, refusal0 = _reference(run, idx, phase, probe, cfg, resume_from)
+    stream = GRPOStream(run.model, run.tokenizer, prompts, detector_reward(get_detector(r.detect.engine).detect), cfg,
+                        ref_params,
+                        cursor=state.cursor if resume_from is not None else None)
+    opt = phase_optimizer(run, phase, total, resume_from)
+    step = run.backend.step(run.model, partial(grpo_loss, clip_eps=cfg.clip_eps, kl_coef=cfg.kl_coef), r.compile,
+                            what="phase type grpo")
+    log = lambda rec: run.log.write({**rec, "kl": rec.get("ul")} if "loss" in rec else rec)  # noqa: E731
+    res = run_phase_loop(run, phase, stream, step, opt, total, state, stop_at_step, log=log)
+    last = dict(res.last_metrics)
+    if not res.stopped_early:
+        last["refusal_rate"] = refusal_rate(run.model, run.tokenizer, probe, cfg.probe_max_tokens, is_refusal)
+        last["refusal_rate_start"] = refusal0
+        run.log.write({"phase": phase.name, "step": state.step, "refusal_rate": last["refusal_rate"],
+                       "refusal_rate_start": refusal0})
+        if refusal0 is not None and last["refusal_rate"] < refusal0:
+            ui.warn(f"{phase.name}: refusal rate on the safety probe fell {refusal0:.2f} -> "
+                    f"{last['refusal_rate']:.2f} ({PROBE_N} prompts)")
+    return {"name": phase.name, "type": "grpo", "steps": res.steps_done, "total": total, "last": last,
+            "stopped_early": res.stopped_early}

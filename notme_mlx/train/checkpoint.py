@@ -1,14 +1,19 @@
-"""Training checkpoints (DESIGN §7): everything needed to continue a run exactly.
+"""Training checkpoints: everything needed to continue a run exactly.
 
     runs/<name>/checkpoints/step-<n>/
-        adapter.safetensors     trainable (LoRA) weights, flat mlx-lm keys
+        adapter.safetensors     trainable (LoRA) weights, flat keys
         optimizer.safetensors   optimizer state (tree_flatten keys: m, v, step, learning_rate)
-        state.json              step, phase, phase step, data cursor, RNG states, counters
+        state.json              step, phase, phase step, data cursor, RNG states, counters, shards
         recipe.yaml             the resolved recipe
 
-A checkpoint is built in a temp folder and renamed into place, so a crash
-leaves either the old or the new one, never half of one. `latest()` only
-trusts folders that contain state.json (written last).
+One format for every run: a run whose weights are split over ranks (pipeline stages under
+`notme cluster launch`) writes one shard per stage, `adapter.shard-<i>-of-<n>.safetensors`
+and `optimizer.shard-<i>-of-<n>.safetensors`; a single process (or data-parallel replicas,
+which hold the same weights) writes the one shard under the plain names above.
+
+Each shard file is written to a temp name and renamed; state.json is written last, after
+every shard (the `barrier` between them waits for the other ranks), so `latest()` trusts
+only folders with state.json: a crash leaves the previous checkpoint as the newest.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map_with_path
 
 from ..errors import NotmeError
-from ..io import atomic_dir
+from ..io import atomic_write_text
 
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
@@ -70,30 +75,52 @@ def restore_rng(rng: dict) -> None:
         np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
+def shard_files(shard: tuple[int, int] = (0, 1)) -> tuple[str, str]:
+    """(adapter, optimizer) file names of shard i of n."""
+    i, n = shard
+    tag = "" if n == 1 else f".shard-{i}-of-{n}"
+    return f"adapter{tag}.safetensors", f"optimizer{tag}.safetensors"
+
+
+def _save_arrays(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.safetensors")
+    mx.save_safetensors(str(tmp), arrays)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def save(ckpt_root: Path, state: TrainState, adapter: dict, optimizer_state, recipe_yaml: str,
-         keep_last: int | None = None) -> Path:
-    """Write `ckpt_root/step-<state.step>/` atomically; prune to `keep_last` newest.
+         keep_last: int | None = None, shard: tuple[int, int] = (0, 1), writer: bool = True,
+         barrier=lambda: None) -> Path:
+    """Write this rank's shard of `ckpt_root/step-<state.step>/`, then (after `barrier`) state.json.
 
     Args:
-        adapter: flat {key: array} of trainable weights.
-        optimizer_state: the optimizer's state tree (`optimizer.state`).
+        adapter: flat {key: array} of this shard's trainable weights.
+        optimizer_state: this shard's optimizer state tree (`optimizer.state`).
+        shard: (index, count) of this rank's shard; writer: False on ranks that hold a copy of
+            another rank's shard (data-parallel replicas), which only take part in the barriers.
+        barrier: waits for every rank (a no-op in one process).
     Returns:
         the checkpoint folder.
     """
-    ckpt_root = Path(ckpt_root)
-    final = ckpt_root / f"step-{state.step}"
-    with atomic_dir(final, force=True) as tmp:  # makes ckpt_root; a re-save replaces the step whole
-        mx.save_safetensors(str(tmp / "adapter.safetensors"), dict(adapter))
-        opt = {k: v for k, v in tree_flatten(optimizer_state) if isinstance(v, mx.array)}
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
-        (tmp / "recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
+    final = Path(ckpt_root) / f"step-{state.step}"
+    if writer:
+        (final / "state.json").unlink(missing_ok=True)  # a re-save of this step is untrusted until done
+    barrier()
+    if writer:
+        final.mkdir(parents=True, exist_ok=True)
+        os.chmod(final, 0o700)
+        a_name, o_name = shard_files(shard)
+        _save_arrays(final / a_name, dict(adapter))
+        _save_arrays(final / o_name, {k: v for k, v in tree_flatten(optimizer_state) if isinstance(v, mx.array)})
+    barrier()
+    if writer:
+        atomic_write_text(final / "recipe.yaml", recipe_yaml)
         body = {"step": state.step, "phase": state.phase, "phase_step": state.phase_step,
-                "cursor": state.cursor, "counters": state.counters, "rng": state.rng}
-        (tmp / "state.json").write_text(json.dumps(body), encoding="utf-8")
-        for p in tmp.iterdir():
-            os.chmod(p, 0o600)
-    if keep_last:
-        prune(ckpt_root, keep_last)
+                "cursor": state.cursor, "counters": state.counters, "rng": state.rng, "shards": shard[1]}
+        atomic_write_text(final / "state.json", json.dumps(body))
+        if keep_last:
+            prune(ckpt_root, keep_last)
     return final
 
 
@@ -133,22 +160,33 @@ def load_state(ckpt: Path) -> TrainState:
                       counters=d.get("counters", {}), rng=d.get("rng", {}))
 
 
-def load_adapter_weights(ckpt: Path) -> dict:
-    """Flat {key: array} of the checkpoint's trainable weights."""
-    return mx.load(str(Path(ckpt) / "adapter.safetensors"))
+def load_adapter_weights(ckpt: Path, shard: tuple[int, int] = (0, 1)) -> dict:
+    """Flat {key: array} of the trainable weights of one shard of a checkpoint."""
+    path = Path(ckpt) / shard_files(shard)[0]
+    if not path.exists():
+        raise NotmeError(f"{path}: missing; the checkpoint was written by a run split {_shards(ckpt)} way(s), "
+                         f"this one is split {shard[1]} way(s)")
+    return mx.load(str(path))
 
 
-def restore_optimizer(optimizer, params: dict, ckpt: Path) -> None:
+def _shards(ckpt: Path) -> int:
+    try:
+        return int(json.loads((Path(ckpt) / "state.json").read_text(encoding="utf-8")).get("shards", 1))
+    except (OSError, ValueError):
+        return 1
+
+
+def restore_optimizer(optimizer, params: dict, ckpt: Path, shard: tuple[int, int] = (0, 1)) -> None:
     """Load optimizer state saved by `save` into `optimizer`, keeping its tree structure.
 
     Args:
         optimizer: a fresh optimizer of the same type; params: the trainable parameter tree.
     """
-    saved = mx.load(str(Path(ckpt) / "optimizer.safetensors"))
+    saved = mx.load(str(Path(ckpt) / shard_files(shard)[1]))
     optimizer.init(params)
     missing = [k for k, v in tree_flatten(optimizer.state) if isinstance(v, mx.array) and k not in saved]
     if missing:
-        raise NotmeError(f"{ckpt}/optimizer.safetensors: missing {len(missing)} entries (e.g. {missing[0]}); "
+        raise NotmeError(f"{ckpt}/{shard_files(shard)[1]}: missing {len(missing)} entries (e.g. {missing[0]}); "
                          "the checkpoint does not match this recipe's LoRA settings")
     optimizer.state = tree_map_with_path(lambda k, v: saved.get(k, v) if isinstance(v, mx.array) else v,
                                          optimizer.state)

@@ -9,8 +9,8 @@ and write it to a safetensors file:
     chosen [P] float32, rejected [P] float32   summed reply log-probs per pair
     metadata: pairs_sha256 (token ids + labels), n_pairs, excluded adapters, adapters used
 
-`load_reference_logprobs` refuses a cache whose pairs do not match (the data changed).
-`dpo_terms` is the per-pair DPO loss on top of the cached values.
+`load_reference_logprobs` refuses a cache whose pairs do not match (the data changed). The DPO
+phase (`train.pref_phase.dpo_loss`) computes its loss on top of the cached values.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import NotmeError
+from ..io import atomic_write_bytes
+from ..lora import adapter_names, lora_modules
+from ..loss import output_head, sequence_logprobs
+from .forward import hidden_states
 
 
 def pairs_hash(pairs) -> str:
@@ -37,7 +41,7 @@ def pairs_hash(pairs) -> str:
     return h.hexdigest()
 
 
-def _rows(examples, pad_id: int = 0):
+def reply_rows(examples, pad_id: int = 0):
     """TokenizedExamples -> inputs, targets, mask [B, T] (mask = reply tokens, label +1)."""
     T = max(len(e.tokens) - 1 for e in examples)
     inp = np.full((len(examples), T), pad_id, np.int32)
@@ -59,10 +63,6 @@ def reference_logprobs(model, pairs, exclude=(), batch_size: int = 8, chunk_size
     Returns:
         (chosen [P], rejected [P]) float32 numpy arrays.
     """
-    from ..lora import adapter_names, lora_modules
-    from ..loss import output_head, sequence_logprobs
-    from ..train import _resolve
-
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     missing = [n for n in exclude if n not in adapter_names(model)]
     if missing:
@@ -76,8 +76,8 @@ def reference_logprobs(model, pairs, exclude=(), batch_size: int = 8, chunk_size
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i:i + batch_size]
             rows = [p[0] for p in chunk] + [p[1] for p in chunk]
-            inp, tgt, msk = _rows(rows)
-            h = _resolve.hidden_states(model, inp)
+            inp, tgt, msk = reply_rows(rows)
+            h = hidden_states(model, inp)
             lp = mx.stop_gradient(sequence_logprobs(h, output_head(model), tgt, msk, chunk_size))
             mx.eval(lp)
             lp = np.array(lp, np.float32)
@@ -92,9 +92,6 @@ def reference_logprobs(model, pairs, exclude=(), batch_size: int = 8, chunk_size
 def compute_reference_logprobs(model, pairs, out_path: str | Path, exclude=(), batch_size: int = 8,
                                chunk_size: int = 8192, meta: dict | None = None) -> Path:
     """Compute `reference_logprobs` once and save them (safetensors, atomic). Returns the path."""
-    from ..io import atomic_write_bytes
-    from ..lora import adapter_names
-
     c, r = reference_logprobs(model, pairs, exclude, batch_size, chunk_size)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     md = {"pairs_sha256": pairs_hash(pairs), "n_pairs": str(len(pairs)),
@@ -119,39 +116,3 @@ def load_reference_logprobs(path: str | Path, pairs=None):
         raise NotmeError(f"{path}: reference log-probs were computed for other pairs "
                          f"({md.get('n_pairs')} pairs, data or tokenizer changed) — delete it to recompute")
     return arrs["chosen"], arrs["rejected"], md
-
-
-def dpo_terms(c, r, ref_c, ref_r, beta: float = 0.1):
-    """Per-pair DPO loss -log σ(β·((c - ref_c) - (r - ref_r))) from summed log-probs [P]
-    (`train.preference.dpo_terms`, without the margin)."""
-    from ..train.preference import dpo_terms as _terms
-
-    return _terms(c, r, ref_c, ref_r, beta)[0]
-
-
-def dpo_loss(model, batch, n_pairs=None, _unused=None, *, ref, beta: float = 0.1, chunk_size: int = 8192,
-             grad_checkpoint: bool = False, nll_weight: float = 0.0):
-    """DPO on the trainer's pair batches with cached reference log-probs -> (loss, stats).
-
-    Same contract as `train.pref_phase.preference_loss`: rows [chosen_0..chosen_{P-1},
-    rejected_0..rejected_{P-1}], labels 1 on reply tokens; plus batch["pair_idx"] [P] int32, the
-    pairs' positions in the cache. `ref` = (chosen [N], rejected [N]) from `load_reference_logprobs`.
-    The loss is the sum of per-pair terms over the GLOBAL pair count `n_pairs` (local when None).
-    """
-    from ..loss import output_head, sequence_logprobs
-    from ..train import _resolve
-
-    h = _resolve.hidden_states(model, batch["inputs"], checkpoint=grad_checkpoint)
-    mask = batch["labels"] == 1
-    lp = sequence_logprobs(h, output_head(model), batch["targets"], mask, chunk_size)  # [2P] summed
-    P = lp.shape[0] // 2
-    idx = batch["pair_idx"]
-    terms = dpo_terms(lp[:P], lp[P:], ref[0][idx], ref[1][idx], beta)
-    p = mask[:P].any(axis=1).sum().astype(mx.float32)
-    n = p if n_pairs is None else n_pairs
-    s = terms.sum()
-    nll = mx.zeros_like(s)
-    if nll_weight:  # RPO: + nll_weight * mean-per-token NLL of each chosen reply
-        n_tok = mx.maximum(mask[:P].astype(mx.float32).sum(axis=1), 1.0)
-        nll = nll_weight * (-(lp[:P] / n_tok)).sum()
-    return (s + nll) / mx.maximum(n, 1.0), {"ce_sum": nll, "ul_sum": s, "n_learn": p, "n_penalize": p}

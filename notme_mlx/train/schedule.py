@@ -12,7 +12,7 @@ import math
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from .config import OptimizerConfig, ScheduleConfig
+from ..recipe import OptimizerConfig, ScheduleConfig
 
 
 def lr_at(step: int, lr: float, total_steps: int, sched: ScheduleConfig) -> float:
@@ -54,7 +54,7 @@ def build_schedule(lr: float, total_steps: int, sched: ScheduleConfig):
 
 
 def build_optimizer(cfg: OptimizerConfig, sched: ScheduleConfig, total_steps: int, lr: float | None = None):
-    """AdamW with the recipe's schedule.
+    """AdamW with the recipe's schedule: the one optimizer builder of every phase type.
 
     Args:
         cfg: optimizer section; sched: schedule section; total_steps: steps in the phase;

@@ -74,7 +74,7 @@ def budget_plan(lengths: list[int], batch_tokens: int, rng: np.random.Generator,
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
     if pack:
-        row = _round_up(min(max_len, batch_tokens), pad_multiple)
+        row = round_up(min(max_len, batch_tokens), pad_multiple)
         rows = pack_rows(lengths, rng, row)
         per = max(1, batch_tokens // row)
         return [rows[j:j + per] for j in range(0, len(rows), per)]
@@ -85,14 +85,14 @@ def budget_plan(lengths: list[int], batch_tokens: int, rng: np.random.Generator,
     for s in range(0, len(order), pool):
         chunk = sorted(order[s:s + pool], key=lambda i: lengths[i])
         while chunk:
-            T = _round_up(min(lengths[chunk[-1]], max_len), pad_multiple)
+            T = round_up(min(lengths[chunk[-1]], max_len), pad_multiple)
             take = max(1, batch_tokens // max(T, 1))
             batches.append([[i] for i in chunk[-take:][::-1]])
             del chunk[-take:]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _round_up(n: int, m: int) -> int:
+def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
@@ -113,7 +113,7 @@ def collate(examples, rows: list[list[int]], pad_multiple: int, pad_id: int = 0,
             labs += ex.labels[1:]
             seg += [k] * (len(ex.tokens) - 1)
         seqs.append((toks, tgts, labs, seg))
-    T = _round_up(max(len(s[0]) for s in seqs), pad_multiple)
+    T = round_up(max(len(s[0]) for s in seqs), pad_multiple)
     if max_len is not None:
         T = min(T, max(max_len, max(len(s[0]) for s in seqs)))
     B = len(seqs)
@@ -146,7 +146,7 @@ def supervised(targets: np.ndarray, labels: np.ndarray, multiple: int = 64) -> d
     """
     flat = labels.reshape(-1)
     idx = np.nonzero(flat)[0]
-    M = _round_up(max(len(idx), 1), multiple)
+    M = round_up(max(len(idx), 1), multiple)
     sel, st, sl = (np.zeros(M, np.int32) for _ in range(3))
     sel[: len(idx)] = idx
     st[: len(idx)] = targets.reshape(-1)[idx]
@@ -215,7 +215,7 @@ class BatchStream:
         """Longest row length packing aims at (caps the padded width); None when not packing."""
         if self.batching != "pack":
             return None
-        return _round_up(min(self.max_len, self.batch_tokens), self.pad_multiple) if self.batch_tokens else self.max_len
+        return round_up(min(self.max_len, self.batch_tokens), self.pad_multiple) if self.batch_tokens else self.max_len
 
     def epoch_shapes(self, epoch: int = 0) -> dict:
         """The step shapes of an epoch, counted from the plan without building arrays.
@@ -231,16 +231,12 @@ class BatchStream:
         real = size = 0
         for rows in self.plan(epoch):
             fill = [sum(self.lengths[i] for i in r) for r in rows]
-            T = _round_up(max(fill), self.pad_multiple)
+            T = round_up(max(fill), self.pad_multiple)
             if cap is not None:
                 T = min(T, max(cap, max(fill)))
-            M = _round_up(max(sum(self._sup[i] for r in rows for i in r), 1), lm)
+            M = round_up(max(sum(self._sup[i] for r in rows for i in r), 1), lm)
             key = (len(rows), T, M)
             shapes[key] = shapes.get(key, 0) + 1
             real, size = real + sum(fill), size + len(rows) * T
         return {"shapes": shapes, "distinct": len(shapes), "tokens": real, "padded": size - real,
                 "padding_fraction": (size - real) / max(size, 1)}
-
-    def peek(self, n: int) -> list[dict]:
-        """The next n batches (advancing the cursor)."""
-        return [self.next() for _ in range(n)]
