@@ -6,7 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from notme_mlx.errors import ConfigError
 from notme_mlx.loss import naive_token_loss, output_head
+from notme_mlx.recipe import recipe_from_dict
 from notme_mlx.train.forward import hidden_states
 from notme_mlx.train.stream import BatchStream, collate, pack_rows
 
@@ -177,3 +179,10 @@ def test_batch_tokens_resume_same_batches():
 def test_batch_tokens_rejects_nonpositive():
     with pytest.raises(ValueError):
         BatchStream(_chat_like(5), 4, seed=0, batch_tokens=0)
+
+
+def test_recipe_batch_tokens():
+    r = recipe_from_dict({"data": {"batch_tokens": 512, "batching": "pack"}})
+    assert r.data.batch_tokens == 512 and recipe_from_dict({}).data.batch_tokens is None
+    with pytest.raises(ConfigError, match="batch_tokens"):
+        recipe_from_dict({"data": {"batch_tokens": 0}})
