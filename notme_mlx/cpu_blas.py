@@ -30,12 +30,16 @@ import ctypes
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .io import notme_home
 
 _STATE: dict = {"active": False, "library": None, "reason": "not attempted"}
 _HANDLES: list = []  # keep loaded libraries alive
@@ -92,8 +96,6 @@ def _naming(lib_path: str) -> tuple[str, str] | None:
 
 
 def _cache_dir() -> Path:
-    from .io import notme_home
-
     return notme_home() / "blas"
 
 
@@ -129,9 +131,6 @@ def build_shim(openblas: str, cache: Path | None = None) -> Path:
 
 def _local_ranks() -> int:
     """Ranks of this `mlx.launch` job on this host (from MLX_HOSTFILE; 1 when unknown)."""
-    import json
-    import socket
-
     try:
         hosts = json.loads(Path(os.environ["MLX_HOSTFILE"]).read_text())
         me = {"localhost", "127.0.0.1", socket.gethostname()}
