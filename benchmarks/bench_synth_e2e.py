@@ -1,4 +1,4 @@
-"""Issue #12 end to end on the default model, through the `notme` CLI:
+"""The synth pipeline end to end on the default model, through the `notme` CLI:
 
     base eval -> data synth (starter prompts, the model's own replies, detector-flagged ones
     revised into pairs) -> data revise (re-check) -> train (one DPO phase, recipes/synth-dpo.yaml)

@@ -254,7 +254,7 @@ def test_linear_rope_scaling_is_carried(tiny_model_dir, tmp_path):
 
 
 def test_wrong_values_from_mx_load_are_caught(tiny_model_dir, tmp_path, monkeypatch):
-    """mlx versions with broken GGUF unpacking (mlx PR #3664: Q4_1) must not load silently wrong."""
+    """mlx versions with broken GGUF unpacking (e.g. wrong Q4_1 weights) must not load silently wrong."""
     from notme_mlx.models import gguf_loader
 
     m, t, _ = load_model(str(tiny_model_dir))

@@ -1,4 +1,4 @@
-"""Principles file, `notme data synth` and `notme data revise` (issue 12)."""
+"""Principles file, `notme data synth` and `notme data revise`."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""`notme correct`: the correction loop (issue #12).
+"""`notme correct`: the correction loop.
 
 Chat with the current model; when a reply slips into validation-seeking, type
 `/fix WHAT IT SHOULD HAVE SAID`: the pair (prompt, chosen=fix, rejected=last reply) is

@@ -1,4 +1,4 @@
-"""`notme data synth` and `notme data revise` (issue #12), registered into the `data` group."""
+"""`notme data synth` and `notme data revise`, registered into the `data` group."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
               seed, max_tokens, temp, batch_size, engine):
     """Generate replies with a local model; detector-flagged ones are dropped or revised into pairs.
 
-    Writes OUT (Examples, DESIGN §4, without the system prompt) and, for revised replies,
+    Writes OUT (Examples as in docs/data.md, without the system prompt) and, for revised replies,
     a pairs file (prompt, chosen=revision, rejected=original). Same seed, same output.
 
     \b

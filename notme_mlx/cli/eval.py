@@ -1,4 +1,4 @@
-"""`notme eval`: evaluation report (issue #8)."""
+"""`notme eval`: evaluation report."""
 
 from __future__ import annotations
 

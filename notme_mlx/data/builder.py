@@ -155,7 +155,7 @@ def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, token
     """Run the whole build and write the output folder atomically. Returns the report dict.
 
     Args:
-      messages_path: Message JSONL (DESIGN §3).
+      messages_path: Message records, one per line (docs/ingest.md).
       out_dir: destination folder (refused if it exists unless `force`).
       cfg: the recipe's `build:` section.
       detector: a notme_mlx.detect.Detector (default: bundled lexicon).

@@ -137,7 +137,7 @@ def _special_ids(hf) -> set[int]:
 
 
 def tokenize_example(tokenizer, example: dict, max_seq_len: int | None = None) -> TokenizedExample:
-    """Tokens and per-token labels for one Example (DESIGN §4).
+    """Tokens and per-token labels for one Example (docs/data.md).
 
     Args:
       tokenizer: HF fast tokenizer or mlx-lm TokenizerWrapper.

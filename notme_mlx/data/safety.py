@@ -17,7 +17,7 @@ from importlib import resources
 
 
 def load_safety_replay() -> list[dict]:
-    """The bundled replay set as Examples (DESIGN §4), meta.source = 'safety_replay'."""
+    """The bundled replay set as Examples (docs/data.md), meta.source = 'safety_replay'."""
     text = resources.files("notme_mlx.data").joinpath("safety_replay.jsonl").read_text(encoding="utf-8")
     out = []
     for i, line in enumerate(text.splitlines()):

@@ -1,6 +1,6 @@
 """Message records -> sessions of chat turns (role mapping, merging, time gaps) -> windows.
 
-Role mapping (DESIGN §4), decided per conversation:
+Role mapping (docs/data.md), decided per conversation:
   mirror     the person's own turns (role `me`) are `assistant` targets; everyone else
              (`other`, `ai`) is `user` context.
   assistant  the AI's turns (role `ai`) are `assistant` targets; the person's own turns and
@@ -33,7 +33,7 @@ class Turn:
 
 
 def validate_message(m: dict, where: str) -> None:
-    """Raise InputError naming `where` (file:line) when `m` is not a §3 Message record."""
+    """Raise InputError naming `where` (file:line) when `m` is not a Message record (docs/ingest.md)."""
     for k in REQUIRED:
         if k not in m:
             raise InputError(f"{where}: missing field {k!r} (is this a notme messages.jsonl from `notme ingest`?)")

@@ -77,7 +77,7 @@ def detection_stats(detector: Detector, messages, progress=None) -> dict:
     """Detection rates over Message records, grouped by source, speaker, role and category.
 
     Args:
-      messages: iterable of Message dicts (DESIGN §3); non-text kinds are skipped.
+      messages: iterable of Message records (docs/ingest.md); non-text kinds are skipped.
       progress: optional task with .advance(n).
     Returns:
       {"n": int, "flagged": int, "by_source": {k: [n, flagged]}, "by_speaker": ..., "by_role": ...,

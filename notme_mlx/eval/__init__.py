@@ -1,4 +1,4 @@
-"""Evaluation (issue #8): validation-seeking rate, propensity, over-correction, voice fidelity,
+"""Evaluation: validation-seeking rate, propensity, over-correction, voice fidelity,
 forgetting and safety retention, each with n and a bootstrap 95% CI; reports in JSON/MD/HTML.
 
     from notme_mlx.eval import run_eval, quick_vsr

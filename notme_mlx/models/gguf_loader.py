@@ -108,7 +108,7 @@ def _check_header(path: Path):
 def _spot_check(path: Path, tensors, weights: dict, rows: int = 2) -> None:
     """Compare the first rows of every tensor `mx.load` returned with gguf's reference dequantizer.
 
-    Guards against MLX versions whose GGUF unpacking is wrong (mlx PR #3664 fixed
+    Guards against MLX versions whose GGUF unpacking is wrong (some released versions
     silently corrupted Q4_1 weights); costs a few milliseconds per tensor.
     """
     for t in tensors:

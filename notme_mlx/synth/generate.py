@@ -8,7 +8,7 @@ generated, cycling through the prompts in order. Three frames:
   base        a plain-text conversation frame for a base model (no chat template), cut at the
               next "User:" line
 
-Every reply goes through the detector. Clean replies become Examples (DESIGN §4; the system
+Every reply goes through the detector. Clean replies become Examples (docs/data.md; the system
 prompt is NOT kept in the example, so training distills its effect). Flagged replies are
 dropped (`on_flag="drop"`) or revised by span removal (`on_flag="revise"`): the revision is
 kept as the example and (prompt, chosen=revision, rejected=original) goes to the pairs file.
