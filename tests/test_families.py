@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from mlx.utils import tree_flatten
+from mlx_lm import load as mlx_lm_load
 from mlx_lm.models import olmo2
 
 from notme_mlx.cli import main
@@ -29,6 +30,9 @@ from notme_mlx.loss import fused_token_loss, naive_token_loss, output_head
 from notme_mlx.models import load_model
 from notme_mlx.models.families import FAMILIES, FUSED, family_of, family_of_model, layer_window
 from notme_mlx.models.tiny import TINY_CONFIGS, build_tiny_family_model, build_tiny_model, perturb_adapters
+from notme_mlx.recipe import load_recipe
+from notme_mlx.train.metrics import read_metrics
+from notme_mlx.train.trainer import train
 from notme_mlx.train.forward import hidden_states
 from notme_mlx.train.stream import collate
 
@@ -305,3 +309,38 @@ def test_model_info_names_family_and_refuses_unsupported_in_one_line(family_dirs
     lines = [l for l in r.output.splitlines() if "is not supported" in l]
     assert len(lines) == 1 and "'olmo2'" in lines[0]
     assert all(f.name in lines[0] for f in FAMILIES)
+
+
+# ~15 s each here: the quirkiest two in the fast suite, the rest in the slow step (the trainer's
+# family-specific parts are the forward, loss and LoRA targets tested above for every family).
+QUICK_TRAIN = ("gemma3", "phi3")
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK_TRAIN else pytest.param(n, marks=pytest.mark.slow) for n in NAMES])
+def test_trainer_runs_every_family_and_mlx_lm_loads_the_adapter(name, family_dirs, tmp_path):
+    """`notme train`'s trainer on each family: loss goes down, the adapter loads in mlx-lm itself
+    (`mlx_lm.load(..., adapter_path=...)`) with the trained model's logits."""
+    d = family_dirs(name)
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    words = "the parser file code test run model data fix bug flight meeting lunch coffee".split()
+    rows = [{"messages": [{"role": "user", "content": "status?"},
+                          {"role": "assistant", "content": " ".join(rng.choice(words, 6)) + ". Does that make sense?",
+                           "train": True}]}
+            for _ in range(16)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, tok = mlx_lm_load(str(d))
+    r = load_recipe(None, {"model": str(d), "data.train": str(data / "train.jsonl"), "data.valid": None, "data.max_seq_len": 64,
+                           "out_dir": str(tmp_path / "runs"), "name": name, "lora.rank": 4, "lora.alpha": 8,
+                           "batch_size": 4, "max_steps": 8, "eval_every": 0, "save_every": 0,
+                           "optimizer.lr": 2e-2, "schedule.type": "constant"})
+    res = train(r, model=model, tokenizer=tok)
+    ls = [m["loss"] for m in read_metrics(res.run_dir / "metrics.jsonl") if "loss" in m]
+    assert len(ls) == 8 and ls[-1] < ls[0], ls
+    leaves = {k.split(".")[-2] for k in mx.load(str(res.adapter_dir / "adapters.safetensors"))}
+    assert leaves == set(family_of_model(model).targets)
+    ref, _ = mlx_lm_load(str(d), adapter_path=str(res.adapter_dir))
+    x = mx.array([tok.encode("Does that make sense?")])
+    model.eval()
+    np.testing.assert_allclose(np.array(ref(x)), np.array(model(x)), rtol=1e-4, atol=1e-4)
