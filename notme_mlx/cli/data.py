@@ -5,9 +5,18 @@ Subcommands are listed in SUBCOMMANDS at the bottom: adding one is a one-line ch
 
 from __future__ import annotations
 
+import time
+
 import click
+from rich.table import Table
 
 from .. import ui
+from ..data.builder import build_dataset
+from ..data.stats import char_dump, data_stats, histogram, load_tokenizer, token_dump
+from ..detect import get_detector
+from ..io import read_jsonl
+from ..recipe import load_recipe
+from .data_synth import SYNTH_COMMANDS
 
 
 @click.group("data")
@@ -52,12 +61,6 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
     Example:
       notme data build messages.jsonl -o data/ --session-gap 45m --seed 1
     """
-    import time
-
-    from ..data.builder import build_dataset
-    from ..detect import get_detector
-    from ..recipe import load_recipe
-
     flags = {"build.seed": seed, "data.max_seq_len": max_seq_len, "build.session_gap": session_gap,
              "build.mode": mode, "build.safety_fraction": safety_fraction, "build.scrub": scrub,
              "build.penalize": False if no_penalize else None}
@@ -67,8 +70,6 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
                        extra_cues=[c.to_lexicon() for c in det_cfg.extra_cues])
     tok = None
     if model_spec:
-        from ..data.stats import load_tokenizer
-
         tok = load_tokenizer(model_spec)
     t0 = time.perf_counter()
     rep = build_dataset(messages, out_dir, cfg, detector=det, tokenizer=tok, force=force,
@@ -83,9 +84,6 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
             f"penalize spans {c.get('penalize_spans', 0)}; duplicates removed: exact "
             f"{c.get('dropped_exact_duplicates', 0)}, near {c.get('dropped_near_duplicates', 0)}")
     if debug_n:
-        from ..data.stats import char_dump, token_dump
-        from ..io import read_jsonl
-
         for i, ex in enumerate(read_jsonl(f"{out_dir}/train.jsonl")):
             if i >= debug_n:
                 break
@@ -106,10 +104,6 @@ def stats_cmd(data_dir, model_spec, max_seq_len):
     Example:
       notme data stats data/ --model ~/models/smollm2
     """
-    from rich.table import Table
-
-    from ..data.stats import data_stats, histogram, load_tokenizer
-
     tok = load_tokenizer(model_spec) if model_spec else None
     st = data_stats(data_dir, tok, max_seq_len)
     unit = st["unit"]
@@ -147,8 +141,6 @@ def stats_cmd(data_dir, model_spec, max_seq_len):
             t.add_row(k, str(v))
         ui.out.print(t)
 
-
-from .data_synth import SYNTH_COMMANDS  # noqa: E402  (synth, revise)
 
 SUBCOMMANDS = [
     build_cmd,
