@@ -1,14 +1,20 @@
 """`notme cluster topology|plan|launch|selftest|simulate`."""
 
 import json
+from pathlib import Path
 
 import click
+from rich.table import Table
+
+from .. import ui
+from ..cluster.plan import ModelShape, allocate_layers_proportionally, bubble_fraction, load_plan, make_plan, write_plan
+from ..cluster.simulate import CHIPS, LINKS, simulate
+from ..cluster.topology import read_exo, read_hosts
+from ..errors import NotmeError
+from ..models import resolve
 
 
 def _topology(exo, exo_state, hosts):
-    from ..errors import NotmeError
-    from ..cluster.topology import read_exo, read_hosts
-
     if exo:
         return read_exo(exo)
     if exo_state:
@@ -19,14 +25,7 @@ def _topology(exo, exo_state, hosts):
 
 
 def _shape(model, layers):
-    from pathlib import Path
-
-    from ..errors import NotmeError
-    from ..cluster.plan import ModelShape
-
     if model:
-        from ..models import resolve
-
         cfg = json.loads((Path(resolve(model)) / "config.json").read_text())
         return ModelShape.from_config(cfg)
     if layers:  # layer count only: a 70B-class llama's shape scaled to the count
@@ -53,10 +52,6 @@ def cluster_group():
 @click.option("--hosts", type=click.Path(), help="A plain hosts.yaml (no exo).")
 def topology_cmd(exo, exo_state, hosts):
     """Nodes, chips, memory, addresses and links."""
-    from rich.table import Table
-
-    from .. import ui
-
     topo = _topology(exo, exo_state, hosts)
     t = Table(title=f"cluster ({topo.source})")
     for c in ("node", "id", "chip", "memory total", "available", "addresses", "rdma"):
@@ -87,11 +82,6 @@ def topology_cmd(exo, exo_state, hosts):
 def plan_cmd(model, layers, exo, exo_state, hosts, strategy, microbatches, batch, seq, lora_rank, replicas, schedule,
              out, as_json):
     """Memory-weighted layer partition, per-node memory budget and an mlx.launch hostfile."""
-    from rich.table import Table
-
-    from .. import ui
-    from ..cluster.plan import bubble_fraction, make_plan, write_plan
-
     topo = _topology(exo, exo_state, hosts)
     shape = _shape(model, layers)
     plan = make_plan(topo, shape, strategy, microbatches, batch, seq, lora_rank, schedule, replicas, model)
@@ -178,12 +168,6 @@ def selftest_cmd(ranks, schedule, microbatches, replicas, optimizer):
 @click.option("--microbatches", default=8)
 def simulate_cmd(plan_path, nodes, chip, memory, link, model, layers, batch, seq, microbatches):
     """Predict step time, tokens/s, memory per node and bubble share."""
-    from rich.table import Table
-
-    from .. import ui
-    from ..cluster.plan import allocate_layers_proportionally, load_plan
-    from ..cluster.simulate import CHIPS, LINKS, simulate
-
     shape = _shape(model, layers)
     if plan_path:
         plan = load_plan(plan_path)
