@@ -8,19 +8,25 @@ Every filter is counted in build_report.json; an empty result is an error naming
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import random
 from collections import Counter, OrderedDict
 from pathlib import Path
 
+from ..detect import default_detector
+from ..detect.parallel import detect_many
 from ..errors import NotmeError
+from ..ingest.scrub import Scrubber
 from ..io import atomic_dir, read_jsonl, write_jsonl
 from ..recipe import BuildConfig, DataConfig
 from .dedupe import dedupe
 from .pairs import pairs_from_example
 from .safety import safety_count, sample_safety
 from .sessions import conversation_mode, estimate_tokens, sessions, validate_message, windows
+from .split import split_conversations
 
 SPLITS = ("train", "valid", "test")
 
@@ -35,10 +41,6 @@ def read_messages(path: str | Path, progress=None) -> list[dict]:
 
 
 def _scrubber(msgs: list[dict]):
-    try:
-        from ..ingest.scrub import Scrubber
-    except ImportError as e:
-        raise NotmeError(f"--scrub needs notme_mlx.ingest.scrub.Scrubber, which is not available ({e})") from None
     others = sorted({m["speaker"] for m in msgs if m["role"] == "other"})
     me = sorted({m["speaker"] for m in msgs if m["role"] == "me"})
     return Scrubber(names=others, keep=me)
@@ -106,9 +108,6 @@ def target_turns(examples: list[dict]) -> list[dict]:
 def mark_penalties(examples: list[dict], detector, c: Counter, workers: int | None = None, progress=None) -> None:
     """Run the detector over every target turn (one batch, `workers` processes) and mark its
     spans `penalize`; a turn covered end to end becomes `train: "penalize"`. Updates `c`."""
-    from ..detect import default_detector
-    from ..detect.parallel import detect_many
-
     det = detector or default_detector()
     targets = target_turns(examples)
     dets = detect_many(det, [m["content"] for m in targets], workers=workers, progress=progress)
@@ -164,8 +163,6 @@ def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, token
       workers: detector processes (None: auto, 1 below 20k target turns).
       max_seq_len: tokens per example (the recipe's data.max_seq_len, which the trainer uses too).
     """
-    import contextlib
-
     pf = progress_factory or (lambda *a, **k: contextlib.nullcontext(None))
     n_lines = sum(1 for _ in open(messages_path, "rb")) if Path(messages_path).exists() else 0
     with pf("read", n_lines, "msg") as task:
@@ -204,15 +201,11 @@ def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, token
 
 
 def _split(examples, cfg: BuildConfig) -> dict:
-    from .split import split_conversations
-
     return split_conversations([e["meta"]["conversation_id"] for e in examples],
                                cfg.valid_fraction, cfg.test_fraction, cfg.seed)
 
 
 def _report(path, cfg: BuildConfig, c: Counter, splits, n_safety, n_pairs, assign, max_seq_len: int) -> dict:
-    import dataclasses
-
     per = {}
     for s, exs in splits.items():
         per[s] = {

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from rich.text import Text
 
-from ..errors import InputError, NotmeError
+from ..errors import InputError
 from ..io import read_jsonl
+from ..models import load_model
+from .labels import hf_tokenizer, tokenize_example
 
 SPLITS = ("train", "valid", "test")
 STYLE = {1: "bold green", 0: "dim", -1: "bold red"}
@@ -16,17 +19,12 @@ STYLE = {1: "bold green", 0: "dim", -1: "bold red"}
 
 def load_tokenizer(spec: str):
     """A tokenizer for token-exact lengths and label dumps: an HF/mlx-lm model dir, or any spec
-    `notme_mlx.models.load_model` understands (when that module provides it)."""
+    `notme_mlx.models.load_model` understands."""
     p = Path(spec).expanduser()
     if p.is_dir() and ((p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists()):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(p))
-    try:
-        from ..models import load_model  # type: ignore[attr-defined]
-    except ImportError:
-        raise NotmeError(f"--model {spec!r}: not a local tokenizer folder, and model loading "
-                         "(notme_mlx.models.load_model) is not available yet") from None
     _, tok, _ = load_model(spec)
     return tok
 
@@ -70,8 +68,6 @@ def data_stats(data_dir: str | Path, tokenizer=None, max_seq_len: int | None = N
         for ex in read_jsonl(d / f"{s}.jsonl"):
             row["examples"] += 1
             if tokenizer is not None:
-                from .labels import tokenize_example
-
                 te = tokenize_example(tokenizer, ex, max_seq_len)
                 lab = np.asarray(te.labels)
                 l, c, p = int((lab == 1).sum()), int((lab == 0).sum()), int((lab == -1).sum())
@@ -99,10 +95,6 @@ def histogram(lengths: list[int], bins: int = 10) -> list[tuple[int, int, int]]:
 def token_dump(tokenizer, example: dict, max_seq_len: int | None = None):
     """A rich Text of the example's tokens colored by label (green learn, dim context, red
     penalize); token boundaries alternate underline so they can be counted."""
-    from rich.text import Text
-
-    from .labels import hf_tokenizer, tokenize_example
-
     te = tokenize_example(tokenizer, example, max_seq_len)
     hf = hf_tokenizer(tokenizer)
     t = Text()
@@ -114,8 +106,6 @@ def token_dump(tokenizer, example: dict, max_seq_len: int | None = None):
 
 def char_dump(example: dict):
     """The same colors at character level, for builds without a tokenizer."""
-    from rich.text import Text
-
     t = Text()
     for m in example["messages"]:
         t.append(f"[{m['role']}] ", style="italic cyan")
