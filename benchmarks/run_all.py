@@ -41,10 +41,10 @@ def main():
 
     if "chat" not in skip:
         stamp("notme vs mlx-lm, chat-like data")
-        out["chat"] = bench_vs_mlxlm.run(steps=4, warmup=1, repeat=3, batch=4, seq=256)
+        out["chat"] = bench_vs_mlxlm.run(model="bench-s", steps=4, warmup=1, repeat=3, batch=4, seq=256)
     if "equal" not in skip:
         stamp("notme vs mlx-lm, equal-length rows")
-        out["equal_length"] = bench_vs_mlxlm.run(steps=3, warmup=1, repeat=3, batch=4, seq=128, equal_length=True)
+        out["equal_length"] = bench_vs_mlxlm.run(model="bench-s", steps=3, warmup=1, repeat=3, batch=4, seq=128, equal_length=True)
     if "features" not in skip:
         stamp("feature costs")
         out["features"] = bench_features.run(steps=3, warmup=1, repeat=2)
