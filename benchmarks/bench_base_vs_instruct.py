@@ -27,7 +27,8 @@ import mlx.core as mx
 import mlx_lm
 
 from notme_mlx.data.builder import build_dataset
-from notme_mlx.eval.runner import evaluate
+from notme_mlx.eval.runner import _subset, evaluate, prompt_sets
+from notme_mlx.lora import load_adapter
 from notme_mlx.ingest import ingest_to_file
 from notme_mlx.models import load_model
 from notme_mlx.models.frame import describe_frame
@@ -59,7 +60,21 @@ def _slim(res: dict) -> dict:
     return {"metrics": res["metrics"], "n": res["n"], "responses": {k: v[:4] for k, v in res["responses"].items()}}
 
 
-def run_one(spec: str, work: Path, seed: int) -> dict:
+# the sets the comparison reads get `n` prompts; the others (refusal/compliance/clarify checks,
+# not compared here) get 2 so the shared eval runs
+MAIN_SETS = ("seeking", "factual")
+
+
+def small_sets(n: int) -> dict:
+    return {k: _subset(v, n if k in MAIN_SETS else 2) for k, v in prompt_sets().items()}
+
+
+def _wait_for(path: Path, poll: float = 30.0) -> None:
+    while not (path / "adapters.safetensors").exists():
+        time.sleep(poll)
+
+
+def run_one(spec: str, work: Path, seed: int, n: int = 8, max_tokens: int = 48, adapters: str | None = None) -> dict:
     recipe_path = bundled_file("recipes", "quickstart.yaml")
     d = work / "data"
     over = {"model": spec, "out_dir": str(work), "name": f"train-{spec}", "data.train": str(d / "train.jsonl"),
@@ -69,18 +84,31 @@ def run_one(spec: str, work: Path, seed: int) -> dict:
     t0 = time.perf_counter()
     model, tok, info = load_model(spec)
     times = {"load": time.perf_counter() - t0}
+    sets = small_sets(n)
+    kw = dict(data_dir=d, quick=True, samples=0, seed=seed, sets=sets, max_tokens=max_tokens)
     t0 = time.perf_counter()
-    before = evaluate(model, tok, data_dir=d, quick=True, samples=0, seed=seed)
+    before = evaluate(model, tok, **kw)
     times["eval_before"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = train(recipe, model=model, tokenizer=tok, force=True)
+    if adapters:  # trained elsewhere with the same recipe and data (e.g. `notme quickstart --model ...`)
+        _wait_for(Path(adapters))
+        load_adapter(model, adapters)
+        steps, phases = None, []
+        run = Path(adapters).parent / "metrics.jsonl"
+        phases = [{"name": "from " + str(adapters), "steps": "?", "val": None}]
+        if run.exists():
+            rows = [json.loads(x) for x in run.read_text().splitlines() if x.strip()]
+            steps = sum(1 for r in rows if r.get("type", "train") == "train" and "loss" in r) or None
+    else:
+        out = train(recipe, model=model, tokenizer=tok, force=True)
+        steps, phases = out.steps, [{"name": p["name"], "steps": p["steps"], "val": p.get("val")} for p in out.phases]
     times["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    after = evaluate(model, tok, data_dir=d, quick=True, samples=0, seed=seed)
+    after = evaluate(model, tok, **kw)
     times["eval_after"] = time.perf_counter() - t0
     return {"model": spec, "architecture": info["architecture"], "n_params": info["n_params"],
-            "frame": describe_frame(tok), "recipe": str(recipe_path), "steps": out.steps,
-            "phases": [{"name": p["name"], "steps": p["steps"], "val": p.get("val")} for p in out.phases],
+            "frame": describe_frame(tok), "recipe": str(recipe_path), "steps": steps, "phases": phases,
+            "adapters": adapters, "n": n, "max_tokens": max_tokens,
             "before": _slim(before), "after": _slim(after), "seconds": {k: round(v, 1) for k, v in times.items()},
             "seed": seed, "versions": {"mlx": mx.__version__, "mlx_lm": mlx_lm.__version__},
             "machine": f"{platform.machine()} {platform.system()}, {platform.processor() or '?'}",
@@ -98,7 +126,7 @@ def _fmt(m: dict | None, key: str) -> str:
 
 
 def table(work: Path) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted((work / "base_vs_instruct").glob("*.json"), reverse=True)]
     lines = ["| metric (n) | " + " | ".join(f"{r['model']} before | {r['model']} after" for r in rows) + " |",
              "|---|" + "---|---|" * len(rows)]
     for key, label, _ in METRICS:
@@ -111,6 +139,7 @@ def table(work: Path) -> str:
     for r in rows:
         lines.append(f"- `{r['model']}` ({r['architecture']}, {r['n_params'] / 1e6:.0f} M params): frame "
                      f"{r['frame']}; {r['steps']} steps ({', '.join(p['name'] + ' ' + str(p['steps']) for p in r['phases'])}); "
+                     f"n={r.get('n')} prompts per compared set, {r.get('max_tokens')} tokens per reply; "
                      f"seconds {r['seconds']}; mlx {r['versions']['mlx']}, mlx-lm {r['versions']['mlx_lm']}, {r['date']}")
     return "\n".join(lines) + "\n"
 
@@ -121,13 +150,17 @@ def main():
     ap.add_argument("--work", default="/tmp/notme-base-vs-instruct")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--n", type=int, default=8, help="prompts per compared set (seeking, factual)")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--adapters", help="evaluate these adapters (trained with the same recipe) instead of training")
     a = ap.parse_args()
     work = Path(a.work)
     if a.table:
         print(table(work))
         return
-    res = run_one(a.model, work, a.seed)
-    (work / f"{a.model}.json").write_text(json.dumps(res, indent=2, default=str))
+    res = run_one(a.model, work, a.seed, a.n, a.max_tokens, a.adapters)
+    (work / "base_vs_instruct").mkdir(parents=True, exist_ok=True)
+    (work / "base_vs_instruct" / f"{a.model}.json").write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps({k: res[k] for k in ("model", "frame", "steps", "seconds")}, default=str))
 
 

@@ -114,7 +114,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path, tiny_model_dir):
     i = raw.index(b"blk.0.attn_q.weight") + len(b"blk.0.attn_q.weight") + 4 + 2 * 8
     raw[i:i + 4] = (99).to_bytes(4, "little")  # ggml type id 99
     f.write_bytes(bytes(raw))
-    with pytest.raises(NotmeError, match=f"{f}: cannot read the GGUF header|{f}: tensor blk.0.attn_q.weight has unknown"):
+    with pytest.raises(NotmeError, match=f"{f}: tensor blk.0.attn_q.weight has unknown ggml type type99"):
         load_model(str(f))
     trunc = tmp_path / "trunc.gguf"
     trunc.write_bytes(b"GGUF\x03\x00\x00\x00\x05")

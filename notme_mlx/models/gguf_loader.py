@@ -101,7 +101,7 @@ def _check_header(path: Path):
     bad = [(t.name, t.type_name) for t in tensors if t.type_name.startswith("type")]
     if bad:
         raise InputError(f"{path}: tensor {bad[0][0]} has unknown ggml type {bad[0][1]} ({len(bad)} such tensors); "
-                         f"gguf {gguf.__version__ if hasattr(gguf, '__version__') else ''} cannot decode it".rstrip())
+                         "the installed gguf package cannot decode it (pip install -U gguf)")
     return meta, tensors
 
 
