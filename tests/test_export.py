@@ -3,25 +3,35 @@ gguf.GGUFReader and dequantized with gguf.quants; Modelfile from the chat templa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import gguf
 import mlx.core as mx
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from mlx.utils import tree_flatten
+from mlx_lm import load
+from mlx_lm.models import llama
+from safetensors.numpy import load_file
 
-from notme_mlx.models.tiny import perturb_adapters
+from notme_mlx.cli import main
 from notme_mlx.errors import NotmeError
-from notme_mlx.export.gguf_export import write_gguf
+from notme_mlx.export import VERIFY_PROMPTS, export_model, quickstart_export, verify_llama_cpp
+from notme_mlx.export.gguf_export import gguf_name, write_gguf
 from notme_mlx.export.hf import permute_qk, unpermute_qk, write_hf_dir
 from notme_mlx.export.templates import family_of, modelfile
+from notme_mlx.lora import LoRAConfig, apply_lora, load_adapter, save_adapter
+from notme_mlx.models import load_model
+from notme_mlx.models.tiny import perturb_adapters
+
 
 # --- an independent llama forward in numpy, reading HF-layout safetensors --------------
 
 
 def _np_llama_logits(d: Path, ids: list[int]) -> np.ndarray:
-    from safetensors.numpy import load_file
-
     cfg = json.loads((d / "config.json").read_text())
     w = {k: v.astype(np.float64) for k, v in load_file(str(d / "model.safetensors")).items()}
     H, nh = cfg["hidden_size"], cfg["num_attention_heads"]
@@ -70,8 +80,6 @@ def test_qk_permutation_roundtrip():
 
 @pytest.mark.parametrize("which", ["tiny_model_dir", "tiny_model_untied_dir"])
 def test_hf_export_matches_independent_numpy_llama(which, request, tmp_path):
-    from mlx_lm import load
-
     model, tok = load(str(request.getfixturevalue(which)))
     write_hf_dir(tmp_path, model, tok, dtype="float32")
     ids = tok.encode("Does that make sense? I hope this helps!")
@@ -88,12 +96,9 @@ def test_hf_export_matches_independent_numpy_llama(which, request, tmp_path):
 
 def test_hf_export_from_traditional_rope_unpermutes(tiny_model, tmp_path):
     """A model holding GGUF-ordered Q/K (rope_traditional) exports to HF order."""
-    from mlx_lm.models import llama
-
     model, tok = tiny_model
     args = llama.ModelArgs.from_dict({**model.args.__dict__, "rope_traditional": True})
     trad = llama.Model(args)
-    from mlx.utils import tree_flatten
 
     flat = dict(tree_flatten(model.parameters()))
     for k in list(flat):
@@ -110,8 +115,6 @@ def test_hf_export_from_traditional_rope_unpermutes(tiny_model, tmp_path):
 
 
 def test_sharding_writes_index(tiny_model, tmp_path):
-    from mlx_lm import load
-
     model, tok = tiny_model
     write_hf_dir(tmp_path, model, tok, dtype="float32", max_shard_bytes=64 * 1024)
     idx = json.loads((tmp_path / "model.safetensors.index.json").read_text())
@@ -137,9 +140,6 @@ TOL = {"f32": 1e-7, "f16": 2e-3, "q8_0": 1.5e-2, "q4_0": 0.25}
 
 @pytest.mark.parametrize("quant", ["f32", "f16", "q8_0", "q4_0"])
 def test_gguf_tensors_and_metadata_read_back(quant, tiny_model, tmp_path):
-    import gguf
-    from mlx.utils import tree_flatten
-
     model, tok = tiny_model
     path = tmp_path / "m.gguf"
     types = write_gguf(path, model, tok, quant=quant)
@@ -156,7 +156,6 @@ def test_gguf_tensors_and_metadata_read_back(quant, tiny_model, tmp_path):
     byname = {t.name: t for t in r.tensors}
     assert "output.weight" not in byname  # tied embeddings
     for k, v in flat.items():
-        from notme_mlx.export.gguf_export import gguf_name
 
         t = byname[gguf_name(k)]
         arr = gguf.quants.dequantize(t.data, t.tensor_type).reshape(v.shape).astype(np.float32)
@@ -210,9 +209,7 @@ def test_template_families_and_unknown():
 @pytest.mark.parametrize("quant,tol", [("f32", 5e-3), ("f16", 1e-2), ("q8_0", 0.15)])
 def test_gguf_runs_in_llama_cpp_with_same_logits(quant, tol, tiny_model_untied_dir, tmp_path):
     pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
-    from mlx_lm import load
 
-    from notme_mlx.export import verify_llama_cpp
 
     model, tok = load(str(tiny_model_untied_dir))
     write_gguf(tmp_path / "m.gguf", model, tok, quant=quant)
@@ -229,10 +226,6 @@ def test_gguf_runs_in_llama_cpp_with_same_logits(quant, tol, tiny_model_untied_d
 
 @pytest.fixture
 def adapter_dir(tiny_model_dir, tmp_path):
-    from mlx_lm import load
-
-    from notme_mlx.lora import LoRAConfig, apply_lora, save_adapter
-
     model, _ = load(str(tiny_model_dir))
     cfg = LoRAConfig(rank=4, alpha=8)
     apply_lora(model, cfg)
@@ -241,10 +234,6 @@ def adapter_dir(tiny_model_dir, tmp_path):
 
 
 def _unfused_logits(model_dir, adapter, prompts):
-    from mlx_lm import load
-
-    from notme_mlx.lora import load_adapter
-
     model, tok = load(str(model_dir))
     load_adapter(model, adapter)
     return [np.array(model(mx.array([tok.encode(p)]))[0, -1]) for p in prompts]
@@ -253,15 +242,12 @@ def _unfused_logits(model_dir, adapter, prompts):
 @pytest.mark.parametrize("to,quant,tol", [("hf", "f16", 2e-2), ("mlx", "f16", 2e-2), ("gguf", "f16", 2e-2),
                                           ("gguf", "q8_0", 0.1), ("ollama", "q8_0", 0.1)])
 def test_export_fused_adapter_roundtrip(to, quant, tol, tiny_model_dir, adapter_dir, tmp_path):
-    from notme_mlx.export import VERIFY_PROMPTS, export_model
-
     out = tmp_path / f"out-{to}"
     res = export_model(str(tiny_model_dir), out, to=to, adapters=[adapter_dir], quant=quant, verify=True,
                        dtype="float16")
     assert res.verify["max_abs_diff"] < tol and res.verify["top1_agreement"] == 1.0
     assert (out / "README.md").exists() and "identity" not in res.files
     ref = _unfused_logits(tiny_model_dir, adapter_dir, VERIFY_PROMPTS)
-    from notme_mlx.models import load_model
 
     spec = out if to in ("hf", "mlx") else out / "model.gguf"
     m2, t2, _ = load_model(str(spec))
@@ -274,8 +260,6 @@ def test_export_fused_adapter_roundtrip(to, quant, tol, tiny_model_dir, adapter_
 
 
 def test_export_refuses_existing_out_and_leaves_nothing_on_failure(tiny_model_dir, tmp_path):
-    from notme_mlx.export import export_model
-
     out = tmp_path / "o"
     out.mkdir()
     with pytest.raises(NotmeError, match="already exists"):
@@ -286,10 +270,6 @@ def test_export_refuses_existing_out_and_leaves_nothing_on_failure(tiny_model_di
 
 
 def test_export_cli_gguf(tiny_model_dir, adapter_dir, tmp_path):
-    from click.testing import CliRunner
-
-    from notme_mlx.cli import main
-
     r = CliRunner().invoke(main, ["export", "--model", str(tiny_model_dir), "--adapters", str(adapter_dir),
                                   "--to", "gguf", "--quant", "q8_0", "--out", str(tmp_path / "g"), "--verify"])
     assert r.exit_code == 0, r.output
@@ -301,9 +281,6 @@ def test_smollm2_with_adapter_matches_llama_cpp_greedy(tmp_path):
     """The default model + a LoRA adapter, fused and exported F16, runs in llama.cpp with the
     same greedy continuation as MLX for 16 tokens (needs the [verify] extra)."""
     pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
-    from notme_mlx.export import export_model
-    from notme_mlx.lora import LoRAConfig, apply_lora, save_adapter
-    from notme_mlx.models import load_model
 
     model, _, _ = load_model("smollm2-135m")
     cfg = LoRAConfig(rank=8, alpha=16, num_layers=4)
@@ -319,10 +296,7 @@ def test_smollm2_with_adapter_matches_llama_cpp_greedy(tmp_path):
 def test_gguf_lora_adapter_export(tiny_model_dir, adapter_dir, tmp_path):
     """Adapter-only GGUF: tensors are Aᵀ/Bᵀ (Q/K rows permuted) with alpha = scale·r; with the
     [verify] extra, llama.cpp applies it to the base GGUF and matches MLX's logits."""
-    import gguf
 
-    from notme_mlx.export import export_model
-    from notme_mlx.lora import load_adapter
 
     res = export_model(str(tiny_model_dir), tmp_path / "lora", to="gguf-lora", adapters=[adapter_dir])
     r = gguf.GGUFReader(str(tmp_path / "lora" / "adapter.gguf"))
@@ -337,11 +311,9 @@ def test_gguf_lora_adapter_export(tiny_model_dir, adapter_dir, tmp_path):
     ref = np.array(permute_qk(w["model.layers.1.self_attn.q_proj.lora_b"].T, 4))
     np.testing.assert_array_equal(bq.reshape(ref.shape), ref)
     assert res.tensor_types["modules"] == 14
-    import importlib.util
 
     if importlib.util.find_spec("llama_cpp"):  # the optional [verify] extra
         from llama_cpp import Llama
-        from mlx_lm import load
 
         model, tok = load(str(tiny_model_dir))
         write_gguf(tmp_path / "base.gguf", model, tok, quant="f32")
@@ -355,8 +327,6 @@ def test_gguf_lora_adapter_export(tiny_model_dir, adapter_dir, tmp_path):
 
 
 def test_quickstart_export_hook(tiny_model_dir, adapter_dir, tmp_path):
-    from notme_mlx.export import quickstart_export
-
     paths = quickstart_export(str(tiny_model_dir), adapter_dir, tmp_path / "export")
     names = sorted(Path(p).name for p in paths)
     assert names == ["Modelfile", "README.md", "model.gguf", "verify.json"]

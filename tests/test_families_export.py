@@ -15,7 +15,7 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm import load
 
-from notme_mlx.export import export_model, verify_llama_cpp
+from notme_mlx.export import export_model, kl_divergence, verify_llama_cpp
 from notme_mlx.export.gguf_export import write_gguf, write_gguf_lora
 from notme_mlx.export.hf import unpermute_qk, write_hf_dir
 from notme_mlx.export.templates import family_of as template_family_of
@@ -237,3 +237,29 @@ def test_llama_cpp_tokenizes_like_the_hf_tokenizer(name, family_dir, tmp_path):
         want = tok._tokenizer.encode(text, add_special_tokens=False)
         got = llm.tokenize(text.encode(), add_bos=False, special=False)
         assert got == want, (text, got, want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_llama_cpp_applies_the_gguf_lora_adapter_like_mlx(name, family_dir, tmp_path):
+    """Adapter-only export: llama.cpp runs base GGUF + LoRA GGUF (not fused) with MLX's logits for
+    base + adapter."""
+    pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
+    from llama_cpp import Llama
+
+    model, tok = load(str(family_dir(name)))
+    write_gguf(tmp_path / "base.gguf", model, tok, quant="f32")
+    cfg = LoRAConfig(rank=4, alpha=8.0)
+    apply_lora(model, cfg)
+    perturb_adapters(model, scale=0.1, seed=3)
+    write_gguf_lora(tmp_path / "lora.gguf", model, adapter_parameters(model, "default"), 4, cfg.scale)
+    ids = tok.encode("Does that make sense? I hope this helps")
+    llm = Llama(model_path=str(tmp_path / "base.gguf"), lora_path=str(tmp_path / "lora.gguf"),
+                n_ctx=128, logits_all=True, verbose=False, n_threads=2)
+    llm.eval(ids)
+    got = np.array(llm.scores[: len(ids)])
+    ref = np.array(model(mx.array([ids]))[0].astype(mx.float32))
+    base_ref = np.array(load(str(family_dir(name)))[0](mx.array([ids]))[0])
+    assert np.abs(ref - base_ref).max() > 1e-2  # the adapter changes the logits
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    assert kl_divergence(ref, got).max() < 1e-4

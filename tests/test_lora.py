@@ -7,18 +7,18 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from mlx_lm import load
+from mlx_lm.models import llama
 
-from notme_mlx.models.tiny import perturb_adapters
 from notme_mlx.errors import NotmeError
 from notme_mlx.lora import (
     LoRAConfig, adapter_names, apply_lora, fuse, load_adapter, lora_modules,
     save_adapter, set_scale, trainable_parameters,
 )
+from notme_mlx.models.tiny import perturb_adapters
 
 
 def _load(d):
-    from mlx_lm import load
-
     return load(str(d))
 
 
@@ -72,7 +72,6 @@ def test_saved_adapter_loads_in_mlx_lm(tiny_model_dir, tmp_path):
     ids = _ids(tok)
     ours = np.array(model(ids))
     save_adapter(model, "default", tmp_path / "ad", cfg, extra_meta={"layer": "identity"})
-    from mlx_lm import load
 
     m2, _ = load(str(tiny_model_dir), adapter_path=str(tmp_path / "ad"))
     np.testing.assert_allclose(np.array(m2(ids)), ours, rtol=1e-5, atol=1e-5)
@@ -141,7 +140,6 @@ def test_load_adapter_for_other_base_is_refused(tiny_model_dir, tmp_path):
     cfg = LoRAConfig(rank=4, alpha=8)
     apply_lora(model, cfg)
     save_adapter(model, "default", tmp_path / "ad", cfg)
-    from mlx_lm.models import llama
 
     wide = llama.Model(llama.ModelArgs.from_dict({**model.args.__dict__, "hidden_size": 128}))
     with pytest.raises(NotmeError, match="do not fit the layer"):

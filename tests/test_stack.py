@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+
 import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mlx.utils import tree_flatten
 
 from notme_mlx.cli import main
 from notme_mlx.errors import NotmeError
-from notme_mlx.lora import fuse
-from notme_mlx.models import load_model
-from notme_mlx.stack import Stack, StackLayer, load_stack, load_stack_into, parse_stack, save_stack
+from notme_mlx.lora import (
+    LoRAConfig, adapter_names, adapter_parameters, apply_lora, fuse, load_adapter, lora_modules,
+    read_adapter_config,
+)
+from notme_mlx.models import load_model, model_fingerprint
+from notme_mlx.models.generate import ChatState, repl
 from notme_mlx.recipe import load_recipe
+from notme_mlx.stack import (
+    Stack, StackLayer, get_meta, load_for_training, load_stack, load_stack_into, load_stack_model, parse_stack,
+    save_stack,
+)
+from notme_mlx.stack.manifest import adapter_hash
+from notme_mlx.train.metrics import read_metrics
 from notme_mlx.train.trainer import train
-
 from test_train import make_examples, write_jsonl
+
 
 PROMPT = "status? I hope this helps, the parser is fixed. Does that make sense?"
 
@@ -47,8 +62,6 @@ def trained(tiny_model_dir, tmp_path_factory):
 
 
 def _write(path, model_dir, layers):
-    from notme_mlx.models import model_fingerprint
-
     st = Stack(str(model_dir), model_fingerprint(str(model_dir)),
                tuple(StackLayer(k, n, str(p)) for k, n, p in layers))
     save_stack(st, path)
@@ -60,18 +73,13 @@ def _logits(model, tok):
 
 
 def test_upper_layer_training_leaves_lower_bit_identical(trained, tiny_model_dir):
-    import mlx.core as mx
-
     before = mx.load(str(trained["domain"] / "adapters.safetensors"))
     # the identity runs loaded `law` and trained on top; its file and the in-memory copy are untouched
-    from notme_mlx.stack.manifest import adapter_hash
-    from notme_mlx.lora import read_adapter_config
 
     cfg = read_adapter_config(trained["a"])["notme"]
     assert cfg["trained_on"] == [{"name": "law", "layer": "domain", "sha256": adapter_hash(trained["domain"])}]
     model, tok, info = load_model(str(tiny_model_dir))
     load_stack_into(model, trained["genesis"], info)
-    from notme_mlx.lora import adapter_parameters
 
     for k, v in adapter_parameters(model, "law").items():
         np.testing.assert_array_equal(np.array(v), np.array(before[k]))
@@ -85,7 +93,6 @@ def test_stack_equals_fused_lower_plus_upper(trained, tiny_model_dir):
     m2, _, _ = load_model(str(tiny_model_dir))
     load_stack_into(m2, trained["genesis"], info, layers=["law"])
     fuse(m2)  # lower layer merged into the base weights
-    from notme_mlx.lora import load_adapter
 
     load_adapter(m2, trained["a"], name="alex")
     np.testing.assert_allclose(_logits(m2, tok), stacked, rtol=1e-4, atol=1e-4)
@@ -95,8 +102,6 @@ def test_stack_equals_fused_lower_plus_upper(trained, tiny_model_dir):
 
 
 def test_daughter_swap_equals_fresh_load(trained, tiny_model_dir, tmp_path):
-    import shutil
-
     dpath = tmp_path / "daughter.yaml"
     shutil.copy(trained["genesis"], dpath)
     r = CliRunner().invoke(main, ["stack", "swap", str(dpath), "identity", str(trained["b"]), "--rename", "sam"])
@@ -106,7 +111,6 @@ def test_daughter_swap_equals_fresh_load(trained, tiny_model_dir, tmp_path):
     model, tok, info = load_model(str(tiny_model_dir))
     load_stack_into(model, st, info)
     fresh, _, _ = load_model(str(tiny_model_dir))
-    from notme_mlx.lora import load_adapter
 
     load_adapter(fresh, trained["domain"], name="x")
     load_adapter(fresh, trained["b"], name="y")
@@ -153,12 +157,6 @@ def test_show_and_fuse_cli(trained, tiny_model_dir, tmp_path):
 
 
 def test_chat_layers_toggle_and_scale(trained, tiny_model_dir):
-    import io
-
-    from notme_mlx.lora import lora_modules
-    from notme_mlx.models.generate import ChatState, repl
-    from notme_mlx.stack import load_stack_model
-
     model, tok, info, _ = load_stack_model(trained["genesis"])
     full = _logits(model, tok)
     out = io.StringIO()
@@ -176,11 +174,7 @@ def test_chat_layers_toggle_and_scale(trained, tiny_model_dir):
 def test_optimizer_steps_on_upper_leave_lower_and_base_bit_identical(trained, tiny_model_dir):
     """In memory: AdamW (with weight decay, which would touch any parameter it sees) on the upper
     adapter for 3 steps; the lower adapter and base weights are bit-identical, the upper moved."""
-    import mlx.nn as nn
-    import mlx.optimizers as optim
-    from mlx.utils import tree_flatten
 
-    from notme_mlx.lora import LoRAConfig, apply_lora
 
     model, tok, info = load_model(str(tiny_model_dir))
     load_stack_into(model, trained["base"], info)
@@ -204,16 +198,12 @@ def test_optimizer_steps_on_upper_leave_lower_and_base_bit_identical(trained, ti
 
 
 def test_fuse_lower_for_training_matches_unfused(trained, tiny_model_dir):
-    from notme_mlx.lora import adapter_names, lora_modules
-    from notme_mlx.stack import load_for_training
-
     m1, tok, _ = load_model(str(tiny_model_dir))
     load_for_training(trained["genesis"], "identity", model=m1, tokenizer=tok)
     m2, _, _ = load_model(str(tiny_model_dir))
     load_for_training(trained["genesis"], "identity", model=m2, tokenizer=tok, fuse_lower=True)
     assert adapter_names(m1) == ["law"] and not lora_modules(m2)
     np.testing.assert_allclose(_logits(m2, tok), _logits(m1, tok), rtol=1e-5, atol=1e-5)
-    from notme_mlx.stack import get_meta
 
     assert get_meta(m2)["trained_on"] == get_meta(m1)["trained_on"]
 
@@ -221,7 +211,6 @@ def test_fuse_lower_for_training_matches_unfused(trained, tiny_model_dir):
 def test_recipe_fuse_lower_trains_same_upper_layer(trained, tiny_model_dir, tmp_path):
     """`fuse_lower: true` merges the frozen lower layers into the base before training the upper
     one; the first-step loss equals the unfused stacked run's."""
-    from notme_mlx.train.metrics import read_metrics
 
     d = trained["tmp"] / "data"
     losses = []
