@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mlx_lm import load
 
-from notme_mlx.train.forward import embed, final_norm, hidden_states, num_layers, run_layers
+from notme_mlx.train.forward import embed, final_norm, hidden_states, layer_mask, num_layers, run_layers
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,22 @@ def test_checkpoint_same_values_and_grads(untied):
     assert float(mx.abs(a).max()) > 0
     np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-7)
     untied.unfreeze()
+
+
+def test_layer_mask_window_intersects_bool_and_additive_masks():
+    """A sliding window on top of a packed (block-diagonal) mask: i sees j iff same document, j <= i
+    and i - j < window; the additive form gives the same pattern."""
+    T, w = 12, 3
+    seg = np.array([0] * 7 + [1] * 5)
+    packed = (seg[:, None] == seg[None]) & np.tril(np.ones((T, T), bool))
+    want = packed & ((np.arange(T)[:, None] - np.arange(T)[None]) < w)
+    got = layer_mask(mx.array(packed)[None, None], T, w)
+    np.testing.assert_array_equal(np.array(got)[0, 0], want)
+    additive = mx.where(mx.array(packed), 0.0, -mx.inf)[None, None]
+    got_add = np.array(layer_mask(additive, T, w))[0, 0]
+    np.testing.assert_array_equal(np.isfinite(got_add), want)
+    assert layer_mask(None, T, None) == "causal" and layer_mask(None, 1, 4) is None
+    np.testing.assert_array_equal(np.array(layer_mask(None, T, w)), np.tril(np.ones((T, T), bool)) & (
+        (np.arange(T)[:, None] - np.arange(T)[None]) < w))
+    np.testing.assert_array_equal(np.array(layer_mask("causal", T, None, array_mask=True)),
+                                  np.tril(np.ones((T, T), bool)))
