@@ -13,12 +13,11 @@ Stages (each skipped when its output exists, so an interrupted run resumes where
               -1 spans for the penalty, pairs for DPO). Safety replay mixed in (--safety-fraction).
               The person's own messages (mirror mode) give the held-out voice replies.
   2. prompts  a seeded subsample of each shipped eval set (never trained on) for `notme eval`.
-  3. base     eval of the base model.
-  4. domain   `notme train recipes/five-layer/domain.yaml` (stack: domain layer), then its eval.
-  5. options  per Mode option: `notme train recipes/five-layer/mode-*.yaml` on the stack
-              base + Domain (frozen) + Mode, same data / steps / LoRA; eval with the Domain
-              report as baseline.
-  6. table    benchmarks/results/five_layer.md (+ plots) from every finished report.
+  3. domain   `notme train recipes/five-layer/domain.yaml` (stack: the domain layer).
+  4. evals    base and Domain, and per Mode option `notme train recipes/five-layer/mode-*.yaml` on
+              the stack base + Domain (frozen) + Mode (same data / steps / LoRA) then its eval;
+              `--jobs` of these at a time. A step another runner is doing is waited for.
+  5. table    benchmarks/results/five_layer.md (+ plots) from every finished report.
 
     .venv/bin/python benchmarks/bench_five_layer.py --state five/               # small CPU config
     .venv/bin/python benchmarks/bench_five_layer.py --state five/ --synth-n 2000 --domain-steps 400 \\
@@ -322,6 +321,9 @@ def main():
                                             "-o", c / "ai_chats.jsonl"], log, times, "ingest_ai")
         step(c / "person.jsonl", notme + ["ingest", SAMPLES, "--identity", SAMPLES / "identity.yaml",
                                           "--skip-bad", "-o", c / "person.jsonl"], log, times, "ingest_person")
+        step(w / "data" / "person" / "test.jsonl", notme + ["data", "build", c / "person.jsonl", "--mode", "mirror",
+                                                            "--seed", a.seed, "--safety-fraction", "0",
+                                                            "-o", w / "data" / "person"], log, times, "build_person")
         if not (c / "fewshot.jsonl").exists():
             fewshot_prompts(c / "fewshot.jsonl", (SYNTH_PROMPTS / "eager_assistant.txt").read_text().strip())
         step(c / "synth.jsonl", notme + ["data", "synth", "--model", a.model, "--prompts", c / "fewshot.jsonl",
@@ -337,20 +339,14 @@ def main():
         step(w / "data" / "domain" / "train.jsonl", notme + b + ["--no-penalize", "-o", w / "data" / "domain"],
              log, times, "build_domain")
         step(w / "data" / "mode" / "train.jsonl", notme + b + ["-o", w / "data" / "mode"], log, times, "build_mode")
-        step(w / "data" / "person" / "test.jsonl", notme + ["data", "build", c / "person.jsonl", "--mode", "mirror",
-                                                            "--seed", a.seed, "--safety-fraction", "0",
-                                                            "-o", w / "data" / "person"], log, times, "build_person")
         # 2. eval prompts
         if not (w / "prompts" / "seeking.txt").exists():
             subsample_prompts(w / "prompts", a.eval_n, a.seed)
+        # every eval runs with --no-baseline: the table compares the reports, and the evals can
+        # then run side by side with the Mode trainings
         ev = ["--prompts", w / "prompts", "--data", w / "data" / "person", "--max-tokens", a.max_tokens,
-              "--samples", a.samples, "--seed", a.seed]
-        # 3. base
-        step(w / "reports" / "base" / "report.json",
-             notme + ["eval", "--model", a.model, "--no-baseline", *ev, "--out", w / "reports" / "base"],
-             log, times, "eval_base")
-        tfile.write_text(json.dumps(times, indent=1))
-        # 4. domain
+              "--samples", a.samples, "--seed", a.seed, "--no-baseline"]
+        # 3. domain
         dom = w / "runs" / "five-domain" / "adapters"
         write_stack(w / "stacks" / "domain.yaml", a.model, [("domain", "five-domain", dom)])
         dset = [f"stack={w / 'stacks' / 'domain.yaml'}", f"out_dir={w / 'runs'}", f"model={a.model}",
@@ -359,13 +355,16 @@ def main():
         resume = ["--resume"] if (w / "runs" / "five-domain" / "checkpoints").exists() else []
         step(dom / "adapters.safetensors", notme + ["train", RECIPES / "domain.yaml", *resume,
                                                     *[x for s in dset for x in ("--set", s)]], log, times, "train_domain")
-        step(w / "reports" / "domain" / "report.json",
-             notme + ["eval", "--stack", w / "stacks" / "domain.yaml", "--baseline", w / "reports" / "base", *ev,
-                      "--out", w / "reports" / "domain"], log, times, "eval_domain")
         tfile.write_text(json.dumps(times, indent=1))
 
-        # 5. Mode options
-        def run_option(name: str) -> None:
+        # 4. evals of base and Domain, and the Mode options (train, then eval), `--jobs` at a time
+        def run_task(name: str) -> None:
+            if name in ("base", "domain"):
+                target = ["--model", a.model] if name == "base" else ["--stack", w / "stacks" / "domain.yaml"]
+                step(w / "reports" / name / "report.json",
+                     notme + ["eval", *target, *ev, "--out", w / "reports" / name], log, times, f"eval_{name}")
+                tfile.write_text(json.dumps(times, indent=1))
+                return
             recipe, sets = opts[name]
             run = f"mode-{name}"
             ad = w / "runs" / run / "adapters"
@@ -381,13 +380,12 @@ def main():
                                                        *[x for s in mset for x in ("--set", s)]],
                  olog, times, f"train_{name}")
             step(w / "reports" / name / "report.json",
-                 notme + ["eval", "--stack", stack, "--baseline", w / "reports" / "domain", *ev,
-                          "--out", w / "reports" / name], olog, times, f"eval_{name}")
+                 notme + ["eval", "--stack", stack, *ev, "--out", w / "reports" / name], olog, times, f"eval_{name}")
             tfile.write_text(json.dumps(times, indent=1))
 
         with ThreadPoolExecutor(max(1, a.jobs)) as ex:
-            list(ex.map(run_option, list(opts)))
-    # 6. table
+            list(ex.map(run_task, ["base", "domain", *opts]))
+    # 5. table
     out = table(w, _options(a.mode_steps), times)
     if not out:
         sys.exit("no reports yet")

@@ -5,6 +5,7 @@ a step whose output exists (so an interrupted run resumes), read a report's metr
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -34,11 +35,37 @@ def sh(cmd: list[str], log: Path, cwd: Path | None = None) -> float:
     return round(time.perf_counter() - t, 1)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def step(done: Path, cmd: list[str], log: Path, times: dict, key: str, cwd: Path | None = None) -> bool:
-    """Run `cmd` unless `done` exists; record its time under `key`. Returns True when it ran."""
+    """Run `cmd` unless `done` exists; record its time under `key`. Returns True when it ran.
+
+    While it runs, `<log folder>/<key>.pid` holds the runner's pid: a second runner on the same
+    state folder waits for a live one to finish instead of starting the same step twice."""
+    marker = log.parent / f"{key}.pid"
+    while marker.exists() and not done.exists():
+        try:
+            pid = int(marker.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if not pid or pid == os.getpid() or not _alive(pid):
+            break
+        time.sleep(15)
     if done.exists():
         return False
-    times[key] = sh(cmd, log, cwd)
+    marker.write_text(str(os.getpid()))
+    try:
+        times[key] = sh(cmd, log, cwd)
+    finally:
+        marker.unlink(missing_ok=True)
     return True
 
 
