@@ -1,8 +1,9 @@
-"""Distributed training over loopback (mlx.launch --backend ring) against one process.
+"""`notme cluster launch` over loopback (mlx.launch --backend ring) against `notme train` on one process.
 
-Each case checks loss, every LoRA gradient of step 1, and the adapters after three
-optimizer steps against `reference_run` (mlx-lm's whole-model forward, the plain
-full-logits loss, nn.value_and_grad) within 1e-5 relative.
+The worker runs `notme train`'s own `train()` with the pipeline or data-parallel step function,
+so the same recipe (AdamW, warm-up + cosine schedule, clipping, two phases) must give the same
+per-step losses (within 1e-5 relative) and, for step 1, the loss of an independent computation
+(mlx-lm's whole-model logits and the plain loss formula).
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 
+import mlx.core as mx
+import numpy as np
 import pytest
 
-from notme_mlx.cluster.selftest import launch_job, reference_run, selftest
-from notme_mlx.models.tiny import build_tiny_llama
+from notme_mlx.cluster.selftest import launch_job, prepare, selftest, selftest_recipe, stages_of, step_losses
+from notme_mlx.recipe import to_dict
+from notme_mlx.train import checkpoint as ckpt
+from notme_mlx.train.trainer import train
 
 TOL = 1e-5
 
@@ -21,7 +26,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
-    build_tiny_llama(d / "model", vocab_size=256, seed=3, num_hidden_layers=4)
+    prepare(d)
     return d
 
 
@@ -38,111 +43,105 @@ def test_selftest_cli_two_ranks_prints_max_rel_diff_last():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n,schedule,m,dp", [
-    (2, "gpipe", 1, 1), (2, "gpipe", 4, 1), (2, "1f1b", 3, 1),  # pipeline, several micro-batch counts
-    (4, "gpipe", 2, 1), (4, "1f1b", 4, 1), (4, "1f1b", 1, 1),
-    (2, "1f1b", 1, 2), (4, "1f1b", 1, 4),  # pure data parallel
-    (4, "1f1b", 2, 2), (4, "gpipe", 3, 2),  # hybrid: 2 replicas x 2 stages
+    (2, "1f1b", 2, 1), (2, "gpipe", 3, 1),  # 2-stage pipeline
+    (2, "1f1b", 1, 2),                      # 2-rank data parallel
+    (4, "1f1b", 2, 2), (4, "gpipe", 1, 1),  # hybrid 2 replicas x 2 stages; 4 stages
 ])
-def test_distributed_modes_match_single_process(workdir, n, schedule, m, dp):
+def test_cluster_launch_losses_equal_notme_train(workdir, n, schedule, m, dp):
     r = selftest(n, workdir=str(workdir), schedule=schedule, microbatches=m, replicas=dp)
-    assert r["max_rel_diff"] < TOL, r
+    assert len(r["losses"]) == 6  # two phases of three steps
+    assert r["loss"] < TOL and r["plain_step1"] < TOL, r
+    assert r["adapters"] < 1e-2, r  # AdamW divides by sqrt(v): fp32 summation order shows in tiny elements
 
 
-def _job(workdir, name, **kw):
-    job = {"model_dir": str(workdir / "model"), "stages": [[0, 2], [2, 4]], "replicas": 1, "microbatches": 2,
-           "schedule": "1f1b", "steps": 4, "lr": 1e-2, "optimizer": "sgd", "grad_clip": 1.0, "seed": 0,
-           "lora": {"rank": 4, "alpha": 8}, "batch": {"size": 4, "seq": 16, "seed": 1},
-           "out_dir": str(workdir / name), "timeout": 8, "save_every": 1}
+def _job(workdir, name, stages=2, **kw):
+    recipe = selftest_recipe(workdir, name, grad_accum=2, steps=2, timeout=60)
+    job = {"recipe": to_dict(recipe), "model_dir": str(workdir / "model"), "stages": stages_of(4, stages),
+           "replicas": 1, "force": True}
     job.update(kw)
-    return job
+    return recipe, job
 
 
 @pytest.mark.slow
-def test_killed_rank_ends_the_run_with_a_clear_error_and_resume_continues(workdir):
-    full = _job(workdir, "full")
-    r = launch_job(full, 2)
+def test_cluster_run_resumes_like_notme_train_and_a_dead_rank_is_a_clear_error(workdir):
+    full, job = _job(workdir, "full")
+    r = launch_job(job, 2, workdir / "full.json")
     assert r.returncode == 0, r.stderr[-2000:]
-    want = json.loads((workdir / "full" / "losses.json").read_text())
-    crash = _job(workdir, "crash", kill={"rank": 1, "step": 3})
+    want = step_losses(full.run_dir())
+    assert len(want) == 4
+    cut, job = _job(workdir, "cut", stop_at_step=3)  # checkpoint after step 3 (phase 2) and stop
+    r = launch_job(job, 2, workdir / "cut.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = ckpt.latest(cut.run_dir() / "checkpoints")
+    assert last.name == "step-3" and {p.name for p in last.iterdir()} >= {
+        "adapter.shard-0-of-2.safetensors", "adapter.shard-1-of-2.safetensors", "state.json"}
+    _, job = _job(workdir, "cut", kill={"rank": 1, "step": 1}, resume=True, force=False)
     try:
-        r = launch_job(crash, 2, timeout=120)  # the hang guard; the watchdog ends it far sooner
+        r = launch_job(job, 2, workdir / "crash.json", timeout=180)  # the hang guard; the watchdog ends it sooner
     except subprocess.TimeoutExpired:
         pytest.fail("a dead rank left the run hanging")
     assert r.returncode != 0
     out = r.stderr + r.stdout
-    assert "rank 0: no progress" in out or "rank 1 exited" in out.lower() or "exited with code" in out
-    resumed = _job(workdir, "crash", resume=True)
-    r = launch_job(resumed, 2)
+    assert "rank 0: no progress" in out or "exited with code" in out
+    _, job = _job(workdir, "cut", resume=True, force=False)
+    r = launch_job(job, 2, workdir / "resume.json")
     assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads((workdir / "crash" / "losses.json").read_text())
-    assert len(got) == 4
-    assert max(abs(a - b) / abs(b) for a, b in zip(got, want)) < TOL
-    # the merged adapter loads on one machine and equals the uninterrupted run's
-    import mlx.core as mx
-    import numpy as np
-
-    a = mx.load(str(workdir / "crash" / "adapters" / "adapters.safetensors"))
-    b = mx.load(str(workdir / "full" / "adapters" / "adapters.safetensors"))
-    assert set(a) == set(b)
-    assert max(float(np.abs(np.array(a[k]) - np.array(b[k])).max()) for k in a) < 1e-5
+    got = step_losses(cut.run_dir())
+    assert got == want  # the resumed run replays the same batches and restored AdamW state, bit for bit
+    a = mx.load(str(cut.run_dir() / "adapters" / "adapters.safetensors"))
+    b = mx.load(str(full.run_dir() / "adapters" / "adapters.safetensors"))
+    assert set(a) == set(b) and all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
 
 
 def test_merged_adapter_loads_on_one_machine(workdir):
     from mlx_lm import load
 
-    from notme_mlx.lora import load_adapter
+    from notme_mlx.lora import adapter_parameters, load_adapter
 
-    job = _job(workdir, "merge", steps=2)
-    r = launch_job(job, 2)
+    recipe, job = _job(workdir, "merge")
+    r = launch_job(job, 2, workdir / "merge.json")
     assert r.returncode == 0, r.stderr[-2000:]
-    ref = reference_run(job)
-    model, tok = load(str(workdir / "model"))
-    load_adapter(model, workdir / "merge" / "adapters")
-    from notme_mlx.lora import adapter_parameters
-    import numpy as np
-
+    cfg = json.loads((recipe.run_dir() / "adapters" / "adapter_config.json").read_text())
+    assert cfg["notme"]["cluster"]["stages"] == [[0, 2], [2, 4]] and cfg["notme"]["phases"] == ["learn", "penalize"]
+    model, _ = load(str(workdir / "model"))
+    load_adapter(model, recipe.run_dir() / "adapters")
     got = adapter_parameters(model, "default")
-    assert set(got) == set(ref["adapters"])
-    for k, v in ref["adapters"].items():
-        np.testing.assert_allclose(np.array(got[k]), np.array(v), rtol=1e-4, atol=1e-6)
+    want = mx.load(str(recipe.run_dir() / "adapters" / "adapters.safetensors"))
+    assert set(got) == set(want) and len(got) == 4 * 7 * 2  # 4 layers x 7 projections x (A, B)
+    for k, v in want.items():
+        np.testing.assert_array_equal(np.array(got[k]), np.array(v))
+    # the phase adapters are merged too, and the first phase's equals a single-process run's
+    single = train(selftest_recipe(workdir, "merge-single", grad_accum=2, steps=2, timeout=60), force=True)
+    a = mx.load(str(recipe.run_dir() / "phases" / "learn" / "adapters.safetensors"))
+    b = mx.load(str(single.run_dir / "phases" / "learn" / "adapters.safetensors"))
+    assert set(a) == set(b)
+    assert max(float(np.abs(np.array(a[k]) - np.array(b[k])).max()) for k in a) < 1e-3
 
 
-def test_real_data_batches_and_launch_dry_run(workdir, tmp_path):
-    """A recipe's tokenized data drives the worker; `launch --dry-run` writes the job."""
-    import json as _json
-
+def test_launch_dry_run_writes_the_recipe_job(workdir, tmp_path):
     from click.testing import CliRunner
 
     from notme_mlx.cli import main
-    from notme_mlx.cluster.worker import DataBatches
 
-    data = tmp_path / "train.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"},
-                          {"role": "assistant", "content": f"answer number {i}. Does that make sense?", "train": True,
-                           "spans": [[len(f"answer number {i}. "), len(f"answer number {i}. Does that make sense?"), "penalize"]]}]}
-            for i in range(6)]
-    data.write_text("".join(_json.dumps(r) + "\n" for r in rows))
-    job = {"model_dir": str(workdir / "model"), "data": {"train": str(data), "max_seq_len": 64},
-           "batch": {"size": 4}, "seed": 0}
-    b = DataBatches(job)(1)
-    assert b["inputs"].shape[0] == 4 and b["inputs"].shape[1] % 32 == 0
-    assert int((b["labels"] == -1).sum()) > 0 and int((b["labels"] == 1).sum()) > 0
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: {workdir / 'model'}\nname: c\nout_dir: {tmp_path / 'runs'}\n"
-                      f"data: {{train: {data}, valid: null, max_seq_len: 64}}\nlora: {{rank: 4, alpha: 8}}\nmax_steps: 2\n")
+                      f"data: {{train: {workdir / 'train.jsonl'}, valid: null, max_seq_len: 64}}\n"
+                      "lora: {rank: 4, alpha: 8}\nmax_steps: 2\ngrad_accum: 2\nbatch_size: 2\n")
     plan = tmp_path / "plan.json"
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text("hosts:\n  - {name: a, ip: 127.0.0.1, memory_gb: 8}\n  - {name: b, ip: 127.0.0.1, memory_gb: 8}\n")
     r = CliRunner().invoke(main, ["cluster", "plan", "--model", str(workdir / "model"), "--hosts", str(hosts),
                                   "--microbatches", "2", "--batch", "4", "--seq", "64", "-o", str(plan)])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["cluster", "launch", str(recipe), "--plan", str(plan), "--dry-run"])
+    r = CliRunner().invoke(main, ["cluster", "launch", str(recipe), "--plan", str(plan), "--dry-run",
+                                  "--set", "lora.rank=2"])
     assert r.exit_code == 0, r.output
-    job = _json.loads((tmp_path / "runs" / "c" / "cluster-job.json").read_text())
-    assert job["stages"] == [[0, 2], [2, 4]] and job["microbatches"] == 2 and job["steps"] == 2
+    job = json.loads((tmp_path / "runs" / "c" / "cluster-job.json").read_text())
+    assert job["stages"] == [[0, 2], [2, 4]] and job["replicas"] == 1
+    # the job carries the whole resolved recipe: schedule, betas, phases, LoRA as `notme train` reads them
+    assert job["recipe"]["lora"]["rank"] == 2 and job["recipe"]["optimizer"]["betas"] == [0.9, 0.999]
+    assert job["recipe"]["schedule"]["type"] == "cosine" and job["recipe"]["max_steps"] == 2
     assert "--hostfile" in r.output and "notme_mlx.cluster.worker" in r.output
-    job["timeout"] = 60
-    r = launch_job(job, 2)
-    assert r.returncode == 0, r.stderr[-2000:]
-    losses = _json.loads((tmp_path / "runs" / "c" / "losses.json").read_text())
-    assert len(losses) == 2 and all(l > 0 for l in losses)
+    bad = CliRunner().invoke(main, ["cluster", "launch", str(recipe), "--plan", str(plan), "--dry-run",
+                                    "--set", "lora.rnak=2"])
+    assert bad.exit_code == 1 and "did you mean 'lora.rank'" in bad.output

@@ -108,10 +108,16 @@ def plan_cmd(model, layers, exo, exo_state, hosts, strategy, microbatches, batch
 @cluster_group.command("launch")
 @click.argument("recipe", type=click.Path(exists=True))
 @click.option("--plan", "plan_path", type=click.Path(exists=True), required=True, help="plan.json from `cluster plan`.")
-@click.option("--set", "sets", multiple=True, help="Recipe override key=value (repeatable).")
+@click.option("--set", "sets", multiple=True, help="Recipe override key=value (repeatable), as `notme train --set`.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in runs/<name>/checkpoints/.")
+@click.option("--force", is_flag=True, help="Start over even if runs/<name>/ has checkpoints (deletes them).")
 @click.option("--dry-run", is_flag=True, help="Write the job and print the mlx.launch command only.")
-def launch_cmd(recipe, plan_path, sets, dry_run):
-    """Train RECIPE across the plan's hosts: one worker per host, started by mlx.launch.
+def launch_cmd(recipe, plan_path, sets, resume, force, dry_run):
+    """Train RECIPE across the plan's hosts: one worker per rank, started by mlx.launch.
+
+    Every rank runs `notme train`'s trainer (same phases, schedule, clipping, checkpoints)
+    on its pipeline stage or data-parallel share; the recipe's grad_accum micro-batches are
+    the pipeline's micro-batches.
 
     \b
     Example:
@@ -125,10 +131,11 @@ def launch_cmd(recipe, plan_path, sets, dry_run):
     from ..cluster.plan import load_plan
     from ..cluster.worker import job_from_recipe
     from ..io import atomic_write_text
+    from ..recipe import load_recipe
 
-    overrides = dict(s.split("=", 1) for s in sets)
-    job = job_from_recipe(recipe, plan_path, overrides)
-    jf = Path(job["out_dir"]) / "cluster-job.json"
+    r = load_recipe(recipe, list(sets))
+    job = job_from_recipe(r, plan_path, resume=resume, force=force)
+    jf = r.run_dir() / "cluster-job.json"
     atomic_write_text(jf, json.dumps(job, indent=2))
     plan = load_plan(plan_path)
     hf = Path(plan_path).with_name(Path(plan_path).stem + ".hostfile.json")
@@ -142,16 +149,16 @@ def launch_cmd(recipe, plan_path, sets, dry_run):
 @cluster_group.command("selftest")
 @click.option("-n", "ranks", default=2, show_default=True, help="Local ranks (loopback ring).")
 @click.option("--schedule", type=click.Choice(["gpipe", "1f1b"]), default="1f1b")
-@click.option("--microbatches", default=2, show_default=True)
+@click.option("--microbatches", default=2, show_default=True, help="Micro-batches per replica and step.")
 @click.option("--replicas", default=1, show_default=True, help="Data-parallel replicas (hybrid when < n).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-def selftest_cmd(ranks, schedule, microbatches, replicas, optimizer):
-    """Distributed vs single process on a tiny model; prints max_rel_diff=<float> last."""
+def selftest_cmd(ranks, schedule, microbatches, replicas):
+    """`cluster launch`'s worker on a tiny model vs `notme train` in one process; prints max_rel_diff=<float> last."""
     from .. import ui
     from ..cluster.selftest import selftest
 
-    r = selftest(ranks, schedule=schedule, microbatches=microbatches, replicas=replicas, optimizer=optimizer)
-    ui.info(f"loss {r['loss']:.2e}  gradients {r['grads']:.2e}  adapters after 3 steps {r['adapters']:.2e}")
+    r = selftest(ranks, schedule=schedule, microbatches=microbatches, replicas=replicas)
+    ui.info(f"per-step loss vs notme train {r['loss']:.2e}  step-1 loss vs plain logits {r['plain_step1']:.2e}  "
+            f"adapters after {len(r['losses'])} AdamW steps {r['adapters']:.2e}")
     click.echo(f"max_rel_diff={r['max_rel_diff']:.3e}")
 
 

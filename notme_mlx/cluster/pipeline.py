@@ -29,7 +29,9 @@ import time
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx.utils import tree_unflatten
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..loss import fused_token_loss
 
 from .stage import StageModel, flat_trainable
 
@@ -97,38 +99,24 @@ class Watchdog:
         self._stop.set()
 
 
-def global_counts(labels: mx.array) -> tuple[mx.array, mx.array]:
-    """(n_learn, n_penalize) of the whole batch, as float32 scalars."""
-    return (labels == 1).sum().astype(mx.float32), (labels == -1).sum().astype(mx.float32)
-
-
-def _split(x: mx.array, layout: Layout, m: int) -> list[mx.array]:
-    B = x.shape[0]
-    per = B // layout.replicas
-    mine = x[layout.replica * per:(layout.replica + 1) * per]
-    if per % m:
-        raise ValueError(f"{per} rows per replica do not split into {m} micro-batches")
-    k = per // m
-    return [mine[i * k:(i + 1) * k] for i in range(m)]
-
-
-def pipeline_grads(stage: StageModel, batch: dict, layout: Layout, group, microbatches: int,
+def pipeline_grads(stage: StageModel, micro: list[dict], layout: Layout, group, n_learn, n_penalize,
                    schedule: str = "1f1b", penalty_weight: float = 10.0, chunk_size: int = 8192,
                    watchdog: Watchdog | None = None, dp_group=None):
-    """Loss (global, on every rank) and this stage's LoRA gradients for one batch.
+    """Loss and stats (global, on every rank) and this stage's LoRA gradients for one step.
 
-    batch: inputs [B, T], targets [B, T], labels [B, T] (the same on every rank).
-    Returns (loss: float, grads: flat dict, stats: dict).
+    micro: this replica's micro-batches, each {"inputs", "targets", "labels": [b, T]} (T may
+    differ between micro-batches; every rank holds the same list, so shapes are known on both
+    ends of a link); n_learn, n_penalize: the counts of the whole step over every replica.
+    Returns (loss, grads: flat dict, {"ce_sum", "ul_sum"}), mx scalars.
     """
-    from ..loss import fused_token_loss
-
-    m = microbatches
-    n_learn, n_pen = global_counts(batch["labels"])
-    ins, tgts, labs = (_split(batch[k], layout, m) for k in ("inputs", "targets", "labels"))
+    m = len(micro)
+    n_learn, n_pen = mx.array(n_learn, mx.float32), mx.array(n_penalize, mx.float32)
+    ins, tgts, labs = ([b[k] for b in micro] for k in ("inputs", "targets", "labels"))
     keys = list(flat_trainable(stage))
     params = [flat_trainable(stage)[k] for k in keys]
     H = stage.args.hidden_size
     dtype = stage.layers[0].input_layernorm.weight.dtype if stage.layers else mx.float32
+    stats_sum = {"ce_sum": mx.array(0.0), "ul_sum": mx.array(0.0)}
 
     def set_params(ps):
         stage.update(tree_unflatten(list(zip(keys, ps))))
@@ -139,9 +127,9 @@ def pipeline_grads(stage: StageModel, batch: dict, layout: Layout, group, microb
 
     def loss_of(ps, x, i):
         h = body(ps, x)
-        loss, _ = fused_token_loss(h.reshape(-1, H), stage.head(), tgts[i].reshape(-1), labs[i].reshape(-1),
-                                   penalty_weight, chunk_size, n_learn, n_pen)
-        return loss
+        loss, st = fused_token_loss(h.reshape(-1, H), stage.head(), tgts[i].reshape(-1), labs[i].reshape(-1),
+                                    penalty_weight, chunk_size, n_learn, n_pen)
+        return loss, st["ce_sum"], st["ul_sum"]
 
     saved: dict[int, mx.array] = {}
     pending_out: dict[int, mx.array] = {}
@@ -172,13 +160,16 @@ def pipeline_grads(stage: StageModel, batch: dict, layout: Layout, group, microb
         kick(f"backward micro-batch {i}")
         x = saved.pop(i)
         if layout.last:
+            one, zero = mx.array(1.0), mx.array(0.0)
             if layout.first:  # a single stage: the input is token ids, no gradient to pass back
-                outs, gp = mx.vjp(lambda *ps: [loss_of(list(ps), x, i)], params, [mx.array(1.0)])
-                loss, gx = outs[0], None
+                outs, gp = mx.vjp(lambda *ps: list(loss_of(list(ps), x, i)), params, [one, zero, zero])
+                gx = None
             else:
-                outs, vj = mx.vjp(lambda *a: [loss_of(list(a[:-1]), a[-1], i)], params + [x], [mx.array(1.0)])
-                loss, gp, gx = outs[0], vj[:-1], vj[-1]
-            loss_sum = loss_sum + loss
+                outs, vj = mx.vjp(lambda *a: list(loss_of(list(a[:-1]), a[-1], i)), params + [x], [one, zero, zero])
+                gp, gx = vj[:-1], vj[-1]
+            loss_sum = loss_sum + outs[0]
+            stats_sum["ce_sum"] = stats_sum["ce_sum"] + mx.stop_gradient(outs[1])
+            stats_sum["ul_sum"] = stats_sum["ul_sum"] + mx.stop_gradient(outs[2])
         else:
             if cot is None:
                 cot = mx.distributed.recv(act_shape(i), dtype, layout.next, group=group)
@@ -220,13 +211,37 @@ def pipeline_grads(stage: StageModel, batch: dict, layout: Layout, group, microb
         raise ValueError(f"schedule {schedule!r}: expected gpipe or 1f1b")
     set_params(params)
     kick("all-reduce")
-    world = group.size()
     if layout.replicas > 1:
         grads = dp_allreduce(grads, layout, group, dp_group)
     # the loss lives on each replica's last stage: sum it over the whole world
-    total = mx.distributed.all_sum(loss_sum if layout.last else mx.array(0.0), group=group) if world > 1 else loss_sum
-    mx.eval(grads, total)
-    return float(total.item()), dict(zip(keys, grads)), {"n_learn": float(n_learn.item()), "n_penalize": float(n_pen.item())}
+    out = [loss_sum, stats_sum["ce_sum"], stats_sum["ul_sum"]]
+    if group.size() > 1:
+        out = [mx.distributed.all_sum(x if layout.last else mx.zeros_like(x), group=group) for x in out]
+    mx.eval(grads, out)
+    return out[0], dict(zip(keys, grads)), {"ce_sum": out[1], "ul_sum": out[2]}
+
+
+class PipelineStep:
+    """The step function `train_loop` runs on a pipeline rank: this replica's share of the step's
+    micro-batches (replica r takes r, r + dp, ...) through `pipeline_grads`; the gradient norm
+    adds every stage's part."""
+
+    def __init__(self, stage: StageModel, layout: Layout, group, schedule: str, penalty_weight: float,
+                 chunk_size: int, watchdog: Watchdog | None = None):
+        self.stage, self.layout, self.group, self.schedule = stage, layout, group, schedule
+        self.penalty_weight, self.chunk_size, self.watchdog = penalty_weight, chunk_size, watchdog
+
+    def __call__(self, micro: list[dict], n_learn, n_penalize):
+        lay = self.layout
+        mine = micro[lay.replica::lay.replicas]
+        loss, grads, stats = pipeline_grads(self.stage, mine, lay, self.group, n_learn, n_penalize, self.schedule,
+                                            self.penalty_weight, self.chunk_size, self.watchdog)
+        if self.watchdog is not None:
+            self.watchdog.kick("optimizer step")
+        return loss, tree_unflatten(list(grads.items())), stats
+
+    def grad_norm(self, grads) -> mx.array:
+        return global_grad_norm(dict(tree_flatten(grads)), self.layout, self.group)
 
 
 def dp_allreduce(grads: list, layout: Layout, group, dp_group=None) -> list:
@@ -262,9 +277,9 @@ def dp_allreduce(grads: list, layout: Layout, group, dp_group=None) -> list:
     return out
 
 
-def global_grad_norm(grads: dict, layout: Layout, group) -> float:
-    """sqrt(Σ over all stages ||g||²), counting each stage once (replica 0)."""
+def global_grad_norm(grads: dict, layout: Layout, group) -> mx.array:
+    """sqrt(sum over all stages of ||g||^2), counting each stage once (replica 0)."""
     sq = sum(((g.astype(mx.float32) ** 2).sum() for g in grads.values()), mx.array(0.0))
     if group.size() > 1:
         sq = mx.distributed.all_sum(sq if layout.replica == 0 else mx.array(0.0), group=group)
-    return float(mx.sqrt(sq).item())
+    return mx.sqrt(sq)

@@ -1,146 +1,163 @@
-"""Loopback equivalence: distributed runs against one process on the same batch.
+"""Loopback equivalence: `notme cluster launch`'s worker against `notme train` on one process.
 
-`reference_run` is the independent side: mlx-lm's own whole-model forward,
-the plain full-logits loss (CE + λ·unlikelihood, normalized by the batch's
-learn/penalize counts), `nn.value_and_grad`, the same AdamW and clipping.
-`launch_job` runs `worker.py` under `mlx.launch --backend ring` over loopback.
+`selftest` builds a tiny random llama and a small chat data set, trains one recipe with
+`train()` in this process, runs the worker on `n` local ranks under `mlx.launch --backend
+ring` (pipeline stages, data-parallel replicas or both), and compares the per-step losses in
+the two runs' metrics.jsonl and their final adapters. `plain_first_loss` is the independent
+side for step 1: mlx-lm's own whole-model forward and the plain full-logits loss
+(CE + lambda * unlikelihood over the step's global counts) on the first step's micro-batches.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm import load as mlx_lm_load
+
+from ..data.labels import tokenize_example
+from ..lora import apply_lora, seed_lora_a
+from ..models.tiny import build_tiny_llama
+from ..recipe import Recipe, load_recipe, to_dict
+from ..train.metrics import read_metrics
+from ..train.phases import example_stream
+from ..train.trainer import lora_config, train
+
+_WORDS = "the parser file code test run model data fix bug flight meeting lunch coffee tomorrow".split()
+CUE = " Does that make sense?"
 
 
-def plain_loss(logits, targets, labels, penalty_weight):
-    """Full-logits reference: CE on +1, -log(1 - p) on -1 (p clamped below 1)."""
-    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    lp = mx.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    learn, pen = (labels == 1).astype(mx.float32), (labels == -1).astype(mx.float32)
-    p = mx.minimum(mx.exp(lp), 1.0 - 1e-6)
-    ce = -(lp * learn).sum() / mx.maximum(learn.sum(), 1.0)
-    ul = -(mx.log1p(-p) * pen).sum() / mx.maximum(pen.sum(), 1.0)
-    return ce + penalty_weight * ul
+def chat_examples(n: int, seed: int = 0) -> list[dict]:
+    """Chats whose assistant reply ends in a validation-seeking cue marked penalize."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ans = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12))).capitalize() + "."
+        out.append({"messages": [
+            {"role": "user", "content": rng.choice(["status?", "how is the code", "plan"])},
+            {"role": "assistant", "content": ans + CUE, "train": True,
+             "spans": [[len(ans), len(ans) + len(CUE), "penalize"]]}]})
+    return out
 
 
-def reference_run(job: dict) -> dict:
-    """Single process: per-step losses, step-1 LoRA grads and final adapter (global mlx-lm names)."""
-    from mlx_lm import load
-
-    from .stage import apply_stage_lora
-    from .worker import clip, lora_cfg, make_optimizer, synthetic_batch
-
-    model, _ = load(job["model_dir"])
-    L = len(model.model.layers)
-    model.freeze()
-    apply_stage_lora(model.model.layers, 0, L, lora_cfg(job), job.get("seed", 0))
-    opt = make_optimizer(job)
-    b = job["batch"]
-    vocab = model.args.vocab_size
-    lw = job.get("penalty_weight", 10.0)
-
-    def loss_fn(m, batch):
-        return plain_loss(m(batch["inputs"]).astype(mx.float32), batch["targets"], batch["labels"], lw)
-
-    vg = nn.value_and_grad(model, loss_fn)
-    losses, first_grads = [], None
-    for step in range(1, job.get("steps", 1) + 1):
-        batch = synthetic_batch(step, b["size"], b["seq"], vocab, b.get("seed", 0))
-        loss, g = vg(model, batch)
-        flat = {k.replace(".adapters.default", ""): v for k, v in tree_flatten(g)}
-        if first_grads is None:
-            first_grads = flat
-        norm = math.sqrt(sum(float((v.astype(mx.float32) ** 2).sum().item()) for v in flat.values()))
-        g = clip(dict(tree_flatten(g)), norm, job.get("grad_clip"))
-        opt.update(model, tree_unflatten(list(g.items())))
-        mx.eval(model.parameters(), opt.state)
-        losses.append(float(loss.item()))
-    adapters = {k.replace(".adapters.default", ""): v for k, v in tree_flatten(model.trainable_parameters())}
-    return {"losses": losses, "grads": first_grads, "adapters": adapters}
+def selftest_recipe(workdir: Path, name: str, grad_accum: int = 2, steps: int = 3, schedule: str = "1f1b",
+                    timeout: float = 120, two_phases: bool = True) -> Recipe:
+    """AdamW with warm-up + cosine, clipping, (two phases), on the tiny model and data in `workdir`."""
+    phases = [{"name": "learn", "penalty_weight": 0.0, "max_steps": steps},
+              {"name": "penalize", "penalty_weight": 10.0, "max_steps": steps}] if two_phases else \
+        [{"name": "sft", "max_steps": steps}]
+    return load_recipe(None, {
+        "model": str(workdir / "model"), "name": name, "out_dir": str(workdir / "runs"),
+        "data.train": str(workdir / "train.jsonl"), "data.valid": None, "data.max_seq_len": 64,
+        "lora.rank": 4, "lora.alpha": 8, "batch_size": 2, "grad_accum": grad_accum, "grad_clip": 0.5,
+        "optimizer.lr": 1e-2, "schedule.type": "cosine", "schedule.warmup_steps": 1, "eval_every": 0,
+        "save_every": 1, "phases": phases, "cluster.schedule": schedule, "cluster.timeout": timeout})
 
 
-def launch_job(job: dict, n: int, timeout: float = 600, python: str | None = None) -> subprocess.CompletedProcess:
+def prepare(workdir: Path) -> None:
+    """The tiny 4-layer llama and 24 training chats, once per folder."""
+    if not (workdir / "model" / "config.json").exists():
+        build_tiny_llama(workdir / "model", vocab_size=256, seed=3, num_hidden_layers=4)
+    if not (workdir / "train.jsonl").exists():
+        (workdir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in chat_examples(24)))
+
+
+def launch_job(job: dict, n: int, job_path: Path, timeout: float = 600,
+               python: str | None = None) -> subprocess.CompletedProcess:
     """Run the worker on `n` local ranks with mlx.launch (ring backend over loopback)."""
-    out = Path(job["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    jf = out / "job.json"
-    jf.write_text(json.dumps(job))
+    job_path = Path(job_path)
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    job_path.write_text(json.dumps(job))
     py = python or sys.executable
-    if n == 1:
-        return subprocess.run([py, "-m", "notme_mlx.cluster.worker", str(jf)], capture_output=True, text=True,
-                              timeout=timeout)
     launcher = Path(py).parent / "mlx.launch"
-    cmd = [str(launcher), "-n", str(n), "--backend", "ring", "--python", py, "-m", "notme_mlx.cluster.worker",
-           str(jf)] if launcher.exists() else [py, "-m", "mlx.launch", "-n", str(n), "--backend", "ring",
-                                                "--python", py, "-m", "notme_mlx.cluster.worker", str(jf)]
-    env = dict(os.environ)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    head = [str(launcher)] if launcher.exists() else [py, "-m", "mlx.launch"]
+    cmd = head + ["-n", str(n), "--backend", "ring", "--python", py, "-m", "notme_mlx.cluster.worker", str(job_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
     # mlx.launch can exit 0 when a rank failed; it prints "Node with rank N exited with code C"
     if r.returncode == 0 and "exited with code" in (r.stderr + r.stdout):
         r = subprocess.CompletedProcess(r.args, 1, r.stdout, r.stderr)
     return r
 
 
+def stages_of(n_layers: int, p: int) -> list[list[int]]:
+    b = [round(i * n_layers / p) for i in range(p + 1)]
+    return [[b[i], b[i + 1]] for i in range(p)]
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    return [m["loss"] for m in read_metrics(Path(run_dir) / "metrics.jsonl") if "loss" in m]
+
+
 def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
 
 
-def compare(job: dict, ref: dict, n_ranks: int) -> dict:
-    """Worst relative difference of loss, step-1 gradients and final adapters vs the reference."""
-    out = Path(job["out_dir"])
-    losses = json.loads((out / "losses.json").read_text())
-    d_loss = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses, ref["losses"]))
-    got = {}
-    p = len(job["stages"])
-    for r in range(min(p, n_ranks)):  # replica 0 holds every stage once
-        f = out / f"grads-{r}.safetensors"
-        if f.exists():
-            got.update(mx.load(str(f)))
-    d_grad = max((rel_diff(np.array(got[k]), np.array(v)) for k, v in ref["grads"].items()), default=0.0) \
-        if got else float("nan")
-    if got and set(got) != set(ref["grads"]):
-        raise AssertionError(f"gradient keys differ: {sorted(set(got) ^ set(ref['grads']))[:4]}")
-    ad = mx.load(str(out / "adapters" / "adapters.safetensors"))
-    d_ad = max(rel_diff(np.array(ad[k]), np.array(v)) for k, v in ref["adapters"].items())
-    return {"loss": d_loss, "grads": d_grad, "adapters": d_ad, "max_rel_diff": max(d_loss, d_grad, d_ad)}
+def plain_first_loss(recipe: Recipe) -> float:
+    """Step 1's loss from mlx-lm's whole-model logits and the plain formula (independent of the
+    fused loss and of the pipeline): sum over the step's micro-batches of CE on learn tokens and
+    lambda x -log(1 - p) on penalize tokens, over the step's global counts."""
+    model, tok = mlx_lm_load(recipe.model)
+    model.freeze()
+    mx.random.seed(recipe.seed)
+    apply_lora(model, lora_config(recipe.lora))
+    seed_lora_a(model, 0, recipe.seed)
+    exs = [tokenize_example(tok, json.loads(x), recipe.data.max_seq_len)
+           for x in Path(recipe.data.train).read_text().splitlines()]
+
+    class _Run:
+        pad_id = getattr(tok, "pad_token_id", None) or 0
+
+    _Run.recipe = recipe
+    stream = example_stream(_Run, [e for e in exs if len(e.tokens) >= 2], 0)
+    micro = [stream.next() for _ in range(recipe.grad_accum)]
+    lam = recipe.phases[0].penalty_weight if recipe.phases and recipe.phases[0].penalty_weight is not None \
+        else recipe.loss.penalty_weight
+    n_learn = sum(b["n_learn"] for b in micro)
+    n_pen = sum(b["n_penalize"] for b in micro)
+    ce = ul = 0.0
+    for b in micro:
+        logits = model(b["inputs"]).astype(mx.float32)
+        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        lp = mx.take_along_axis(logp, b["targets"][..., None], axis=-1)[..., 0]
+        p = mx.minimum(mx.exp(lp), 1.0 - 1e-6)
+        ce += float(-(lp * (b["labels"] == 1)).sum().item())
+        ul += float(-(mx.log1p(-p) * (b["labels"] == -1)).sum().item())
+    return ce / max(n_learn, 1) + lam * ul / max(n_pen, 1)
 
 
-def selftest(n: int = 2, workdir: str | None = None, steps: int = 3, schedule: str = "1f1b",
-             microbatches: int = 2, replicas: int = 1, timeout: float = 60, optimizer: str = "sgd") -> dict:
-    """Tiny random llama; distributed run on `n` ranks vs one process. Returns the diffs.
-
-    The default optimizer for the trajectory check is SGD with momentum: Adam divides by
-    sqrt(v), so on near-zero gradient elements fp32 summation-order noise (1e-7 relative)
-    becomes a sign-like ±lr step; with AdamW the adapters agree to ~3e-3 relative after 3
-    steps while loss and gradients still agree to 1e-6.
-    """
-    from ..models.tiny import build_tiny_llama
-
+def selftest(n: int = 2, workdir: str | None = None, schedule: str = "1f1b", microbatches: int = 2,
+             replicas: int = 1, steps: int = 3, timeout: float = 120) -> dict:
+    """`notme train` vs the worker on `n` ranks (n / replicas pipeline stages). Returns the worst
+    relative differences of the per-step losses and final adapters, and of step 1's loss against
+    `plain_first_loss`."""
     wd = Path(workdir or tempfile.mkdtemp(prefix="notme-selftest-"))
-    model_dir = wd / "model"
-    if not (model_dir / "config.json").exists():
-        build_tiny_llama(model_dir, vocab_size=256, seed=3, num_hidden_layers=4)
-    p = n // replicas
-    L = 4
-    bounds = [round(i * L / p) for i in range(p + 1)]
-    job = {"model_dir": str(model_dir), "stages": [[bounds[i], bounds[i + 1]] for i in range(p)],
-           "replicas": replicas, "microbatches": microbatches, "schedule": schedule, "steps": steps, "lr": 1e-2, "optimizer": optimizer,
-           "grad_clip": 1.0, "seed": 0, "lora": {"rank": 4, "alpha": 8}, "penalty_weight": 10.0,
-           "batch": {"size": 2 * replicas * microbatches, "seq": 16, "seed": 1},
-           "out_dir": str(wd / f"run-{n}-{schedule}-{microbatches}-{replicas}"), "timeout": timeout,
-           "dump_grads": True}
-    r = launch_job(job, n)
+    prepare(wd)
+    tag = f"{n}-{schedule}-{microbatches}-{replicas}"
+    accum = microbatches * replicas
+    single = train(selftest_recipe(wd, f"single-{tag}", accum, steps, schedule, timeout), force=True)
+    dist = selftest_recipe(wd, f"dist-{tag}", accum, steps, schedule, timeout)
+    job = {"recipe": to_dict(dist), "model_dir": str(wd / "model"), "stages": stages_of(4, n // replicas),
+           "replicas": replicas, "force": True}
+    r = launch_job(job, n, wd / f"job-{tag}.json", timeout=max(600, 4 * timeout))
     if r.returncode != 0:
-        raise RuntimeError(f"mlx.launch exited {r.returncode}: {(r.stderr or r.stdout).strip()[-800:]}")
-    ref = reference_run(job)
-    return compare(job, ref, n)
+        raise RuntimeError(f"mlx.launch exited {r.returncode}: {(r.stderr or r.stdout).strip()[-1500:]}")
+    a, b = step_losses(dist.run_dir()), step_losses(single.run_dir)
+    if len(a) != len(b):
+        raise RuntimeError(f"{len(a)} distributed steps vs {len(b)} single-process steps")
+    d_loss = max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a, b))
+    plain = plain_first_loss(dist)
+    d_plain = abs(a[0] - plain) / abs(plain)
+    x = mx.load(str(dist.run_dir() / "adapters" / "adapters.safetensors"))
+    y = mx.load(str(Path(single.adapter_dir) / "adapters.safetensors"))
+    if set(x) != set(y):
+        raise RuntimeError(f"adapter keys differ: {sorted(set(x) ^ set(y))[:4]}")
+    d_ad = max(rel_diff(np.array(x[k]), np.array(y[k])) for k in y)
+    return {"loss": d_loss, "plain_step1": d_plain, "adapters": d_ad, "losses": a, "reference_losses": b,
+            "max_rel_diff": max(d_loss, d_plain)}

@@ -1,13 +1,17 @@
-"""The per-rank program `notme cluster launch` / `selftest` start through mlx.launch.
+"""The per-rank program `notme cluster launch` starts through mlx.launch.
 
     python -m notme_mlx.cluster.worker JOB.json
 
-JOB.json: model_dir, stages [[start, end], ...] (one pipeline replica), replicas,
-microbatches, schedule (gpipe|1f1b), steps, lr, grad_clip, seed, lora {rank, alpha,
-targets, num_layers}, batch {size, seq, seed, vocab} (synthetic) or data (a
-tokenized JSONL), penalty_weight, out_dir, timeout, dump_grads, kill {rank, step},
-resume. Each rank writes `stage-<rank>` checkpoints; rank 0 writes `losses.json`
-and, at the end, the merged single-machine adapter (`adapters/`).
+JOB.json: {"recipe": the resolved recipe (a mapping), "model_dir": the model folder on every
+host, "stages": [[start, end], ...] (one pipeline replica), "replicas": data-parallel copies,
+"resume": continue from the run's newest checkpoint, "force": start the run folder over}; tests
+add "stop_at_step" (checkpoint and stop there, as `train`'s) and "kill": {"rank", "step"} (that
+rank dies at the start of that step: the others must end with a clear error, not hang). Every rank runs `notme train`'s own
+`train()`: the same phases, loop, schedule, clipping, metrics and checkpoints. One stage is
+plain data parallelism (`LocalBackend` over the world group); several stages use
+`PipelineBackend` below: each rank builds only its layers and computes its gradients with
+`pipeline_grads`, checkpoints hold one shard per stage, and rank 0 merges the stages into one
+mlx-lm adapter at the end of each phase.
 """
 
 from __future__ import annotations
@@ -18,235 +22,151 @@ import sys
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+from .. import ui
+from ..errors import ConfigError, NotmeError
+from ..io import atomic_dir
+from ..lora import seed_lora_a
+from ..models import resolve
+from ..recipe import Recipe, recipe_from_dict, to_dict
+from ..train.trainer import LocalBackend, lora_config, train
+from .pipeline import Layout, PipelineStep, Watchdog
+from .plan import load_plan
+from .stage import apply_stage_lora, global_lora_weights, load_stage
 
 
-def synthetic_batch(step: int, size: int, seq: int, vocab: int, seed: int) -> dict:
-    """Deterministic batch: random tokens, labels ~ 70% learn / 20% context / 10% penalize."""
-    key = mx.random.key(seed * 7919 + step)
-    k1, k2 = mx.random.split(key)
-    toks = mx.random.randint(0, vocab, (size, seq + 1), key=k1)
-    u = mx.random.uniform(shape=(size, seq), key=k2)
-    labels = mx.where(u < 0.7, 1, mx.where(u < 0.9, 0, -1)).astype(mx.int32)
-    return {"inputs": toks[:, :-1].astype(mx.int32), "targets": toks[:, 1:].astype(mx.int32), "labels": labels}
+class PipelineBackend:
+    """This rank's layer range of the model (one pipeline stage of one replica) for `train()`."""
+
+    supports_validation = False  # validation needs the whole model; run `notme eval` on the adapter
+
+    def __init__(self, group, stages: list, replicas: int, model_dir: str, schedule: str, timeout: float,
+                 kill: dict | None = None):
+        self.group, self.stages, self.model_dir, self.kill = group, stages, model_dir, kill or {}
+        self.layout = Layout(group.rank(), group.size(), len(stages), replicas)
+        self.schedule = schedule
+        self.watchdog = Watchdog(group.rank(), timeout) if timeout else None
+        self.shard = (self.layout.stage, len(stages))
+        self.writes_checkpoint = self.layout.replica == 0
+        self.is_main = group.rank() == 0
+
+    def load(self, recipe: Recipe, model=None, tokenizer=None):
+        lay = self.layout
+        problems = []
+        if recipe.data.batching == "pack":
+            problems.append("data.batching: pack is not supported in pipeline stages (use bucket)")
+        if recipe.grad_accum % lay.replicas:
+            problems.append(f"grad_accum: {recipe.grad_accum} micro-batches do not split over {lay.replicas} replicas")
+        if recipe.stack is not None:
+            problems.append("stack: training on a stack is not supported in pipeline stages")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        start, end = self.stages[lay.stage]
+        stage = load_stage(self.model_dir, start, end, lay.first, lay.last)
+        cfg = lora_config(recipe.lora)
+        n = apply_stage_lora(stage.layers, start, self.stages[-1][1], cfg, recipe.seed)
+        seed_lora_a(stage.layers, start, recipe.seed)  # the A a whole-model run draws
+        return stage, load_tokenizer(Path(self.model_dir)), cfg, n
+
+    def token_step(self, model, loss_fn, penalty_weight, chunk_size, compile=True):
+        step = PipelineStep(model, self.layout, self.group, self.schedule, penalty_weight, chunk_size, self.watchdog)
+        if self.kill.get("rank") == self.group.rank():
+            return _DiesAt(step, self.kill["step"])
+        return step
+
+    def step(self, model, loss_fn, compile=True, what=""):
+        raise ConfigError(f"{what}: not supported in pipeline stages (sft phases only); use one stage "
+                          "(data parallel) for it")
+
+    def adapter_weights(self, model) -> dict:
+        return global_lora_weights(model)
+
+    def barrier(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.kick("barrier")
+        mx.eval(mx.distributed.all_sum(mx.array(1.0), group=self.group))
+
+    def save_adapter(self, run, out_dir, meta: dict) -> Path:
+        """Each stage's weights go to a parts folder; rank 0 merges them into one mlx-lm adapter."""
+        out_dir = Path(out_dir)
+        parts = out_dir.with_name(f".{out_dir.name}.parts")
+        if self.writes_checkpoint:
+            parts.mkdir(parents=True, exist_ok=True)
+            mx.save_safetensors(str(parts / f"stage-{self.layout.stage}.safetensors"), global_lora_weights(run.model))
+        self.barrier()
+        if self.is_main:
+            merge_stages(parts, out_dir, run.lora_cfg, self.stages, meta)
+        self.barrier()
+        return out_dir
 
 
-class DataBatches:
-    """Real data for a cluster run: tokenized examples in a seeded order, one batch per step.
+class _DiesAt:
+    """A step function whose process exits at its n-th call (a simulated crash of one rank)."""
 
-    Every rank builds the same batches (the data is small next to the model), so no
-    data has to cross the network; rows are padded to a multiple of 32 with label 0.
-    """
+    def __init__(self, step, n: int):
+        self.step, self.n, self.calls = step, n, 0
+        self.grad_norm = step.grad_norm
 
-    def __init__(self, job: dict):
-        import random
-
-        from ..data.labels import tokenize_example
-        from ..io import read_jsonl
-        from mlx_lm.tokenizer_utils import load as load_tokenizer
-
-        tok = load_tokenizer(Path(job["model_dir"]))
-        d = job["data"]
-        self.rows = []
-        for ex in read_jsonl(d["train"]):
-            t = tokenize_example(tok, ex, d.get("max_seq_len", 1024))
-            if any(l != 0 for l in t.labels[1:]):
-                self.rows.append((t.tokens, t.labels))
-        if not self.rows:
-            from ..errors import InputError
-
-            raise InputError(f"{d['train']}: no example has learn or penalize tokens")
-        self.order = list(range(len(self.rows)))
-        random.Random(job.get("seed", 0)).shuffle(self.order)
-        self.size = job["batch"]["size"]
-
-    def __call__(self, step: int) -> dict:
-        idx = [self.order[(step * self.size + i) % len(self.order)] for i in range(self.size)]
-        rows = [self.rows[i] for i in idx]
-        T = max(len(t) for t, _ in rows) - 1
-        T = (T + 31) // 32 * 32
-        ins, tg, lb = [], [], []
-        for toks, labs in rows:
-            n = len(toks) - 1
-            ins.append(toks[:-1] + [0] * (T - n))
-            tg.append(toks[1:] + [0] * (T - n))
-            lb.append(labs[1:] + [0] * (T - n))
-        return {"inputs": mx.array(ins, dtype=mx.int32), "targets": mx.array(tg, dtype=mx.int32),
-                "labels": mx.array(lb, dtype=mx.int32)}
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            os._exit(9)
+        return self.step(*args)
 
 
-def job_from_recipe(recipe_path: str, plan_path: str, overrides: dict | None = None) -> dict:
-    """A worker job for recipe + plan: model folder, data, LoRA, optimizer and the plan's stages."""
-    from ..cluster.plan import load_plan
-    from ..models import resolve
-    from ..recipe import load_recipe
-
-    r = load_recipe(recipe_path, overrides or {})
-    plan = load_plan(plan_path)
-    per = len(plan.stages) // plan.data_parallel
-    return {
-        "model_dir": str(resolve(r.model)), "stages": [[s.start_layer, s.end_layer] for s in plan.stages[:per]],
-        "replicas": plan.data_parallel, "microbatches": plan.microbatches, "schedule": "1f1b",
-        "steps": r.max_steps or 100, "lr": r.optimizer.lr, "optimizer": "adamw", "grad_clip": r.grad_clip,
-        "seed": r.seed, "penalty_weight": r.loss.penalty_weight,
-        "lora": {"rank": r.lora.rank, "alpha": r.lora.alpha, "targets": list(r.lora.targets), "num_layers": r.lora.num_layers},
-        "batch": {"size": plan.batch_size}, "data": {"train": r.data.train, "max_seq_len": r.data.max_seq_len},
-        "out_dir": str(Path(r.out_dir) / (r.name or Path(recipe_path).stem)), "timeout": 600, "save_every": r.save_every,
-    }
-
-
-def lora_cfg(job):
-    from ..lora import ALL_TARGETS, LoRAConfig
-
-    l = job.get("lora", {})
-    return LoRAConfig(rank=l.get("rank", 4), alpha=l.get("alpha", 8.0), dropout=0.0,
-                      targets=tuple(l.get("targets", ALL_TARGETS)), num_layers=l.get("num_layers"))
-
-
-def make_optimizer(job: dict):
-    name = job.get("optimizer", "adamw")
-    lr = job.get("lr", 1e-3)
-    if name == "adamw":
-        return optim.AdamW(learning_rate=lr, weight_decay=job.get("weight_decay", 0.0))
-    if name == "sgd":
-        return optim.SGD(learning_rate=lr, momentum=0.9)
-    raise ValueError(f"optimizer {name!r}: expected adamw or sgd")
-
-
-def clip(grads: dict, norm: float, max_norm: float | None) -> dict:
-    if max_norm and norm > max_norm:
-        s = max_norm / (norm + 1e-6)
-        return {k: v * s for k, v in grads.items()}
-    return grads
-
-
-def save_stage_ckpt(ckpt_dir: Path, rank: int, stage, opt, step: int, losses: list):
-    from ..io import atomic_write_text
-    from .stage import global_lora_weights
-
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    w = global_lora_weights(stage)
-    state = dict(tree_flatten(opt.state))
-    tmp_w = ckpt_dir / f".stage-{rank}.tmp.safetensors"
-    tmp_o = ckpt_dir / f".optim-{rank}.tmp.safetensors"
-    mx.save_safetensors(str(tmp_w), w)
-    mx.save_safetensors(str(tmp_o), {k: v for k, v in state.items() if isinstance(v, mx.array)})
-    os.replace(tmp_w, ckpt_dir / f"stage-{rank}.safetensors")
-    os.replace(tmp_o, ckpt_dir / f"optim-{rank}.safetensors")
-    atomic_write_text(ckpt_dir / f"meta-{rank}.json", json.dumps({"step": step, "losses": losses}), mode=0o644)
-
-
-def load_stage_ckpt(ckpt_dir: Path, rank: int, stage, opt):
-    from .stage import global_lora_weights
-
-    w = mx.load(str(ckpt_dir / f"stage-{rank}.safetensors"))
-    names = global_lora_weights(stage)
-    from ..lora import MultiLoRALinear
-
-    for path, m in stage.named_modules():
-        if isinstance(m, MultiLoRALinear) and "default" in m.adapters and path.startswith("layers."):
-            parts = path.split(".")
-            key = "model.layers." + ".".join([str(int(parts[1]) + stage.start)] + parts[2:])
-            m.adapters["default"].lora_a = w[key + ".lora_a"]
-            m.adapters["default"].lora_b = w[key + ".lora_b"]
-    assert set(names) == set(w), "checkpoint does not match this stage's layers"
-    st = mx.load(str(ckpt_dir / f"optim-{rank}.safetensors"))
-    opt.state = tree_unflatten(list(st.items()))
-    meta = json.loads((ckpt_dir / f"meta-{rank}.json").read_text())
-    return meta["step"], meta["losses"]
-
-
-def merge_stages(ckpt_dir: Path, out_dir: Path, job: dict, n_stages: int) -> Path:
-    """One mlx-lm adapter folder from the stage files of replica 0."""
-    from ..io import atomic_dir
-
+def merge_stages(parts: Path, out_dir: Path, cfg, stages: list, meta: dict) -> Path:
+    """One mlx-lm adapter folder from the stage files in `parts` (which is removed)."""
     w = {}
-    for r in range(n_stages):
-        w.update(mx.load(str(ckpt_dir / f"stage-{r}.safetensors")))
-    cfg = lora_cfg(job)
+    for i in range(len(stages)):
+        w.update(mx.load(str(parts / f"stage-{i}.safetensors")))
     keys = sorted({".".join(k.split(".")[3:-1]) for k in w})
     layers = sorted({int(k.split(".")[2]) for k in w})
-    n_total = job["stages"][-1][1]
-    conf = {"fine_tune_type": "lora", "num_layers": n_total - layers[0],
-            "lora_parameters": {"rank": cfg.rank, "scale": cfg.scale, "dropout": 0.0, "keys": keys},
-            "notme": {"name": "default", "cluster": {"stages": job["stages"], "replicas": job.get("replicas", 1)}}}
+    conf = {"fine_tune_type": "lora", "num_layers": stages[-1][1] - layers[0],
+            "lora_parameters": {"rank": cfg.rank, "scale": cfg.scale, "dropout": cfg.dropout, "keys": keys},
+            "notme": {"name": "default", "cluster": {"stages": stages}, **meta}}
     with atomic_dir(out_dir, force=True) as tmp:
-        mx.save_safetensors(str(tmp / "adapters.safetensors"), w)
+        mx.save_safetensors(str(tmp / "adapters.safetensors"), w, metadata={"format": "mlx"})
         (tmp / "adapter_config.json").write_text(json.dumps(conf, indent=2))
+    for f in parts.iterdir():
+        f.unlink()
+    parts.rmdir()
     return out_dir
 
 
-def run(job: dict) -> int:
-    from .. import ui
-    from .pipeline import Layout, Watchdog, global_grad_norm, pipeline_grads
-    from .stage import apply_stage_lora, load_stage
+def job_from_recipe(recipe: Recipe, plan_path: str, resume: bool = False, force: bool = False) -> dict:
+    """The worker job for a recipe and a plan: the resolved recipe, the model folder and the stages."""
+    plan = load_plan(plan_path)
+    per = len(plan.stages) // plan.data_parallel
+    return {"recipe": to_dict(recipe), "model_dir": str(resolve(recipe.model)),
+            "stages": [[s.start_layer, s.end_layer] for s in plan.stages[:per]], "replicas": plan.data_parallel,
+            "resume": resume, "force": force}
 
-    group = mx.distributed.init(strict=job.get("strict", False))
+
+def run(job: dict) -> int:
+    group = mx.distributed.init()
     rank, world = group.rank(), group.size()
     ui.set_rank(rank)
-    stages = job["stages"]
-    p, dp = len(stages), job.get("replicas", 1)
-    if p * dp != world:
-        sys.stderr.write(f"error: rank {rank}: plan needs {p * dp} ranks ({p} stages x {dp} replicas), "
-                         f"mlx.launch started {world}\n")
+    stages, replicas = job["stages"], job.get("replicas", 1)
+    if len(stages) * replicas != world:
+        sys.stderr.write(f"error: rank {rank}: plan needs {len(stages) * replicas} ranks ({len(stages)} stages x "
+                         f"{replicas} replicas), mlx.launch started {world}\n")
         return 2
-    layout = Layout(rank, world, p, dp)
-    dp_group = group if dp > 1 and p == 1 else None  # pipeline replicas reduce point-to-point
-    start, end = stages[layout.stage]
-    n_total = stages[-1][1]
-    stage = load_stage(job["model_dir"], start, end, layout.first, layout.last)
-    apply_stage_lora(stage.layers, start, n_total, lora_cfg(job), job.get("seed", 0))
-    opt = make_optimizer(job)
-    out = Path(job["out_dir"])
-    ckpt_dir = out / "checkpoints"
-    step0, losses = 0, []
-    if job.get("resume") and (ckpt_dir / f"meta-{rank}.json").exists():
-        step0, losses = load_stage_ckpt(ckpt_dir, rank, stage, opt)
-    wd = Watchdog(rank, job.get("timeout", 60.0))
-    b = job["batch"]
-    vocab = stage.args.vocab_size
-    data = DataBatches(job) if job.get("data") else None
-    import time
-
-    times = []
-    for step in range(step0 + 1, job.get("steps", 1) + 1):
-        t0 = time.perf_counter()
-        kill = job.get("kill") or {}
-        if kill.get("rank") == rank and kill.get("step") == step:
-            os._exit(9)  # simulated crash of this rank mid-run
-        batch = data(step) if data else synthetic_batch(step, b["size"], b["seq"], vocab, b.get("seed", 0))
-        loss, grads, stats = pipeline_grads(stage, batch, layout, group, job.get("microbatches", 1),
-                                            job.get("schedule", "1f1b"), job.get("penalty_weight", 10.0),
-                                            watchdog=wd, dp_group=dp_group)
-        if job.get("dump_grads") and step == 1:
-            mx.save_safetensors(str(out / f"grads-{rank}.safetensors"),
-                                {_global(k, start): v for k, v in grads.items()})
-        norm = global_grad_norm(grads, layout, group)
-        grads = clip(grads, norm, job.get("grad_clip"))
-        opt.update(stage, tree_unflatten(list(grads.items())))
-        mx.eval(stage.parameters(), opt.state)
-        losses.append(loss)
-        times.append(time.perf_counter() - t0)
-        wd.kick(f"step {step} done")
-        if job.get("save_every") and step % job["save_every"] == 0:
-            save_stage_ckpt(ckpt_dir, rank, stage, opt, step, losses)
-    save_stage_ckpt(ckpt_dir, rank, stage, opt, job.get("steps", 1), losses)
-    if world > 1:
-        mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))  # everyone saved
-    if rank == 0:
-        merge_stages(ckpt_dir, out / "adapters", job, p)
-        (out / "losses.json").write_text(json.dumps(losses))
-        (out / "timings.json").write_text(json.dumps({"step_s": times}))
-    wd.stop()
+    try:
+        recipe = recipe_from_dict(job["recipe"], "job recipe")
+        if len(stages) == 1:
+            backend = LocalBackend(group)
+        else:
+            backend = PipelineBackend(group, stages, replicas, job["model_dir"], recipe.cluster.schedule,
+                                      recipe.cluster.timeout, job.get("kill"))
+        train(recipe, resume=job.get("resume", False), force=job.get("force", False), backend=backend,
+              stop_at_step=job.get("stop_at_step"))
+        if getattr(backend, "watchdog", None) is not None:
+            backend.watchdog.stop()
+    except NotmeError as e:
+        sys.stderr.write(f"error: rank {rank}: {e}\n")
+        return e.exit_code
     return 0
-
-
-def _global(local_key: str, start: int) -> str:
-    parts = local_key.split(".")
-    if parts[0] == "layers":
-        parts = ["model", "layers", str(int(parts[1]) + start)] + parts[2:]
-    return ".".join(parts).replace(".adapters.default", "")
 
 
 if __name__ == "__main__":
