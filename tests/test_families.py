@@ -31,6 +31,7 @@ from notme_mlx.models import load_model
 from notme_mlx.models.families import FAMILIES, FUSED, family_of, family_of_model, layer_window
 from notme_mlx.models.tiny import TINY_CONFIGS, build_tiny_family_model, build_tiny_model, perturb_adapters
 from notme_mlx.recipe import load_recipe
+from notme_mlx.stack import Stack, StackLayer, load_stack, load_stack_model, save_stack
 from notme_mlx.train.metrics import read_metrics
 from notme_mlx.train.trainer import train
 from notme_mlx.train.forward import hidden_states
@@ -195,10 +196,13 @@ def test_training_gradients_equal_autograd_through_mlx_lm(tiny):
     assert max(float(mx.abs(v).max()) for v in f1.values()) > 0
 
 
-def test_stack_of_saved_adapters_equals_fused_lower_plus_upper(tiny, tmp_path):
-    name, _, _ = tiny
+@pytest.mark.parametrize("name", NAMES)
+def test_stack_of_saved_adapters_equals_fused_lower_plus_upper(name, family_dirs, tmp_path):
+    """Two adapters saved, written as a stack.yaml and composed onto a freshly loaded base by the
+    stack loader give the in-memory stack's logits; fusing the lower one keeps them."""
+    d = family_dirs(name)
     cfg = LoRAConfig(rank=4, alpha=8.0)
-    model, _ = build_tiny_family_model(name, V, seed=5)
+    model, _, info = load_model(str(d), dequantize=True)
     apply_lora(model, cfg, name="lower")
     apply_lora(model, cfg, name="upper")
     perturb_adapters(model, scale=0.05, seed=3)
@@ -206,12 +210,12 @@ def test_stack_of_saved_adapters_equals_fused_lower_plus_upper(tiny, tmp_path):
     save_adapter(model, "upper", tmp_path / "upper", cfg)
     x = _ids(1, 12, 4)
     stacked = model(x)
-    # a fresh base with the two saved adapters loaded as a stack
-    fresh, _ = build_tiny_family_model(name, V, seed=5)
-    load_adapter(fresh, tmp_path / "lower")
-    load_adapter(fresh, tmp_path / "upper")
+    st = Stack(str(d), info["fingerprint"], (StackLayer("domain", "lower", str(tmp_path / "lower")),
+                                               StackLayer("identity", "upper", str(tmp_path / "upper"))))
+    save_stack(st, tmp_path / "stack.yaml")
+    fresh, _, _, loaded = load_stack_model(load_stack(tmp_path / "stack.yaml"), dequantize=True)
+    assert [l["name"] for l in loaded] == ["lower", "upper"]
     np.testing.assert_allclose(np.array(fresh(x)), np.array(stacked), rtol=1e-5, atol=1e-5)
-    # fusing the lower layer into the weights and keeping the upper one trainable changes nothing
     set_trainable(fresh, "upper")
     fuse(fresh, names=["lower"])
     assert adapter_names(fresh) == ["upper"]
