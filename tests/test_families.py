@@ -24,7 +24,7 @@ from notme_mlx.cli import main
 
 from notme_mlx.cluster.stage import apply_stage_lora, global_lora_weights, load_stage
 from notme_mlx.errors import NotmeError
-from notme_mlx.lora import (LoRAConfig, adapter_names, apply_lora, fuse, load_adapter, lora_modules,
+from notme_mlx.lora import (LoRAConfig, adapter_names, apply_lora, fuse, lora_modules,
                             save_adapter, set_trainable)
 from notme_mlx.loss import fused_token_loss, naive_token_loss, output_head
 from notme_mlx.models import load_model
