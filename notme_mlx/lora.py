@@ -247,6 +247,20 @@ def apply_lora(model, config: LoRAConfig, name: str = "default", trainable: bool
     return added
 
 
+META_ATTR = "_notme_meta_json"  # a str attribute on the model (not a parameter)
+
+
+def set_meta(model, meta: dict) -> None:
+    """Record adapter provenance on the model (the base it was trained on, the layers below);
+    `save_adapter` callers store it in adapter_config.json."""
+    object.__setattr__(model, META_ATTR, json.dumps(meta))
+
+
+def get_meta(model) -> dict:
+    raw = getattr(model, META_ATTR, None)
+    return json.loads(raw) if raw else {}
+
+
 def lora_key(seed: int, layer: int, module: str) -> mx.array:
     """PRNG key of one adapter's A matrix: a function of (seed, global layer index, module name)."""
     m = ALL_TARGETS.index(module) if module in ALL_TARGETS else 100 + sum(map(ord, module))

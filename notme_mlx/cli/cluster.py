@@ -1,6 +1,8 @@
 """`notme cluster topology|plan|launch|selftest|simulate`."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -8,10 +10,14 @@ from rich.table import Table
 
 from .. import ui
 from ..cluster.plan import ModelShape, allocate_layers_proportionally, bubble_fraction, load_plan, make_plan, write_plan
+from ..cluster.selftest import selftest
 from ..cluster.simulate import CHIPS, LINKS, simulate
 from ..cluster.topology import read_exo, read_hosts
+from ..cluster.worker import job_from_recipe
 from ..errors import NotmeError
+from ..io import atomic_write_text
 from ..models import resolve
+from ..recipe import load_recipe
 
 
 def _topology(exo, exo_state, hosts):
@@ -123,16 +129,6 @@ def launch_cmd(recipe, plan_path, sets, resume, force, dry_run):
     Example:
       notme cluster launch recipes/cluster-4x-mac-studio.yaml --plan plan.json
     """
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from .. import ui
-    from ..cluster.plan import load_plan
-    from ..cluster.worker import job_from_recipe
-    from ..io import atomic_write_text
-    from ..recipe import load_recipe
-
     r = load_recipe(recipe, list(sets))
     job = job_from_recipe(r, plan_path, resume=resume, force=force)
     jf = r.run_dir() / "cluster-job.json"
@@ -153,9 +149,6 @@ def launch_cmd(recipe, plan_path, sets, resume, force, dry_run):
 @click.option("--replicas", default=1, show_default=True, help="Data-parallel replicas (hybrid when < n).")
 def selftest_cmd(ranks, schedule, microbatches, replicas):
     """`cluster launch`'s worker on a tiny model vs `notme train` in one process; prints max_rel_diff=<float> last."""
-    from .. import ui
-    from ..cluster.selftest import selftest
-
     r = selftest(ranks, schedule=schedule, microbatches=microbatches, replicas=replicas)
     ui.info(f"per-step loss vs notme train {r['loss']:.2e}  step-1 loss vs plain logits {r['plain_step1']:.2e}  "
             f"adapters after {len(r['losses'])} AdamW steps {r['adapters']:.2e}")

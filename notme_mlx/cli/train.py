@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from .. import stack  # noqa: F401  (registers the loader of recipes with `stack:`)
 from .. import ui
 from ..recipe import dump_recipe, load_recipe
+from ..synth import phase  # noqa: F401  (registers the grpo phase type)
+from ..train.trainer import train
 
 
 @click.command("train")
@@ -33,8 +36,6 @@ def train_cmd(recipe, overrides, resume, force, check):
     if check:
         ui.out.print(dump_recipe(r), end="", markup=False, highlight=False, soft_wrap=True)
         return
-    from ..synth import phase  # noqa: F401  (registers the grpo phase type; mlx is loaded on use only)
-    from ..train.trainer import train
 
     res = train(r, resume=resume, force=force)
     ui.info(f"[green]done[/green]: {res.steps} steps ({res.skipped} skipped), "

@@ -14,12 +14,9 @@ from pathlib import Path
 import mlx.nn as nn
 
 from ..errors import NotmeError
-from ..lora import fuse, load_adapter, read_adapter_config
+from ..lora import fuse, get_meta, load_adapter, read_adapter_config, set_meta
 from ..models import load_model, model_fingerprint
 from .manifest import LAYER_ORDER, Stack, adapter_hash, load_stack
-
-META_ATTR = "_notme_meta_json"  # a str attribute on the model (not a parameter)
-
 
 def _as_stack(stack) -> Stack:
     return stack if isinstance(stack, Stack) else load_stack(stack)
@@ -119,12 +116,3 @@ def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force
                      "stack": str(st.source) if st.source else None,
                      "trained_on": [{"name": l["name"], "layer": l["layer"], "sha256": l["sha256"]} for l in loaded]})
     return model, tokenizer
-
-
-def set_meta(model, meta: dict) -> None:
-    object.__setattr__(model, META_ATTR, json.dumps(meta))
-
-
-def get_meta(model) -> dict:
-    raw = getattr(model, META_ATTR, None)
-    return json.loads(raw) if raw else {}

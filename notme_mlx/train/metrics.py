@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
+from rich.live import Live
+from rich.markup import escape
 
 from .. import ui
 
@@ -78,8 +80,6 @@ class LiveDisplay:
 
     def __enter__(self):
         if self.rich:
-            from rich.live import Live
-
             self._live = Live("", console=ui.console, refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
@@ -107,8 +107,6 @@ class LiveDisplay:
             print(text, file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
-        from rich.markup import escape
-
         if self._live is not None:
             self._live.console.print(escape(text))
         else:

@@ -22,7 +22,7 @@ from .. import ui
 from ..data.labels import tokenize_example
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text, read_jsonl
-from ..lora import LoRAConfig, apply_lora, save_adapter, seed_lora_a, trainable_parameters
+from ..lora import LoRAConfig, apply_lora, get_meta, save_adapter, seed_lora_a, set_meta, trainable_parameters
 from ..models import load_model
 from ..recipe import PhaseConfig, Recipe, dump_recipe
 from . import checkpoint as ckpt
@@ -38,13 +38,14 @@ def lora_config(section) -> LoRAConfig:
                       targets=tuple(section.targets), num_layers=section.num_layers)
 
 
-def _stack_meta(model, set_to: dict | None = None) -> dict:
-    """The stack provenance recorded on the model (base fingerprint, layers below)."""
-    from ..stack.compose import get_meta, set_meta  # the stack package sits above train
+# How a recipe's `stack:` is loaded (base + frozen lower layers). The stack package sits above
+# train, so it registers its loader here when imported (`notme_mlx.stack`; the CLI imports it).
+_STACK_LOADER: list = []
 
-    if set_to is not None:
-        set_meta(model, set_to)
-    return get_meta(model)
+
+def register_stack_loader(fn) -> None:
+    """fn(stack, train_layer, model=, tokenizer=, fuse_lower=) -> (model, tokenizer)."""
+    _STACK_LOADER[:] = [fn]
 
 
 class LocalBackend:
@@ -67,15 +68,15 @@ class LocalBackend:
             raise ConfigError(f"grad_accum: {recipe.grad_accum} micro-batches do not split over {world} ranks; "
                               f"use a multiple of {world}")
         if recipe.stack is not None:  # lower layers loaded frozen by the stack package
-            from ..stack import load_for_training
-
-            model, tokenizer = load_for_training(recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer,
-                                                 fuse_lower=recipe.fuse_lower)
+            if not _STACK_LOADER:
+                raise ConfigError(f"stack: {recipe.stack}: training on a stack needs notme_mlx.stack imported "
+                                  "(the notme CLI does)")
+            model, tokenizer = _STACK_LOADER[0](recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer,
+                                                fuse_lower=recipe.fuse_lower)
         if model is None:
             model, tokenizer, info = load_model(recipe.model)
-            if not _stack_meta(model) and info.get("fingerprint"):
-                _stack_meta(model, {"base_fingerprint": info["fingerprint"], "base_spec": recipe.model,
-                                    "trained_on": []})
+            if not get_meta(model) and info.get("fingerprint"):
+                set_meta(model, {"base_fingerprint": info["fingerprint"], "base_spec": recipe.model, "trained_on": []})
         mx.random.seed(recipe.seed)  # LoRA A init
         cfg = lora_config(recipe.lora)
         trainable = apply_lora(model, cfg, name=recipe.train_layer or "default", trainable=True)
@@ -168,7 +169,7 @@ class Run:
     def save_adapter(self, out_dir, meta: dict | None = None) -> Path:
         """One mlx-lm adapter folder (stage shards merged), written by rank 0."""
         meta = {"recipe": self.recipe.name, "model": self.recipe.model, "train_layer": self.recipe.train_layer,
-                **_stack_meta(self.model), **(meta or {})}  # base fingerprint + layers below (stack provenance)
+                **get_meta(self.model), **(meta or {})}  # base fingerprint + layers below (stack provenance)
         return self.backend.save_adapter(self, out_dir, meta)
 
 
