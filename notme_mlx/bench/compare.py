@@ -150,7 +150,16 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
                         on_run(side, r, summ)
     if gemm_n:
         peaks.append(mlx_matmul_peak(gemm_n))
-    agg = {side: aggregate(v) for side, v in runs.items()}
+    return summarize(runs, model_path, examples, settings, dequantize=dequantize, parallel=parallel,
+                     peaks=peaks, gemm_n=gemm_n)
+
+
+def summarize(runs: dict[str, list[dict]], model_path, examples, settings: Settings, dequantize=None,
+              parallel: int = 1, peaks: list[float] = (), gemm_n: int = 1024) -> dict:
+    """The result dict of `compare` from the worker results {side: [run, ...]} (also usable on the
+    `*.out.json` files of an interrupted comparison)."""
+    agg = {side: aggregate(v) for side, v in runs.items() if v}
+    repeat = min(len(v) for v in runs.values())
     stats = label_stats(examples)
     lens = np.array([len(e.tokens) for e in examples])
     args = model_args(model_path)
