@@ -71,7 +71,12 @@ def matmul_gflops() -> float:
 
 def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layers: int = 4,
           batch: int = 8, seq: int = 128, n_steps: int = 4) -> dict:
-    from notme_mlx.cluster.selftest import launch_job
+    """Median step time of `notme cluster launch`'s worker (n pipeline stages, m micro-batches)."""
+    import random
+
+    from notme_mlx.cluster.selftest import launch_job, stages_of
+    from notme_mlx.recipe import load_recipe, to_dict
+    from notme_mlx.train.metrics import read_metrics
 
     model = workdir / f"model-{hidden}"
     if not (model / "config.json").exists():
@@ -79,15 +84,25 @@ def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layer
 
         build_tiny_llama(model, vocab_size=512, seed=0, hidden_size=hidden, intermediate_size=4 * hidden,
                          num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=layers)
-    b = [round(i * layers / n) for i in range(n + 1)]
-    job = {"model_dir": str(model), "stages": [[b[i], b[i + 1]] for i in range(n)], "replicas": 1, "microbatches": m,
-           "schedule": schedule, "steps": n_steps, "lr": 1e-3, "optimizer": "adamw", "seed": 0,
-           "lora": {"rank": 8, "alpha": 16}, "batch": {"size": batch, "seq": seq, "seed": 0},
-           "out_dir": str(workdir / f"run-{n}-{m}-{schedule}"), "timeout": 300}
-    r = launch_job(job, n, timeout=900)
+    data = workdir / f"train-{seq}.jsonl"
+    if not data.exists():  # replies of about `seq` tokens, so a micro-batch is about rows x seq positions
+        rng = random.Random(0)
+        words = "the parser file code test run model data fix bug flight meeting lunch coffee tomorrow".split()
+        rows = [{"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "train": True, "content":
+                 " ".join(rng.choice(words) for _ in range(seq // 2))}]} for _ in range(64)]
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = load_recipe(None, {
+        "model": str(model), "name": f"run-{n}-{m}-{schedule}", "out_dir": str(workdir / "runs"),
+        "data.train": str(data), "data.valid": None, "data.max_seq_len": seq, "batch_size": max(batch // m, 1),
+        "grad_accum": m, "max_steps": n_steps, "optimizer.lr": 1e-3, "lora.rank": 8, "lora.alpha": 16,
+        "save_every": 0, "eval_every": 0, "cluster.schedule": schedule, "cluster.timeout": 300,
+        "memory_check": False})
+    job = {"recipe": to_dict(recipe), "model_dir": str(model), "stages": stages_of(layers, n), "replicas": 1,
+           "force": True}
+    r = launch_job(job, n, workdir / f"job-{n}-{m}-{schedule}.json", timeout=900)
     if r.returncode:
         raise RuntimeError(r.stderr[-1500:])
-    t = json.loads((Path(job["out_dir"]) / "timings.json").read_text())["step_s"]
+    t = [x["tokens"] / x["tok_s"] for x in read_metrics(recipe.run_dir() / "metrics.jsonl") if "tok_s" in x]
     return {"median_step_s": sorted(t[1:])[len(t[1:]) // 2], "hidden": hidden, "layers": layers}
 
 
