@@ -328,9 +328,13 @@ def load_model(folder=None) -> tuple[Model, dict]:
         W, b = t["W"].astype(np.float32), t["b"].astype(np.float32)
     except Exception as e:  # a file with the right hash but wrong content (hand-edited manifest)
         raise ConfigError(f"{wpath}: cannot read learned detector weights ({e})") from None
-    if W.shape != (int(man["dim"]), len(LABELS)) or b.shape != (len(LABELS),):
+    try:
+        dim, temp, thr, char_n = int(man["dim"]), float(man["temperature"]), float(man["threshold"]), int(man["char_n"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{mpath}: manifest lacks a valid dim/temperature/threshold/char_n ({e!r})") from None
+    if W.shape != (dim, len(LABELS)) or b.shape != (len(LABELS),):
         raise ConfigError(f"{wpath}: weight shapes {W.shape}/{b.shape} do not match the manifest")
-    return Model(W, b, float(man["temperature"]), float(man["threshold"]), int(man.get("char_n", 4))), man
+    return Model(W, b, temp, thr, char_n), man
 
 
 # ---------------------------------------------------------------- the engine ----------------
