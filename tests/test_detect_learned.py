@@ -15,6 +15,7 @@ from notme_mlx.cli import main
 from notme_mlx.detect import CATEGORIES, Detector, default_detector, get_detector
 from notme_mlx.detect.corpus import LABELS, generate, load_families, split_families
 from notme_mlx.detect.evaluate import load_eval_set
+from notme_mlx.detect.parallel import detect_many
 from notme_mlx.detect.learned import (MANIFEST_FILE, WEIGHTS_FILE, CombinedDetector, Hasher, LearnedDetector, Model,
                                       clauses, load_model, save_model, shipped_weights_dir)
 from notme_mlx.detect.training import fit, load_additions, train_model, units
@@ -243,3 +244,9 @@ def test_train_add_teaches_a_new_phrasing(tmp_path):
 def test_cli_train_add_needs_out_dir(tmp_path):
     r = CliRunner().invoke(main, ["detect", "train", "--add", str(tmp_path / "x.jsonl")])
     assert r.exit_code != 0 and "give -o DIR" in r.output
+
+
+def test_detect_many_workers_equal_sequential_for_both():
+    texts = _texts()[:300]
+    det = get_detector("both")
+    assert detect_many(det, texts, workers=2, chunksize=64) == detect_many(det, texts, workers=1)
