@@ -56,12 +56,7 @@ ALLOWED_LOCAL = {
 PENDING: dict[str, str] = {
     "notme_mlx/bench/data.py": "imports the private _WORDS of models/tiny.py (make it public there)",
     "notme_mlx/bench/mfu.py": "function-local import of mlx.utils",
-    "notme_mlx/cli/cluster.py": "function-local imports in the launch and selftest commands (being reworked)",
-    "notme_mlx/cli/train.py": "function-local imports of synth.phase and train.trainer",
     "notme_mlx/models/gguf_loader.py": "function-local imports of tokenizers",
-    "notme_mlx/train/metrics.py": "function-local imports of rich.live and rich.markup",
-    "notme_mlx/train/trainer.py": "imports stack (get_meta/set_meta, load_for_training) from inside functions: "
-                                  "train sits below stack",
 }
 
 
