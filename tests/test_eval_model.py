@@ -53,16 +53,13 @@ def test_text_nll_and_propensity_match_reference(tiny_model):
     assert p["propensity_logp"]["value"] == pytest.approx(np.mean(lps), abs=1e-3)
 
 
-def test_quick_vsr_and_fast_seeking_rate(tiny_model):
+def test_quick_vsr(tiny_model):
     model, tok = tiny_model
     q = R.quick_vsr(model, tok, n=4, max_tokens=6, seed=0)
     assert q["n"] == 4 and len(q["examples"]) == 4
     flags = [detect(e["response"]).flagged for e in q["examples"]]
     assert q["value"] == pytest.approx(sum(flags) / 4)
     assert q == R.quick_vsr(model, tok, n=4, max_tokens=6, seed=0)  # greedy: reproducible
-    prompts = [[{"role": "user", "content": e["prompt"]}] for e in q["examples"]]
-    f = R.fast_seeking_rate(model, tok, prompts, max_new_tokens=6)
-    assert f["n"] == 4 and [e["reply"] for e in f["examples"]] == [e["response"] for e in q["examples"]]
 
 
 def test_always_refusing_model_gives_refusal_1_compliance_0(tiny_model, monkeypatch):

@@ -8,8 +8,8 @@ forgetting and safety retention, each with n and a bootstrap 95% CI; reports in 
 
 from .metrics import asks_clarifying, bootstrap, is_refusal, style_distance, style_profile, vsr
 from .report import compare, write_report
-from .runner import evaluate, fast_seeking_rate, quick_vsr, run_eval
+from .runner import evaluate, quick_vsr, run_eval
 
-__all__ = ["run_eval", "evaluate", "quick_vsr", "fast_seeking_rate", "bootstrap", "vsr", "is_refusal",
+__all__ = ["run_eval", "evaluate", "quick_vsr", "bootstrap", "vsr", "is_refusal",
            "asks_clarifying", "style_distance", "style_profile", "write_report", "compare"]
 

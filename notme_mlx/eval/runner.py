@@ -258,15 +258,3 @@ def quick_vsr(model, tokenizer, n: int = QUICK_N, max_tokens: int = QUICK_TOKENS
     v = M.vsr([x["text"] for x in g], [max(x["n_tokens"], 1) for x in g], detect=detect, seed=seed)
     return {**v["vsr"], "cues_per_1k": v["cues_per_1k"]["value"],
             "examples": [{"prompt": r["prompt"], "response": x["text"], "cues": c} for r, x, c in zip(rows, g, v["cues"])]}
-
-
-def fast_seeking_rate(model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: int = 48, detect=None) -> dict:
-    """Greedy replies to chat `prompts`, scored by the detector (the quickstart's hook).
-
-    Returns {"rate", "flagged", "n", "lo", "hi", "examples": [{"reply", "flagged", "cues"}]}.
-    """
-    g = generate_batch(model, tokenizer, list(prompts), max_tokens=max_new_tokens, seed=0)
-    v = M.vsr([x["text"] for x in g], [max(x["n_tokens"], 1) for x in g], detect=detect)
-    flagged = int(sum(v["flags"]))
-    return {"rate": flagged / max(len(g), 1), "flagged": flagged, "n": len(g), "lo": v["vsr"]["lo"], "hi": v["vsr"]["hi"],
-            "examples": [{"reply": x["text"], "flagged": f, "cues": c} for x, f, c in zip(g, v["flags"], v["cues"])]}
