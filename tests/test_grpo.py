@@ -182,3 +182,19 @@ def test_grpo_phase_interrupted_midway_resumes_bit_identically(tmp_path, tiny_mo
     x = mx.load(str(full.adapter_dir / "adapters.safetensors"))
     y = mx.load(str(done.adapter_dir / "adapters.safetensors"))
     assert x.keys() == y.keys() and all(np.array_equal(np.array(x[k]), np.array(y[k])) for k in x)
+
+
+def test_phase_registry_covers_the_recipe_schema(monkeypatch):
+    """Every phase type a recipe may name has a runner once synth.phase is imported (the CLI
+    does); without its module the trainer refuses the recipe in one line, before any work."""
+    import notme_mlx.synth.phase  # noqa: F401
+    from notme_mlx.errors import ConfigError
+    from notme_mlx.recipe import PHASE_TYPES, load_recipe
+    from notme_mlx.train import phases
+    from notme_mlx.train.trainer import train
+
+    assert set(phases.RUNNERS) == set(PHASE_TYPES)
+    monkeypatch.delitem(phases.RUNNERS, "grpo")
+    r = load_recipe(None, {"name": "x", "phases": [{"name": "rl", "type": "grpo", "data": "p.txt"}]})
+    with pytest.raises(ConfigError, match="phase type 'grpo' has no runner; import notme_mlx.synth.phase"):
+        train(r)

@@ -131,9 +131,12 @@ def launch_cmd(recipe, plan_path, sets, resume, force, dry_run):
     """
     r = load_recipe(recipe, list(sets))
     job = job_from_recipe(r, plan_path, resume=resume, force=force)
+    plan = load_plan(plan_path)
+    if r.grad_accum != plan.microbatches * plan.data_parallel or r.batch_size * r.grad_accum != plan.batch_size:
+        ui.warn(f"the plan was sized for batch {plan.batch_size} in {plan.microbatches} micro-batches per replica; "
+                f"the recipe runs {r.grad_accum} micro-batches of {r.batch_size} (its memory estimate may be off)")
     jf = r.run_dir() / "cluster-job.json"
     atomic_write_text(jf, json.dumps(job, indent=2))
-    plan = load_plan(plan_path)
     hf = Path(plan_path).with_name(Path(plan_path).stem + ".hostfile.json")
     cmd = [str(Path(sys.executable).parent / "mlx.launch"), "--hostfile", str(hf), "--backend", plan.backend,
            "--python", sys.executable, "-m", "notme_mlx.cluster.worker", str(jf)]

@@ -99,6 +99,117 @@ class Watchdog:
         self._stop.set()
 
 
+class _StageWork:
+    """One step's work on this rank: forwards and backwards of its micro-batches with the
+    send/recv of stage activations and their gradients (the schedules order the calls)."""
+
+    def __init__(self, stage: StageModel, micro: list[dict], layout: Layout, group, n_learn, n_penalize,
+                 penalty_weight: float, chunk_size: int, watchdog: Watchdog | None):
+        self.stage, self.layout, self.group = stage, layout, group
+        self.ins, self.tgts, self.labs = ([b[k] for b in micro] for k in ("inputs", "targets", "labels"))
+        self.n_learn, self.n_pen = mx.array(n_learn, mx.float32), mx.array(n_penalize, mx.float32)
+        self.penalty_weight, self.chunk_size = penalty_weight, chunk_size
+        flat = flat_trainable(stage)
+        self.keys = list(flat)
+        self.params = [flat[k] for k in self.keys]
+        self.H = stage.args.hidden_size
+        self.dtype = stage.layers[0].input_layernorm.weight.dtype if stage.layers else mx.float32
+        self.saved: dict[int, mx.array] = {}
+        self.pending_out: dict[int, mx.array] = {}
+        self.grads = [mx.zeros_like(p) for p in self.params]
+        self.sums = [mx.array(0.0)] * 3  # loss, ce_sum, ul_sum (on the last stage)
+        self.kick = watchdog.kick if watchdog else (lambda *_: None)
+
+    def set_params(self, ps):
+        self.stage.update(tree_unflatten(list(zip(self.keys, ps))))
+
+    def body(self, ps, x):
+        self.set_params(ps)
+        return self.stage(x)
+
+    def loss_of(self, ps, x, i):
+        h = self.body(ps, x)
+        loss, st = fused_token_loss(h.reshape(-1, self.H), self.stage.head(), self.tgts[i].reshape(-1),
+                                    self.labs[i].reshape(-1), self.penalty_weight, self.chunk_size,
+                                    self.n_learn, self.n_pen)
+        return [loss, st["ce_sum"], st["ul_sum"]]
+
+    def act_shape(self, i):
+        return (self.ins[i].shape[0], self.ins[i].shape[1], self.H)
+
+    def recv_grad(self, i):
+        cot = mx.distributed.recv(self.act_shape(i), self.dtype, self.layout.next, group=self.group)
+        mx.eval(cot)
+        return cot
+
+    def fwd(self, i, send_now=True):
+        lay = self.layout
+        self.kick(f"forward micro-batch {i}")
+        x = self.ins[i] if lay.first else mx.distributed.recv(self.act_shape(i), self.dtype, lay.prev, group=self.group)
+        mx.eval(x)
+        self.saved[i] = x
+        if not lay.last:
+            out = self.body(self.params, x)
+            mx.eval(out)
+            self.pending_out[i] = out
+            if send_now:
+                self.flush(i)
+
+    def flush(self, i):
+        mx.eval(mx.distributed.send(self.pending_out.pop(i), self.layout.next, group=self.group))
+
+    def bwd(self, i, cot=None):
+        lay, params = self.layout, self.params
+        self.kick(f"backward micro-batch {i}")
+        x = self.saved.pop(i)
+        if lay.last:  # the output is the loss (and its stats, which carry no gradient)
+            fn, cots = (lambda *a: self.loss_of(list(a[:-1]), a[-1], i)), [mx.array(1.0), mx.array(0.0), mx.array(0.0)]
+        else:
+            fn, cots = (lambda *a: [self.body(list(a[:-1]), a[-1])]), [cot if cot is not None else self.recv_grad(i)]
+        if lay.first:  # the input is token ids: no gradient to pass back
+            outs, gp = mx.vjp(lambda *ps: fn(*ps, x), params, cots)
+            gx = None
+        else:
+            outs, vj = mx.vjp(fn, params + [x], cots)
+            gp, gx = vj[:-1], vj[-1]
+        if lay.last:
+            self.sums = [a + mx.stop_gradient(b) for a, b in zip(self.sums, outs)]
+        self.grads = [g + d for g, d in zip(self.grads, gp)]
+        mx.eval(self.grads, self.sums)
+        if not lay.first:
+            mx.eval(mx.distributed.send(gx.astype(self.dtype), lay.prev, group=self.group))
+
+    def run(self, schedule: str) -> None:
+        """GPipe: all forwards, then all backwards. 1F1B: p-s-1 warm-up forwards, then one
+        forward / one backward (receiving the gradient before sending the next activation),
+        then the remaining backwards."""
+        lay, m = self.layout, len(self.ins)
+        p, s = lay.stages, lay.stage
+        if p == 1 or schedule == "gpipe":
+            for i in range(m):
+                self.fwd(i)
+            for i in range(m):
+                self.bwd(i)
+            return
+        if schedule != "1f1b":
+            raise ValueError(f"schedule {schedule!r}: expected gpipe or 1f1b")
+        warm = min(p - s - 1, m)
+        for i in range(warm):
+            self.fwd(i)
+        for j in range(m - warm):
+            i = warm + j
+            if lay.last:
+                self.fwd(i)
+                self.bwd(j)
+            else:
+                self.fwd(i, send_now=False)
+                cot = self.recv_grad(j)
+                self.flush(i)
+                self.bwd(j, cot)
+        for j in range(m - warm, m):
+            self.bwd(j)
+
+
 def pipeline_grads(stage: StageModel, micro: list[dict], layout: Layout, group, n_learn, n_penalize,
                    schedule: str = "1f1b", penalty_weight: float = 10.0, chunk_size: int = 8192,
                    watchdog: Watchdog | None = None, dp_group=None):
@@ -109,116 +220,19 @@ def pipeline_grads(stage: StageModel, micro: list[dict], layout: Layout, group, 
     ends of a link); n_learn, n_penalize: the counts of the whole step over every replica.
     Returns (loss, grads: flat dict, {"ce_sum", "ul_sum"}), mx scalars.
     """
-    m = len(micro)
-    n_learn, n_pen = mx.array(n_learn, mx.float32), mx.array(n_penalize, mx.float32)
-    ins, tgts, labs = ([b[k] for b in micro] for k in ("inputs", "targets", "labels"))
-    keys = list(flat_trainable(stage))
-    params = [flat_trainable(stage)[k] for k in keys]
-    H = stage.args.hidden_size
-    dtype = stage.layers[0].input_layernorm.weight.dtype if stage.layers else mx.float32
-    stats_sum = {"ce_sum": mx.array(0.0), "ul_sum": mx.array(0.0)}
-
-    def set_params(ps):
-        stage.update(tree_unflatten(list(zip(keys, ps))))
-
-    def body(ps, x):
-        set_params(ps)
-        return stage(x)
-
-    def loss_of(ps, x, i):
-        h = body(ps, x)
-        loss, st = fused_token_loss(h.reshape(-1, H), stage.head(), tgts[i].reshape(-1), labs[i].reshape(-1),
-                                    penalty_weight, chunk_size, n_learn, n_pen)
-        return loss, st["ce_sum"], st["ul_sum"]
-
-    saved: dict[int, mx.array] = {}
-    pending_out: dict[int, mx.array] = {}
-    grads = [mx.zeros_like(p) for p in params]
-    loss_sum = mx.array(0.0)
-    kick = watchdog.kick if watchdog else (lambda *_: None)
-
-    def act_shape(i):
-        return (ins[i].shape[0], ins[i].shape[1], H)
-
-    def fwd(i, send_now=True):
-        kick(f"forward micro-batch {i}")
-        x = ins[i] if layout.first else mx.distributed.recv(act_shape(i), dtype, layout.prev, group=group)
-        mx.eval(x)
-        saved[i] = x
-        if not layout.last:
-            out = body(params, x)
-            mx.eval(out)
-            pending_out[i] = out
-            if send_now:
-                flush(i)
-
-    def flush(i):
-        mx.eval(mx.distributed.send(pending_out.pop(i), layout.next, group=group))
-
-    def bwd(i, cot=None):
-        nonlocal loss_sum, grads
-        kick(f"backward micro-batch {i}")
-        x = saved.pop(i)
-        if layout.last:
-            one, zero = mx.array(1.0), mx.array(0.0)
-            if layout.first:  # a single stage: the input is token ids, no gradient to pass back
-                outs, gp = mx.vjp(lambda *ps: list(loss_of(list(ps), x, i)), params, [one, zero, zero])
-                gx = None
-            else:
-                outs, vj = mx.vjp(lambda *a: list(loss_of(list(a[:-1]), a[-1], i)), params + [x], [one, zero, zero])
-                gp, gx = vj[:-1], vj[-1]
-            loss_sum = loss_sum + outs[0]
-            stats_sum["ce_sum"] = stats_sum["ce_sum"] + mx.stop_gradient(outs[1])
-            stats_sum["ul_sum"] = stats_sum["ul_sum"] + mx.stop_gradient(outs[2])
-        else:
-            if cot is None:
-                cot = mx.distributed.recv(act_shape(i), dtype, layout.next, group=group)
-            if layout.first:
-                _, gp = mx.vjp(lambda *ps: [body(list(ps), x)], params, [cot])
-                gx = None
-            else:
-                _, vj = mx.vjp(lambda *a: [body(list(a[:-1]), a[-1])], params + [x], [cot])
-                gp, gx = vj[:-1], vj[-1]
-        grads = [g + d for g, d in zip(grads, gp)]
-        mx.eval(grads, loss_sum)
-        if not layout.first:
-            mx.eval(mx.distributed.send(gx.astype(dtype), layout.prev, group=group))
-
-    p, s = layout.stages, layout.stage
-    if p == 1 or schedule == "gpipe":
-        for i in range(m):
-            fwd(i)
-        for i in range(m):
-            bwd(i)
-    elif schedule == "1f1b":
-        warm = min(p - s - 1, m)
-        for i in range(warm):
-            fwd(i)
-        for j in range(m - warm):
-            i = warm + j
-            if layout.last:
-                fwd(i)
-                bwd(j)
-            else:
-                fwd(i, send_now=False)
-                cot = mx.distributed.recv(act_shape(j), dtype, layout.next, group=group)
-                mx.eval(cot)
-                flush(i)
-                bwd(j, cot)
-        for j in range(m - warm, m):
-            bwd(j)
-    else:
-        raise ValueError(f"schedule {schedule!r}: expected gpipe or 1f1b")
-    set_params(params)
-    kick("all-reduce")
+    work = _StageWork(stage, micro, layout, group, n_learn, n_penalize, penalty_weight, chunk_size, watchdog)
+    work.run(schedule)
+    work.set_params(work.params)
+    work.kick("all-reduce")
+    grads = work.grads
     if layout.replicas > 1:
         grads = dp_allreduce(grads, layout, group, dp_group)
     # the loss lives on each replica's last stage: sum it over the whole world
-    out = [loss_sum, stats_sum["ce_sum"], stats_sum["ul_sum"]]
+    out = work.sums
     if group.size() > 1:
         out = [mx.distributed.all_sum(x if layout.last else mx.zeros_like(x), group=group) for x in out]
     mx.eval(grads, out)
-    return out[0], dict(zip(keys, grads)), {"ce_sum": out[1], "ul_sum": out[2]}
+    return out[0], dict(zip(work.keys, grads)), {"ce_sum": out[1], "ul_sum": out[2]}
 
 
 class PipelineStep:

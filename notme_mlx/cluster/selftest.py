@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
@@ -111,11 +112,8 @@ def plain_first_loss(recipe: Recipe) -> float:
     exs = [tokenize_example(tok, json.loads(x), recipe.data.max_seq_len)
            for x in Path(recipe.data.train).read_text().splitlines()]
 
-    class _Run:
-        pad_id = getattr(tok, "pad_token_id", None) or 0
-
-    _Run.recipe = recipe
-    stream = example_stream(_Run, [e for e in exs if len(e.tokens) >= 2], 0)
+    run = SimpleNamespace(recipe=recipe, pad_id=getattr(tok, "pad_token_id", None) or 0)  # what the stream reads
+    stream = example_stream(run, [e for e in exs if len(e.tokens) >= 2], 0)
     micro = [stream.next() for _ in range(recipe.grad_accum)]
     lam = recipe.phases[0].penalty_weight if recipe.phases and recipe.phases[0].penalty_weight is not None \
         else recipe.loss.penalty_weight

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
 from .. import ui
@@ -80,7 +81,8 @@ class PipelineBackend:
                           "(data parallel) for it")
 
     def adapter_weights(self, model) -> dict:
-        return global_lora_weights(model)
+        """The stage's trainable weights under its own parameter names (the checkpoint shard)."""
+        return dict(tree_flatten(model.trainable_parameters()))
 
     def barrier(self) -> None:
         if self.watchdog is not None:

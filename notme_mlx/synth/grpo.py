@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..eval.metrics import is_refusal as default_is_refusal
 from ..loss import output_head, token_logprobs
 from ..models.generate import chat_prompt
-from ..recipe import OptimizerConfig, ScheduleConfig
+from ..recipe import OptimizerConfig, PhaseConfig, ScheduleConfig
 from ..train import checkpoint as ckpt
 from ..train.forward import hidden_states
 from ..train.loop import local_step, train_loop
@@ -47,13 +47,15 @@ from ..train.schedule import build_optimizer
 
 @dataclass(frozen=True)
 class GRPOConfig:
+    """GRPO settings; the sampling defaults are the recipe's (`notme_mlx.recipe.PhaseConfig`)."""
+
     steps: int = 20
-    k: int = 4                      # completions per prompt (the group)
-    prompts_per_step: int = 2
-    max_tokens: int = 32
-    temp: float = 1.0
+    k: int = PhaseConfig.k                              # completions per prompt (the group)
+    prompts_per_step: int = PhaseConfig.prompts_per_step
+    max_tokens: int = PhaseConfig.max_tokens
+    temp: float = PhaseConfig.temp
     lr: float = 1e-4
-    clip_eps: float = 0.2
+    clip_eps: float = PhaseConfig.clip_eps
     kl_coef: float = 0.05
     adv_eps: float = 1e-4
     seed: int = 0

@@ -20,24 +20,24 @@ from functools import partial
 
 from .. import ui
 from ..errors import ConfigError
-from ..recipe import PHASE_TYPES as KNOWN_TYPES
+from ..recipe import PHASE_TYPES
 from . import checkpoint as ckpt
 from .loop import default_loss, train_loop, validation_loss
 from .schedule import build_optimizer
 from .stream import BatchStream
 
-PHASE_TYPES: dict = {}
+RUNNERS: dict = {}  # phase type -> runner
 # Where the runner of a phase type that lives above `train` is registered.
 _REGISTERED_BY = {"grpo": "notme_mlx.synth.phase"}
 
 
 def register(name: str):
     """Decorator: add a phase runner to the registry under `name` (a type the recipe schema knows)."""
-    if name not in KNOWN_TYPES:
+    if name not in PHASE_TYPES:
         raise ValueError(f"phase type {name!r} is not in notme_mlx.recipe.PHASE_TYPES")
 
     def deco(fn):
-        PHASE_TYPES[name] = fn
+        RUNNERS[name] = fn
         return fn
 
     return deco
@@ -45,10 +45,10 @@ def register(name: str):
 
 def runner(phase_type: str):
     """The registered runner of a phase type; a clear error when its module was not imported."""
-    if phase_type not in PHASE_TYPES:
+    if phase_type not in RUNNERS:
         where = _REGISTERED_BY.get(phase_type, "notme_mlx.train.pref_phase")
         raise ConfigError(f"phase type {phase_type!r} has no runner; import {where} first (the notme CLI does)")
-    return PHASE_TYPES[phase_type]
+    return RUNNERS[phase_type]
 
 
 def phase_total_steps(recipe, phase, batches_per_epoch: int) -> int:

@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten
 
 from .. import ui
 from ..data.labels import tokenize_example
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, NotmeError
 from ..io import atomic_write_text, read_jsonl
 from ..lora import LoRAConfig, apply_lora, get_meta, save_adapter, seed_lora_a, set_meta, trainable_parameters
 from ..models import load_model
@@ -213,6 +213,10 @@ def _resume(run: Run, start: Path) -> ckpt.TrainState:
                 "the loss trajectory will not match an uninterrupted run")
     state = ckpt.load_state(start)
     weights = ckpt.load_adapter_weights(start, run.backend.shard)
+    missing = sorted(set(run.backend.adapter_weights(run.model)) - set(weights))
+    if missing:
+        raise NotmeError(f"{start}: the checkpoint lacks {len(missing)} of this run's trainable weights (e.g. "
+                         f"{missing[0]}); it was written with other LoRA settings or another split")
     run.model.load_weights(list(weights.items()), strict=False)
     ckpt.restore_rng(state.rng)
     return state
