@@ -136,7 +136,9 @@ def test_grpo_recipe_phase_runs_through_the_trainer(tmp_path, tiny_model_dir):
     g = [x for x in recs if x.get("phase") == "rl" and "reward_mean" in x]
     assert [x["step"] for x in g] == [1, 2]
     for x in g:
-        assert -2.0 <= x["reward_mean"] <= 1.0 and 0.0 <= x["vsr"] <= 1.0 and x["kl"] >= 0.0
+        # k3 KL is >= 0; at the first step the policy is the reference and float32 rounding of
+        # exp(d) - d - 1 around d = 0 can give -1e-8
+        assert -2.0 <= x["reward_mean"] <= 1.0 and 0.0 <= x["vsr"] <= 1.0 and x["kl"] >= -1e-6
     probe = [x for x in recs if "refusal_rate" in x]
     assert len(probe) == 1 and 0.0 <= probe[0]["refusal_rate"] <= 1.0
     assert (res.run_dir / "adapters" / "adapters.safetensors").exists()

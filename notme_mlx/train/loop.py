@@ -192,9 +192,9 @@ class _Signals:
 
 
 def _record(phase_name, state, loss, ce, ul, n_learn, n_pen, optimizer, norm, micro, dt, skipped) -> dict:
+    """The step's metrics.jsonl line."""
     tokens = sum(b["tokens"] for b in micro)
     padded = sum(b["padded"] for b in micro)
-    state.counters["tokens"] = state.counters.get("tokens", 0) + tokens
     return {"phase": phase_name, "step": state.step, "phase_step": state.phase_step,
             "loss": loss.item(), "ce": ce.item() / max(n_learn, 1), "ul": ul.item() / max(n_pen, 1),
             "lr": float(optimizer.learning_rate.item()), "grad_norm": norm.item(), "tokens": tokens,
@@ -249,6 +249,7 @@ def train_loop(model, optimizer, stream, step_fn, *, total_steps: int, state: ck
                 bad_in_row = 0
             last = _record(phase_name, state, loss, stats["ce_sum"], stats["ul_sum"], n_learn, n_pen, optimizer,
                            norm, micro, time.perf_counter() - t0, skipped)
+            state.counters["tokens"] = state.counters.get("tokens", 0) + last["tokens"]
             if hasattr(stream, "step_metrics"):
                 last.update(stream.step_metrics())
             if state.phase_step % log_every == 0 or state.phase_step == total_steps:
