@@ -104,10 +104,16 @@ def test_resume_without_checkpoint(setup):
 
 
 def test_packed_batching_run_has_less_padding(setup):
-    p, _, tmp = setup
+    """Short replies mixed with long ones: bucketing pads each pair to a multiple of 32, packing
+    fills rows of data.max_seq_len with several examples."""
+    p, d, tmp = setup
+    short = [{"messages": [{"role": "user", "content": "ok?"}, {"role": "assistant", "content": w, "train": True}]}
+             for w in ("Yes.", "Sure.", "No.", "Fine.", "Done.", "Maybe.") * 2]
+    write_jsonl(d / "mixed.jsonl", make_examples(12) + short)
     for mode in ("bucket", "pack"):
         res = run(["train", str(p), "--set", f"name={mode}", "--set", f"data.batching={mode}",
-                   "--set", "batch_size=2", "--set", "eval_every=0"])
+                   "--set", "batch_size=2", "--set", "eval_every=0", "--set", f"data.train={d / 'mixed.jsonl'}",
+                   "--set", "data.max_seq_len=128"])
         assert res.exit_code == 0, res.output
     pad = {m: [json.loads(ln)["pad_frac"] for ln in (tmp / "runs" / m / "metrics.jsonl").read_text().splitlines()
                if '"pad_frac"' in ln] for m in ("bucket", "pack")}
