@@ -274,17 +274,31 @@ def test_gemma3_270m_kquant_tensors_equal_gguf_reference(_real_home):
 @pytest.mark.slow
 def test_gemma3_270m_greedy_matches_llama_cpp(_real_home):
     """MLX on the converted base model continues text as llama.cpp does on the original GGUF
-    (needs the [verify] extra)."""
+    (needs the [verify] extra). llama.cpp multiplies K-quant weights with activations quantized to
+    8 bits, MLX with the exact float32 reference weights, so a greedy path may part at a near tie:
+    the first words must agree, and where the paths part, llama.cpp's token must be within 1 logit
+    of MLX's top token (MLX's logits on the shared prefix)."""
     pytest.importorskip("llama_cpp", reason="install the [verify] extra: pip install -e '.[verify]'")
-    from notme_mlx.export import llama_cpp_greedy_ids, mlx_greedy_ids
+    from mlx_lm.generate import generate_step
+
+    from notme_mlx.export import llama_cpp_greedy_ids
     from notme_mlx.models import resolve
 
     model, tok, info = load_model("gemma3-270m")
     assert info["architecture"] == "gemma3_text" and not info["has_chat_template"]
     src = resolve("gemma3-270m") / "source.gguf"
+    greedy = lambda logp: mx.argmax(logp, axis=-1)  # noqa: E731
     for p in ("The capital of France is", "Once upon a time, in a small village,", "def fibonacci(n):"):
         ids = tok.encode(p)
         assert ids[0] == tok.bos_token_id
-        a, b = mlx_greedy_ids(model, ids, 12), llama_cpp_greedy_ids(src, ids, 12)
-        assert a[:8] == b[:8], (p, tok.decode(a), tok.decode(b))
-    assert tok.decode(mlx_greedy_ids(model, tok.encode("The capital of France is"), 6)).startswith(" the capital of")
+        steps = generate_step(mx.array(ids), model, max_tokens=10, sampler=greedy)
+        a = [int(t) for (t, _), _ in zip(steps, range(10))]
+        b = llama_cpp_greedy_ids(src, ids, 10)
+        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        assert k >= 3, (p, tok.decode(a), tok.decode(b))  # the first words
+        if k < len(a):
+            logits = model(mx.array([ids + a[:k]]))[0, -1].astype(mx.float32)
+            gap = float(logits[a[k]] - logits[b[k]])
+            assert 0 <= gap < 1.0, (p, k, gap, tok.decode(a), tok.decode(b))
+        if p.startswith("The capital"):
+            assert k >= 8 and tok.decode(a).startswith(" the capital of")
