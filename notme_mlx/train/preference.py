@@ -4,7 +4,7 @@ Each is a pure function over per-sequence log-probs from
 `notme_mlx.loss.sequence_logprobs` (summed, or `average=True` for the
 per-token mean) and returns (loss scalar, stats). Chosen and rejected are
 paired row by row ([B] each). The per-pair terms (`*_terms`, unreduced [B]) are the one
-place the formulas live: the trainer's phases (`train.pref_phase`, `stack.ref_cache`) sum
+place the formulas live: the trainer's preference phases (`train.pref_phase`) sum
 them over a global pair count; the `*_loss` functions here take their mean.
 """
 
