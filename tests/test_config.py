@@ -169,3 +169,28 @@ def test_docs_list_every_field():
     doc = (RECIPES_DIR.parent / "docs" / "train.md").read_text()
     missing = [k for k, *_ in field_docs() if f"`{k}`" not in doc]
     assert not missing, f"docs/train.md lacks {missing}"
+
+
+def test_revise_and_eval_take_the_recipes_detect_section(tmp_path):
+    """`notme data revise` (like data build, synth and eval) builds its detector from the recipe's
+    detect: section: a cue only the recipe adds flags the reply, and the recipe's engine is used."""
+    import json
+
+    from click.testing import CliRunner
+
+    from notme_mlx.cli import main
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"prompt": "What is it?", "rejected": "The answer is 42, per my reckoning."}) + "\n")
+    r = _write(tmp_path / "r.yaml", {"detect": {"engine": "lexicon",
+                                                "extra_cues": [{"category": "hedging", "pattern": "per my reckoning"}]}})
+    plain = CliRunner().invoke(main, ["data", "revise", str(inp), "-o", str(tmp_path / "a.jsonl"), "--engine", "lexicon"])
+    assert plain.exit_code == 0, plain.output
+    assert (tmp_path / "a.jsonl").read_text() == ""  # the bundled lexicon does not flag it
+    res = CliRunner().invoke(main, ["data", "revise", str(inp), "-o", str(tmp_path / "b.jsonl"), "--recipe", str(r)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "reckoning" not in rows[0]["chosen"] and "42" in rows[0]["chosen"]
+    for cmd in (["eval"], ["data", "synth"]):
+        help_text = CliRunner().invoke(main, [*cmd, "--help"]).output
+        assert "--recipe" in help_text and "detect.engine" in help_text

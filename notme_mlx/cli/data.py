@@ -13,10 +13,10 @@ from rich.table import Table
 from .. import ui
 from ..data.builder import build_dataset
 from ..data.stats import char_dump, data_stats, histogram, load_tokenizer, token_dump
-from ..detect import get_detector
 from ..io import read_jsonl
 from ..recipe import load_recipe
 from .data_synth import SYNTH_COMMANDS
+from .detector_options import detector_from
 
 
 @click.group("data")
@@ -66,8 +66,7 @@ def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, s
              "build.penalize": False if no_penalize else None}
     r = load_recipe(recipe, {k: v for k, v in flags.items() if v is not None})
     cfg, det_cfg = r.build, r.detect
-    det = get_detector(engine or det_cfg.engine, extra_yaml=det_cfg.extra_yaml,
-                       extra_cues=[c.to_lexicon() for c in det_cfg.extra_cues])
+    det = detector_from(det_cfg, engine)
     tok = None
     if model_spec:
         tok = load_tokenizer(model_spec)

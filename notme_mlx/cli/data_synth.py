@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from .. import ui
-from ..detect import get_detector
 from ..errors import InputError
 from ..eval.generation import load_target
 from ..io import read_jsonl, write_jsonl
 from ..synth.generate import read_prompts, synth
 from ..synth.principles import load_principles, system_prompt
 from ..synth.revise import model_rewriter, revise_records
+from .detector_options import command_detector, detector_options
 
 
 def _system_text(system, principles, base_frame):
@@ -53,10 +53,9 @@ def _system_text(system, principles, base_frame):
 @click.option("--max-tokens", type=int, default=128, show_default=True)
 @click.option("--temp", type=float, default=0.7, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default="both", show_default=True,
-              help="Detector engine: lexicon (YAML cues), learned (sentence classifier) or both.")
+@detector_options
 def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, base_frame, n, out, pairs_out, on_flag,
-              seed, max_tokens, temp, batch_size, engine):
+              seed, max_tokens, temp, batch_size, engine, detect_recipe):
     """Generate replies with a local model; detector-flagged ones are dropped or revised into pairs.
 
     Writes OUT (Examples as in docs/data.md, without the system prompt) and, for revised replies,
@@ -76,7 +75,7 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
     with ui.progress("generating", total=n, unit="replies") as bar:
         res = synth(model, tok, prompts, n, system=sys_text, frame="base" if base_frame else "system",
                     on_flag=on_flag, seed=seed, max_tokens=max_tokens, temp=temp, batch_size=batch_size,
-                    progress=bar, model_name=meta.get("model"), detector=get_detector(engine))
+                    progress=bar, model_name=meta.get("model"), detector=command_detector(detect_recipe, engine))
     if not res["examples"] and not res["pairs"]:
         raise InputError(f"no usable replies out of {n} ({res['counts']}); nothing written")
     pairs_out = pairs_out or str(Path(out).with_suffix("")) + ".pairs.jsonl"
@@ -97,9 +96,8 @@ def synth_cmd(model_spec, adapters, stack, prompts_path, system, principles, bas
 @click.option("--adapters", type=click.Path(), help="Adapter folder for --model.")
 @click.option("--principles", type=click.Path(dir_okay=False), help="principles.yaml guiding the model rewrite.")
 @click.option("--max-tokens", type=int, default=256, show_default=True)
-@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default="both", show_default=True,
-              help="Detector engine: lexicon (YAML cues), learned (sentence classifier) or both.")
-def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens, engine):
+@detector_options
+def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens, engine, detect_recipe):
     """Turn detector-flagged replies into (prompt, chosen, rejected) pairs.
 
     Rule-based span removal and sentence repair first; with --model, a rewrite guided by the
@@ -126,7 +124,7 @@ def revise_cmd(inp, out, model_spec, adapters, principles, max_tokens, engine):
             for r in recs:
                 yield r
                 bar.advance(1)
-        res = revise_records(it(), detector=get_detector(engine), rewrite_fn=rewrite, where=str(inp))
+        res = revise_records(it(), detector=command_detector(detect_recipe, engine), rewrite_fn=rewrite, where=str(inp))
     n = write_jsonl(out, res["pairs"])
     c = res["counts"]
     ui.info(f"[green]wrote[/green] {out}: {n} pairs from {c['records']} records (flagged {c['flagged']}, "

@@ -6,10 +6,10 @@ import click
 from rich.table import Table
 
 from .. import ui
-from ..detect import get_detector
 from ..errors import InputError
 from ..eval.report import compare, summary_rows, write_report
 from ..eval.runner import generation_count, is_report_dir, prompt_sets, run_eval
+from .detector_options import command_detector, detector_options
 
 
 def _render(report: dict, title: str) -> None:
@@ -38,12 +38,11 @@ def _render(report: dict, title: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="8 prompts per set, 48 tokens.")
 @click.option("--force", is_flag=True, help="Load a stack whose base fingerprint does not match.")
-@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default="both", show_default=True,
-              help="Detector engine: lexicon (YAML cues), learned (sentence classifier) or both.")
+@detector_options
 @click.option("--compare", "compare_dirs", nargs=2, type=click.Path(), default=None,
               help="Compare two report folders side by side (A = before, B = after).")
 def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, prompts_dir, out_dir, max_tokens, samples, seed, quick, force,
-             engine, compare_dirs):
+             engine, detect_recipe, compare_dirs):
     """Evaluate validation-seeking, over-correction, voice, forgetting and safety; before → after.
 
     \b
@@ -75,7 +74,7 @@ def eval_cmd(model, stack, adapters, baseline, no_baseline, data_dir, prompts_di
     with ui.progress("generating", total=total, unit="replies") as bar:
         rep = run_eval(model, adapters=adapters, stack=stack, baseline=baseline, no_baseline=no_baseline,
                        data_dir=data_dir, out_dir=out_dir, prompts_dir=prompts_dir, max_tokens=max_tokens, samples=samples, seed=seed,
-                       quick=quick, force=force, progress=bar, detect=get_detector(engine).detect)
+                       quick=quick, force=force, progress=bar, detect=command_detector(detect_recipe, engine).detect)
     _render(rep, "notme eval")
     if out_dir:
         ui.info(f"wrote {out_dir}/report.json, report.md, report.html, plots/")
