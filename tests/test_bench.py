@@ -89,7 +89,7 @@ def test_compare_json_ratios(tiny_model_dir, examples, tmp_path):
     for side in ("ours", "mlx-lm", "ours_penalty_off"):
         rr = res["sides"][side]["repeats"][0]
         assert rr["side"] == side and rr["max_rss"] > rr["peak_memory"] > 0 and rr["process_cpu_s"] > 0
-    assert 0 < res["mfu"]["ours"] < 1 and res["gemm_peak_flops"]["used"] > 0
+    assert 0 < res["mfu"]["ours"] < 1 and 0 < res["mfu_cpu"]["ours"] < 1 and res["gemm_peak_flops"]["used"] > 0
 
 
 def test_worker_runs_one_side_like_compare(tiny_model_dir, examples, tmp_path):

@@ -127,7 +127,7 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
             them under the same load; per-process memory is unaffected, and tokens per CPU
             second little affected, but wall-clock tokens/s then measure shared cores.
     """
-    peaks = [mlx_matmul_peak(gemm_n)] if gemm_n else []
+    peaks = [(mlx_matmul_peak(gemm_n), mlx_matmul_peak(gemm_n, per_cpu_second=True))] if gemm_n else []
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory(prefix="notme-bench-") as tmp:
         work = Path(tmp)
@@ -149,15 +149,17 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
                     if on_run:
                         on_run(side, r, summ)
     if gemm_n:
-        peaks.append(mlx_matmul_peak(gemm_n))
+        peaks.append((mlx_matmul_peak(gemm_n), mlx_matmul_peak(gemm_n, per_cpu_second=True)))
     return summarize(runs, model_path, examples, settings, dequantize=dequantize, parallel=parallel,
                      peaks=peaks, gemm_n=gemm_n)
 
 
 def summarize(runs: dict[str, list[dict]], model_path, examples, settings: Settings, dequantize=None,
-              parallel: int = 1, peaks: list[float] = (), gemm_n: int = 1024) -> dict:
+              parallel: int = 1, peaks: list[tuple[float, float]] = (), gemm_n: int = 1024) -> dict:
     """The result dict of `compare` from the worker results {side: [run, ...]} (also usable on the
-    `*.out.json` files of an interrupted comparison)."""
+    `*.out.json` files of an interrupted comparison). peaks: (wall, per-CPU-second) GEMM FLOP/s
+    measurements; MFU divides tokens/s by the best wall one, and `mfu_cpu` tokens per CPU second
+    by the best per-CPU-second one."""
     agg = {side: aggregate(v) for side, v in runs.items() if v}
     repeat = min(len(v) for v in runs.values())
     stats = label_stats(examples)
@@ -174,7 +176,9 @@ def summarize(runs: dict[str, list[dict]], model_path, examples, settings: Setti
     out["flops_per_token"] = f["flops"]
     out["achieved_flops"] = {side: a["tokens_per_sec"] * f["flops"] for side, a in agg.items()}
     if peaks:
-        peak = max(peaks)
-        out["gemm_peak_flops"] = {"n": gemm_n, "before": peaks[0], "after": peaks[-1], "used": peak}
+        peak, peak_cpu = max(p[0] for p in peaks), max(p[1] for p in peaks)
+        out["gemm_peak_flops"] = {"n": gemm_n, "before": peaks[0][0], "after": peaks[-1][0], "used": peak,
+                                  "per_cpu_second": peak_cpu}
         out["mfu"] = {side: v / peak for side, v in out["achieved_flops"].items()}
+        out["mfu_cpu"] = {side: a["tokens_per_cpu_sec"] * f["flops"] / peak_cpu for side, a in agg.items()}
     return out

@@ -15,12 +15,12 @@ def _spread(a: dict, k: str, fmt: str = "{:.1f}") -> str:
 
 def compare_table(res: dict) -> str:
     """Per-side medians [min-max over repeats], per-process memory, MFU, and the ours/theirs ratios."""
-    mfu = res.get("mfu", {})
-    lines = ["| side | tokens/s (real) | tokens/CPU-s | median step (s) | MLX peak (MiB) | max RSS (MiB) | padding | MFU |",
-             "|---|---|---|---|---|---|---|---|"]
+    mfu, mfu_cpu = res.get("mfu", {}), res.get("mfu_cpu", {})
+    lines = ["| side | tokens/s (real) | tokens/CPU-s | median step (s) | MLX peak (MiB) | max RSS (MiB) | padding | "
+             "MFU (wall / CPU) |", "|---|---|---|---|---|---|---|---|"]
     for side, a in res["sides"].items():
         rss = _mb(a["max_rss"]) if a.get("max_rss") else "-"
-        m = f"{mfu[side]:.1%}" if side in mfu else "-"
+        m = f"{mfu[side]:.1%} / {mfu_cpu[side]:.1%}" if side in mfu and side in mfu_cpu else "-"
         lines.append(f"| {side} | {_spread(a, 'tokens_per_sec')} | {_spread(a, 'tokens_per_cpu_sec')} | "
                      f"{_spread(a, 'median_step_s', '{:.2f}')} | {_mb(a['peak_memory'])} | {rss} | "
                      f"{a['padding_fraction']:.1%} | {m} |")
@@ -43,7 +43,8 @@ def compare_table(res: dict) -> str:
     if g:
         lines.append(f"\nMFU = tokens/s x {res['flops_per_token'] / 1e9:.2f} GFLOP/token (6N + attention) / "
                      f"{g['used'] / 1e9:.1f} GFLOP/s ({g['n']}^2 float32 GEMM in MLX, best of before "
-                     f"{g['before'] / 1e9:.1f} / after {g['after'] / 1e9:.1f}).")
+                     f"{g['before'] / 1e9:.1f} / after {g['after'] / 1e9:.1f}); CPU MFU = tokens per CPU second "
+                     f"x the same / {g.get('per_cpu_second', float('nan')) / 1e9:.1f} GFLOP per CPU second.")
     return "\n".join(lines)
 
 
