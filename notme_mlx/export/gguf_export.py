@@ -176,6 +176,32 @@ def sentencepiece_scores(tokens: list[str], merges: list[str]) -> list[float]:
     return [-float(rank[t]) if t in rank else 0.0 for t in tokens]
 
 
+# tokenizer.json pre-tokenizer split regexes -> llama.cpp's pre-tokenizer names (llama-vocab.cpp
+# quotes the original tokenizer.json regex for each of its types)
+_SPLIT_REGEX_PRE = {
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "llama-bpe",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "qwen2",
+}
+
+
+def bpe_pre_tokenizer(tj: dict) -> str:
+    """llama.cpp's `tokenizer.ggml.pre` for a byte-level BPE tokenizer.json: GPT-2's regex
+    (ByteLevel with its regex) is `gpt-2`, digits split one by one before it `smollm`, the
+    Llama 3 / Qwen 2 split regexes `llama-bpe` / `qwen2`; anything else `default`."""
+    pre = tj.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [x.get("type") for x in parts]
+    if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
+        return "smollm"
+    if kinds[:1] == ["Split"] and parts[0].get("pattern", {}).get("Regex") in _SPLIT_REGEX_PRE:
+        return _SPLIT_REGEX_PRE[parts[0]["pattern"]["Regex"]]
+    return "default"
+
+
 def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
     tj = json.loads(hf.backend_tokenizer.to_str())
@@ -213,7 +239,7 @@ def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
         w.add_add_space_prefix(_prepends_space(tj))
     else:
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(pre or "default")
+        w.add_tokenizer_pre(pre or bpe_pre_tokenizer(tj))
         w.add_token_list(tokens)
         w.add_token_types(types)
         w.add_token_merges(merges)
