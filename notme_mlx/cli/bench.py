@@ -14,6 +14,7 @@ from ..bench.runners import Settings
 from ..bench.suite import DEFAULT_MODEL, load_examples, resolve_model, tokenizer
 from ..errors import InputError
 from ..io import atomic_write_text
+from ..models import default_dequantize
 
 
 @click.command("bench")
@@ -72,6 +73,10 @@ def bench_cmd(model, data, synthetic, compare_with, steps, warmup, batch, batch_
                   and not (x == "ours_penalty_off" and (no_penalty_off or equal_length)))
     s = Settings(batch=batch, seq=seq, rank=rank, alpha=2.0 * rank, steps=steps, warmup=warmup,
                  batching=batching, batch_tokens=batch_tokens, grad_checkpoint=grad_checkpoint)
+    if dequantize is False and default_dequantize():  # a CPU (on Metal the quantized kernels are the fast path)
+        ui.warn("--no-dequantize on the CPU: our adapted layers run as BLAS GEMMs on weights dequantized on the "
+                "fly, but layers without an adapter and all of mlx-lm's side use MLX's CPU quantized matmul "
+                "(~14x slower per layer); `notme train` dequantizes here")
     ui.info(f"model {path}; {len(examples)} examples; {repeat} x {len(sides)} runs of {warmup}+{steps} steps, "
             "one process each")
     with ui.progress("bench runs", total=repeat * len(sides), unit="runs") as bar:
