@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -273,8 +274,6 @@ def machine() -> str:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown"
-    import os
-
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
@@ -298,7 +297,11 @@ def main():
     ap.add_argument("--jobs", type=int, default=1, help="Mode options trained+evaluated at once")
     ap.add_argument("--results", default=str(RESULTS / "five_layer.md"), help="where the table goes")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OPENBLAS_NUM_THREADS for every step (1 helps on a machine shared with other jobs)")
     a = ap.parse_args()
+    if a.threads:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(a.threads)
     w = Path(a.state).resolve()
     for d in ("corpus", "data", "runs", "reports", "stacks", "logs"):
         (w / d).mkdir(parents=True, exist_ok=True)
@@ -429,6 +432,9 @@ def write_results(path: Path, w: Path, a, md: str, verdicts: dict, n: dict, rows
         f"Options meeting every goal: {', '.join(meet) if meet else 'none'}.",
         "",
     ]
+    missing = [o for o in _options(a.mode_steps) if o not in dict(rows)]
+    if missing:
+        text += [f"Not evaluated in this run (no finished report in the state folder): {', '.join(missing)}.", ""]
     text += [f"![{m}]({plot_dir.name}/{m})" for m in made]
     if builds:
         text += ["", "Data builds (train/valid/test examples, safety replay):", ""]
