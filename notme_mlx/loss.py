@@ -1,6 +1,6 @@
 """Fused token loss: cross-entropy on learn tokens + unlikelihood on penalize tokens.
 
-One pass over the vocabulary in chunks (DESIGN.md §5). For positions t with
+One pass over the vocabulary in chunks. For positions t with
 hidden state h_t, frozen output matrix W [V, H], target y_t and label l_t:
 
     lse_t = logsumexp_v(h_t . W_v)      z_t = h_t . W_{y_t}
@@ -9,7 +9,8 @@ hidden state h_t, frozen output matrix W [V, H], target y_t and label l_t:
     loss  = sum CE / max(N+, 1) + penalty_weight * sum UL / max(N-, 1)
 
 `chunked_logsumexp` is an `mx.custom_function`: its forward is an online
-logsumexp over `chunk_size` rows of W at a time and its VJP recomputes each
+logsumexp over a chunk of rows of W at a time (`chunk_size` at most, fewer when
+positions x rows would exceed the WORKING_SET budget) and its VJP recomputes each
 chunk's logits, so the [N, V] logits never exist. z_t is a row gather
 (W[y_t] . h_t), so the one-hot part of the logits gradient never needs a
 chunk. See docs/loss.md for the derivation and memory numbers.
@@ -47,6 +48,12 @@ def _split_cap(weight: WeightSpec):
 
 def _capped(logits: mx.array, cap) -> mx.array:
     return logits if cap is None else cap * mx.tanh(logits / cap)
+
+# Working-set budget of one vocabulary chunk, in logits elements (positions x rows): 2^23
+# float32 = a 32 MiB logits block. MLX's CPU scheduler keeps several chunk-sized temporaries
+# alive at once, so the peak extra memory is a small multiple of this, independent of N.
+WORKING_SET = 1 << 23
+MIN_CHUNK = 256  # rows; below this the per-chunk GEMMs get too thin to be efficient
 
 P_MAX = 1.0 - 1e-6  # penalized-token probability clamp (UL <= ~13.8)
 _X_MAX = math.log(P_MAX)  # the same clamp on x = z - lse = log p
@@ -112,7 +119,24 @@ def _chunks(V: int, chunk_size: int):
     return [(s, min(s + chunk_size, V)) for s in range(0, V, chunk_size)]
 
 
-def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 8192) -> mx.array:
+def effective_chunk(n_positions: int, chunk_size: int = 8192, working_set: int | None = WORKING_SET) -> int:
+    """Vocabulary rows per chunk for `n_positions` positions.
+
+    `chunk_size` is the cap; the working set (positions x rows) sets the chunk when it is
+    smaller, rounded down to a multiple of MIN_CHUNK and never below it. So the logits
+    block stays about `working_set` elements whatever the number of positions, and short
+    batches keep the large chunk (fewer, fatter GEMMs).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not working_set or n_positions < 1:
+        return chunk_size
+    fit = max(MIN_CHUNK, working_set // n_positions // MIN_CHUNK * MIN_CHUNK)
+    return min(chunk_size, fit)
+
+
+def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 8192,
+                      working_set: int | None = WORKING_SET) -> mx.array:
     """logsumexp over the vocabulary of hidden @ W.T without forming [N, V].
 
     Differentiable w.r.t. `hidden` only (W is treated as a frozen constant).
@@ -120,13 +144,13 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
     Args:
         hidden: [N, H] (any float dtype; logits are accumulated in float32).
         weight: dense [V, H] or a quantized spec (see `output_head`).
-        chunk_size: rows of W per chunk; peak extra memory ~ N * chunk_size * 4 B * 2.
+        chunk_size: most rows of W per chunk.
+        working_set: cap on positions x rows of one chunk (`effective_chunk`); None: chunk_size.
+            Peak extra memory is a small multiple of the chunk's logits block (N x chunk x 4 B).
     Returns:
         lse: [N] float32.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    bounds = _chunks(vocab_size(weight), chunk_size)
+    bounds = _chunks(vocab_size(weight), effective_chunk(hidden.shape[0], chunk_size, working_set))
 
     cap = _split_cap(weight)[1]
 
@@ -215,6 +239,7 @@ def fused_token_loss(
     chunk_size: int = 8192,
     n_learn=None,
     n_penalize=None,
+    working_set: int | None = WORKING_SET,
 ):
     """CE on learn tokens + penalty_weight * unlikelihood on penalize tokens, fused.
 
@@ -224,26 +249,27 @@ def fused_token_loss(
         targets: [N] int32 next-token ids.
         labels: [N] int32 in {+1 learn, 0 context, -1 penalize}.
         penalty_weight: lambda on the unlikelihood term (0 turns it off).
-        chunk_size: vocabulary rows per chunk.
+        chunk_size: most vocabulary rows per chunk.
         n_learn, n_penalize: GLOBAL counts (all micro-steps and ranks) used as
             denominators; None uses this call's local counts.
+        working_set: positions x rows cap of one chunk (`effective_chunk`); None: chunk_size.
     Returns:
         (loss scalar, stats) with stats = {"ce_sum", "ul_sum", "n_learn",
         "n_penalize"}: local sums and local counts (mx float32 scalars).
     """
     _check(hidden, targets, labels)
-    lse = chunked_logsumexp(hidden, weight, chunk_size)
+    lse = chunked_logsumexp(hidden, weight, chunk_size, working_set)
     z = target_logits(hidden, weight, targets)
     return _combine(lse, z, labels, penalty_weight, n_learn, n_penalize)
 
 
 def naive_token_loss(
     hidden, weight, targets, labels, penalty_weight=10.0, chunk_size=None,
-    n_learn=None, n_penalize=None,
+    n_learn=None, n_penalize=None, working_set=None,
 ):
     """Reference for `fused_token_loss` (same signature): full [N, V] logits, plain formula.
 
-    `chunk_size` is ignored. Memory O(N * V); use for tests and small shapes only.
+    `chunk_size` and `working_set` are ignored. Memory O(N * V); use for tests and small shapes only.
     """
     _check(hidden, targets, labels)
     w = _rows(weight, 0, vocab_size(weight))
