@@ -37,15 +37,11 @@ def test_effective_chunk():
 
 
 def test_fused_memory_ratio_n4096_default():
-    # Default settings at N=4096, V=49152: full logits hold [N, V] fp32 = 768 MiB (several copies
-    # with the gradient); the budgeted chunk (2048 rows) keeps the fused peak >= 10x lower, while
-    # a fixed 8192-row chunk (no budget) stays well under 10x. H=64 keeps the test fast; H only
-    # adds N x H buffers (1 MiB here, 9 MiB at H=576).
-    default, fixed = _ratios(4096, 64, 49152, [(8192, WORKING_SET), (8192, None)])
+    # The shape of the goal: N=4096, H=576, V=49152, default settings. Full logits hold [N, V]
+    # fp32 = 768 MiB (several copies with the gradient): measured 3849 MiB; the budgeted chunk
+    # (2048 rows) keeps the fused peak at ~352 MiB (10.9x), while a fixed 8192-row chunk (no
+    # budget) gives ~822 MiB (4.7x). (At H=64 the ratio sits right at 10x: the hidden-state
+    # buffers are a smaller share of the naive side there.)
+    default, fixed = _ratios(4096, 576, 49152, [(8192, WORKING_SET), (8192, None)])
     assert default >= 10.0
     assert fixed < 8.0
-
-
-@pytest.mark.slow
-def test_fused_memory_ratio_h576():
-    assert _ratios(4096, 576, 49152, [(8192, WORKING_SET)])[0] >= 10.0
