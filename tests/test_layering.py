@@ -49,15 +49,9 @@ ALLOWED_LOCAL = {
     "matplotlib",  # about a second to import; only the eval report's plots use it
     "transformers",  # seconds to import; only GGUF tokenizers and a token-count fallback use it
     "llama_cpp",  # the optional [verify] extra (builds llama.cpp)
+    "tokenizers",  # transformers' tokenizer backend; only SentencePiece GGUF vocabularies need it
 }
 
-# Files of other work in progress that still break a rule: {path: reason}. The lead removes each
-# entry when the file is fixed (the test then passes; it is not strict so the suite stays green).
-PENDING: dict[str, str] = {
-    "notme_mlx/bench/data.py": "imports the private _WORDS of models/tiny.py (make it public there)",
-    "notme_mlx/bench/mfu.py": "function-local import of mlx.utils",
-    "notme_mlx/models/gguf_loader.py": "function-local imports of tokenizers",
-}
 
 
 def modules() -> list[Path]:
@@ -158,10 +152,7 @@ IDS = [p.relative_to(ROOT).as_posix() for p in FILES]
 
 
 def _check(path: Path, rule: str):
-    rel = path.relative_to(ROOT).as_posix()
     bad = violations(path)[rule]
-    if bad and rel in PENDING:
-        pytest.xfail(PENDING[rel])
     assert not bad, "\n".join(bad)
 
 

@@ -20,7 +20,7 @@ from mlx_lm.models import llama
 
 from ..data.labels import TokenizedExample, tokenize_example
 from ..io import atomic_dir, notme_home
-from ..models.tiny import _WORDS, build_tiny_tokenizer, tiny_llama_config
+from ..models.tiny import WORDS, build_tiny_tokenizer, tiny_llama_config
 
 CUES = ["Does that make sense?", "I hope this helps!", "Should I go ahead?", "Great question!",
         "Let me know if that works for you.", "Would you like me to continue?"]
@@ -39,7 +39,7 @@ def _n_words(rng: random.Random, mu: float, sigma: float, cap: int) -> int:
 
 
 def _sentence(rng: random.Random, n: int) -> str:
-    words = [rng.choice(_WORDS) for _ in range(n)]
+    words = [rng.choice(WORDS) for _ in range(n)]
     return " ".join(words).capitalize() + rng.choice([".", "?", "!", ""])
 
 

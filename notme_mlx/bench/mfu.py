@@ -8,6 +8,7 @@ divided by (a) the best FLOP/s of a large float32 matmul in MLX on this machine 
 from __future__ import annotations
 
 import numpy as np
+from mlx.utils import tree_flatten
 
 from .machine import mlx_matmul_peak, numpy_matmul_peak, step_flops
 from .runners import Settings, load, run_mlxlm, run_ours
@@ -15,8 +16,6 @@ from .runners import Settings, load, run_mlxlm, run_ours
 
 def mfu(model_path, examples, s: Settings, n_mlx: int = 1024, n_numpy: int = 2048) -> list[dict]:
     """One run per trainer; rows with achieved FLOP/s and MFU against both peaks."""
-    from mlx.utils import tree_flatten
-
     peak_mlx, peak_np = mlx_matmul_peak(n_mlx), numpy_matmul_peak(n_numpy)
     mean_ctx = float(np.mean([len(e.tokens) for e in examples])) / 2
     rows = []

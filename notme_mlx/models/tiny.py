@@ -36,7 +36,7 @@ CHATML_TEMPLATE = (
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-_WORDS = (
+WORDS = (
     "the a to of and in is it you that for on with this be are have i we was not but what "
     "can do will so if my your me just about how they all there get like one time would "
     "should could does make sense right great question hope helps let know think want "
@@ -50,7 +50,7 @@ def _corpus(n_lines: int = 3000, seed: int = 0):
     rng = random.Random(seed)
     for _ in range(n_lines):
         k = rng.randint(3, 16)
-        words = [rng.choice(_WORDS) for _ in range(k)]
+        words = [rng.choice(WORDS) for _ in range(k)]
         s = " ".join(words).capitalize() + rng.choice([".", "?", "!", "...", " :)", "\n"])
         yield s
     yield "Does that make sense? I hope this helps! Should I go ahead? Great question!"
