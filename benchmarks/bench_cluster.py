@@ -107,7 +107,7 @@ def steps(workdir: Path, n: int, m: int, schedule: str, hidden: int = 256, layer
 
 
 def main():
-    from notme_mlx.cluster.plan import ModelShape, bubble_fraction
+    from notme_mlx.cluster.plan import ModelShape
     from notme_mlx.cluster.simulate import Chip, LinkSpec, simulate
 
     quick = "--quick" in sys.argv

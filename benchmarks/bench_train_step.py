@@ -19,8 +19,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx_lm.models import llama
 
-from notme_mlx.data.labels import tokenize_example
-from notme_mlx.lora import apply_lora, trainable_parameters
+from notme_mlx.lora import apply_lora
 from notme_mlx.train.trainer import lora_config
 from notme_mlx.recipe import load_recipe
 from notme_mlx.train.stream import supervised

@@ -14,7 +14,7 @@ from notme_mlx.data.dedupe import dedupe, jaccard, shingles
 from notme_mlx.data.safety import load_safety_replay, safety_count
 from notme_mlx.data.sessions import Turn, sessions, windows
 from notme_mlx.detect import detect, remove_spans
-from notme_mlx.errors import ConfigError, InputError, NotmeError
+from notme_mlx.errors import InputError, NotmeError
 
 
 def msg(src, cid, i, role, text, ts=None, speaker=None, kind="text"):

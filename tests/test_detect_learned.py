@@ -16,7 +16,7 @@ from notme_mlx.detect import CATEGORIES, Detector, default_detector, get_detecto
 from notme_mlx.detect.corpus import LABELS, generate, load_families, split_families
 from notme_mlx.detect.evaluate import load_eval_set
 from notme_mlx.detect.parallel import detect_many
-from notme_mlx.detect.learned import (MANIFEST_FILE, WEIGHTS_FILE, CombinedDetector, Hasher, LearnedDetector, Model,
+from notme_mlx.detect.learned import (MANIFEST_FILE, WEIGHTS_FILE, Hasher, LearnedDetector, Model,
                                       clauses, load_model, save_model, shipped_weights_dir)
 from notme_mlx.detect.training import fit, load_additions, train_model, units
 from notme_mlx.errors import ConfigError

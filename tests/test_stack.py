@@ -16,14 +16,14 @@ from mlx.utils import tree_flatten
 from notme_mlx.cli import main
 from notme_mlx.errors import NotmeError
 from notme_mlx.lora import (
-    LoRAConfig, adapter_names, adapter_parameters, apply_lora, fuse, load_adapter, lora_modules,
+    LoRAConfig, adapter_names, adapter_parameters, apply_lora, fuse, get_meta, load_adapter, lora_modules,
     read_adapter_config,
 )
 from notme_mlx.models import load_model, model_fingerprint
 from notme_mlx.models.generate import ChatState, repl
 from notme_mlx.recipe import load_recipe
 from notme_mlx.stack import (
-    Stack, StackLayer, get_meta, load_for_training, load_stack, load_stack_into, load_stack_model, parse_stack,
+    Stack, StackLayer, load_for_training, load_stack, load_stack_into, load_stack_model, parse_stack,
     save_stack,
 )
 from notme_mlx.stack.manifest import adapter_hash

@@ -131,7 +131,6 @@ def test_resume_equals_uninterrupted_across_phases(tiny_model_dir, data_dir, tmp
 
 def test_batch8_equals_batch4_times_accum2(tiny_model_dir):
     """Summed micro-losses/grads with GLOBAL counts == one big batch; per-micro counts differ."""
-    import mlx.optimizers as optim
     from notme_mlx.train.stream import collate
     from notme_mlx.train.loop import default_loss, local_step
     from functools import partial

@@ -7,6 +7,7 @@ extracted to disk and nothing is ever opened for writing.
 from __future__ import annotations
 
 import io
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -45,6 +46,20 @@ class Source:
     def read_bytes(self) -> bytes:
         with self.open() as f:
             return f.read()
+
+    def read_json(self, advance: Callable[[int], None] | None = None):
+        """The whole input parsed as one JSON document (a BOM dropped).
+
+        Non-UTF-8 bytes raise InputError naming the input; invalid JSON raises
+        json.JSONDecodeError, which the reader turns into a bad record or an error.
+        """
+        raw = self.read_bytes()
+        if advance is not None:
+            advance(len(raw))
+        try:
+            return json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{self.name}: not UTF-8 text ({e.reason})") from None
 
     def text_lines(self, advance: Callable[[int], None] | None = None,
                    undecodable: bool = False) -> Iterator[tuple[int, str | None]]:

@@ -8,13 +8,12 @@ an adapter was trained with, unless `force`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlx.nn as nn
 
 from ..errors import NotmeError
-from ..lora import fuse, get_meta, load_adapter, read_adapter_config, set_meta
+from ..lora import fuse, load_adapter, read_adapter_config, set_meta
 from ..models import load_model, model_fingerprint
 from .manifest import LAYER_ORDER, Stack, adapter_hash, load_stack
 

@@ -18,7 +18,6 @@ import json
 import re
 from pathlib import PurePath
 
-from ...errors import InputError
 from ..context import BadRecord
 from ..jsonstream import iter_json_array
 from ..record import iso_utc, message, stable_id
@@ -44,12 +43,8 @@ def _is_conversation(obj) -> bool:
 
 def parse(src, ctx):
     if src.head().lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):  # one conversation on its own
-        raw = src.read_bytes()
-        ctx.advance(len(raw))
         try:
-            conv = json.loads(raw.decode("utf-8-sig"))
-        except UnicodeDecodeError as e:
-            raise InputError(f"{src.name}: not UTF-8 text ({e.reason})") from None
+            conv = src.read_json(ctx.advance)
         except json.JSONDecodeError as e:
             ctx.skip(BadRecord(f"{src.name}:{e.lineno}: record 0", f"invalid JSON ({e.msg})"))
             return

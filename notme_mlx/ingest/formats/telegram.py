@@ -71,12 +71,8 @@ def _time(m: dict, where: str) -> str | None:
 
 
 def parse(src, ctx):
-    raw = src.read_bytes()
-    ctx.advance(len(raw))
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"{src.name}: not UTF-8 text ({e.reason})") from None
+        data = src.read_json(ctx.advance)
     except json.JSONDecodeError as e:
         raise InputError(f"{src.name}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, dict):
