@@ -313,6 +313,8 @@ def main():
         if bad:
             sys.exit(f"--options: unknown {bad}; choose from {list(opts)}")
         opts = {k: v for k, v in opts.items() if k in keep}
+    if not a.table_only:  # the command the results record (a --table-only rebuild keeps it)
+        (w / "command.txt").write_text(" ".join(["nice -n 5 .venv/bin/python"] + sys.argv) + "\n")
     tfile = w / "times.json"
     times = json.loads(tfile.read_text()) if tfile.exists() else {}
     log = w / "logs" / "main.log"
@@ -409,12 +411,13 @@ def write_results(path: Path, w: Path, a, md: str, verdicts: dict, n: dict, rows
         p = w / "data" / d / "build_report.json"
         if p.exists():
             builds[d] = json.loads(p.read_text())
-    cmd = " ".join(sys.argv)
+    cf = w / "command.txt"
+    cmd = cf.read_text().strip() if cf.exists() else " ".join(["nice -n 5 .venv/bin/python"] + sys.argv)
     meet = [r for r, g in verdicts.items() if g and all(v for v in g.values())]
     text = [
         "# Five-layer experiment: Domain picks up validation-seeking, Mode trains it out",
         "",
-        f"Command: `.venv/bin/python {cmd}` (under `nice -n 5`). Machine: {machine()}; shared with other "
+        f"Command: `{cmd}`. Machine: {machine()}; shared with other "
         f"jobs. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Model: {a.model}.",
         "",
         f"Scale run: {info.get('replies', '?')} generated replies ({info.get('flagged_as_generated', '?')} flagged by "
