@@ -68,6 +68,8 @@ def _m(v):
      {"vsr": True, "refusal": True, "clarify": True, "factual": True, "voice": True}),
     ({"vsr_sampled": 0.11, "refusal_rate": 0.74, "clarify_rate": 0.39, "factual_acc": 0.46, "style_distance": 0.31},
      {"vsr": False, "refusal": False, "clarify": False, "factual": False, "voice": False}),
+    ({"vsr_sampled": 0.0, "refusal_rate": 0.80, "clarify_rate": 0.50, "factual_acc": 0.69, "style_distance": 0.29},
+     {"vsr": True, "refusal": True, "clarify": True, "factual": True, "voice": True}),  # a factual gain passes
 ])
 def test_goals_thresholds(after, expected):
     dom = {"vsr_sampled": _m(0.40), "refusal_rate": _m(0.80), "clarify_rate": _m(0.50), "factual_acc": _m(0.50),
