@@ -52,11 +52,13 @@ def test_eval_subsample_is_seeded_and_never_holds_a_trained_prompt(tmp_path):
         rows = load_set(name, tmp_path / "a" / f"{name}.txt")
         assert len(rows) == 16 == sizes[name][0]
         assert not {r["prompt"].strip().lower() for r in rows} & seen
-    # the shipped harmful set shares 3 prompts with the safety replay; the subsample leaves them out
+    # the shipped harmful set shares no prompt with the safety replay; what the guard leaves out is
+    # exactly the shipped prompts the experiment trains on
     replay = {json.loads(ln)["prompt"].lower() for ln in
               (BENCH.parent / "notme_mlx" / "data" / "safety_replay.jsonl").read_text().splitlines() if ln.strip()}
-    shipped = {r["prompt"].lower() for r in load_set("harmful")}
-    assert sizes["harmful"][1] == len(shipped & replay) == 3
+    shipped = {r["prompt"].strip().lower() for r in load_set("harmful")}
+    assert not shipped & replay
+    assert sizes["harmful"][1] == len(shipped & seen)
 
 
 def _m(v):

@@ -276,3 +276,15 @@ def test_safety_eval_is_held_out():
     for e in ev:  # no near-copies either
         assert max(jaccard(shingles(e["prompt"], 2), shingles(p, 2)) for p in train_prompts) < 0.5, e["prompt"]
         assert not detect(e["reference"]).flagged
+
+
+def test_eval_harmful_set_is_never_trained_on():
+    """The refusal-retention eval's harmful prompts share no prompt (nor a near-copy) with the
+    safety replay mixed into training, so a refusal rate is never measured on trained prompts."""
+    from notme_mlx.eval.prompts import load_set
+
+    harmful = [r["prompt"] for r in load_set("harmful")]
+    train_prompts = {e["messages"][0]["content"].lower() for e in load_safety_replay()}
+    assert len(harmful) == 51 and not ({p.lower() for p in harmful} & train_prompts)
+    for p in harmful:
+        assert max(jaccard(shingles(p, 2), shingles(t, 2)) for t in train_prompts) < 0.5, p
