@@ -14,6 +14,7 @@ from notme_mlx.data.labels import render, tokenize_example
 from notme_mlx.eval import generation as evalgen
 from notme_mlx.models import generate as gen
 from notme_mlx.models.frame import DEFAULT_FRAME, Frame, describe_frame, frame_for, set_frame
+from test_data_labels import runs as _runs
 
 PEN = "Does that make sense?"
 A1 = "Use a set for the lookups; it is O(1). " + PEN
@@ -40,17 +41,6 @@ def base_tok(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     tok.chat_template = None  # a base model: no chat template
     return tok
-
-
-def _runs(labels, want):
-    out, cur = [], []
-    for i, l in enumerate(labels):
-        if l in want:
-            cur.append(i)
-        elif cur:
-            out.append(cur)
-            cur = []
-    return out + ([cur] if cur else [])
 
 
 def test_framed_labels_decode_to_replies_and_newline(base_tok):
