@@ -21,7 +21,6 @@ Importing this module registers the phase type (the CLI imports it; `train` neve
 from __future__ import annotations
 
 import json
-import os
 from functools import partial
 
 import mlx.core as mx
@@ -31,6 +30,7 @@ from ..data.safety import load_safety_eval, load_safety_replay
 from ..detect import get_detector
 from ..errors import ConfigError
 from ..eval.metrics import is_refusal
+from ..train.checkpoint import save_arrays
 from ..train.phases import phase_optimizer, register, run_phase_loop
 from .generate import read_prompts
 from .grpo import GRPOConfig, GRPOStream, snapshot_trainable, detector_reward, grpo_loss, refusal_rate
@@ -65,10 +65,7 @@ def _reference(run, idx, phase, probe, cfg, resume_from) -> tuple[list, float | 
     rate = refusal_rate(run.model, run.tokenizer, probe, cfg.probe_max_tokens, is_refusal)
     if run.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.safetensors")
-        mx.save_safetensors(str(tmp), dict(params), metadata={"refusal_rate_start": json.dumps(rate)})
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        save_arrays(path, dict(params), metadata={"refusal_rate_start": json.dumps(rate)})
     run.backend.barrier()
     return params, rate
 

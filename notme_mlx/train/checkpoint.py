@@ -82,9 +82,10 @@ def shard_files(shard: tuple[int, int] = (0, 1)) -> tuple[str, str]:
     return f"adapter{tag}.safetensors", f"optimizer{tag}.safetensors"
 
 
-def _save_arrays(path: Path, arrays: dict) -> None:
+def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
+    """Write `arrays` as safetensors at `path` atomically (temp + rename), user-readable only."""
     tmp = path.with_name(f".{path.name}.tmp.safetensors")
-    mx.save_safetensors(str(tmp), arrays)
+    mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 
@@ -111,8 +112,8 @@ def save(ckpt_root: Path, state: TrainState, adapter: dict, optimizer_state, rec
         final.mkdir(parents=True, exist_ok=True)
         os.chmod(final, 0o700)
         a_name, o_name = shard_files(shard)
-        _save_arrays(final / a_name, dict(adapter))
-        _save_arrays(final / o_name, {k: v for k, v in tree_flatten(optimizer_state) if isinstance(v, mx.array)})
+        save_arrays(final / a_name, dict(adapter))
+        save_arrays(final / o_name, {k: v for k, v in tree_flatten(optimizer_state) if isinstance(v, mx.array)})
     barrier()
     if writer:
         atomic_write_text(final / "recipe.yaml", recipe_yaml)

@@ -23,9 +23,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import NotmeError
-from ..io import atomic_write_bytes
 from ..lora import adapter_names, lora_modules
 from ..loss import output_head, sequence_logprobs
+from .checkpoint import save_arrays
 from .forward import hidden_states
 
 
@@ -98,11 +98,7 @@ def compute_reference_logprobs(model, pairs, out_path: str | Path, exclude=(), b
           "excluded": json.dumps(exclude), "adapters": json.dumps([n for n in adapter_names(model) if n not in exclude]),
           "meta": json.dumps(meta or {})}
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".partial.safetensors")
-    mx.save_safetensors(str(tmp), {"chosen": mx.array(c), "rejected": mx.array(r)}, metadata=md)
-    data = tmp.read_bytes()
-    tmp.unlink()
-    atomic_write_bytes(out_path, data)
+    save_arrays(out_path, {"chosen": mx.array(c), "rejected": mx.array(r)}, metadata=md)
     return out_path
 
 
