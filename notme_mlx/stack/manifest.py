@@ -13,14 +13,13 @@ layer below it frozen and active (`y = Wx + Σ_i s_i B_i A_i x`).
 from __future__ import annotations
 
 import difflib
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from ..errors import ConfigError, NotmeError
-from ..io import atomic_write_text, read_yaml
+from ..io import atomic_write_text, read_yaml, sha256_file
 
 LAYER_ORDER = ("domain", "use", "mode", "identity")
 _LAYER_KEYS = ("layer", "name", "path", "scale")
@@ -146,8 +145,4 @@ def adapter_hash(path: str | Path) -> str:
     f = Path(path) / "adapters.safetensors"
     if not f.exists():
         raise NotmeError(f"{path}: no adapters.safetensors (expected a folder written by notme train)")
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(f)
