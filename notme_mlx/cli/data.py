@@ -13,10 +13,10 @@ from rich.table import Table
 from .. import ui
 from ..data.builder import build_dataset
 from ..data.stats import char_dump, data_stats, histogram, load_tokenizer, token_dump
+from ..detect import ENGINES, detector_from
 from ..io import read_jsonl
 from ..recipe import load_recipe
 from .data_synth import SYNTH_COMMANDS
-from .detector_options import detector_from
 
 
 @click.group("data")
@@ -46,7 +46,7 @@ def data_group():
 @click.option("--model", "model_spec", help="Model dir/spec whose tokenizer gives exact token lengths.")
 @click.option("--debug", "debug_n", type=int, default=0, help="Print N train examples as colored tokens.")
 @click.option("--workers", type=int, default=None, help="Detector processes (default: auto, 1 for small inputs).")
-@click.option("--engine", type=click.Choice(["lexicon", "learned", "both"]), default=None,
+@click.option("--engine", type=click.Choice(list(ENGINES)), default=None,
               help="Detector engine (default: the recipe's detect.engine, both).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def build_cmd(messages, out_dir, recipe, seed, max_seq_len, session_gap, mode, safety_fraction, scrub, no_penalize,

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import click
 
-from ..detect import get_detector
+from ..detect import ENGINES, detector_from
 from ..recipe import DetectConfig, load_recipe
-
-ENGINES = ["lexicon", "learned", "both"]
-
 
 def detector_options(fn):
     """Add --engine and --recipe to a click command."""
     fn = click.option("--recipe", "detect_recipe", type=click.Path(dir_okay=False),
                       help="Recipe YAML whose detect: section (engine, extra_cues, extra_yaml) sets the detector.")(fn)
-    return click.option("--engine", type=click.Choice(ENGINES), default=None,
+    return click.option("--engine", type=click.Choice(list(ENGINES)), default=None,
                         help="Detector engine: lexicon (YAML cues), learned (sentence classifier) or both "
                              "(default: the recipe's detect.engine, else both).")(fn)
-
-
-def detector_from(section: DetectConfig, engine: str | None = None):
-    """The detector a recipe's detect: section describes (`engine` overrides its engine)."""
-    return get_detector(engine or section.engine, extra_yaml=section.extra_yaml,
-                        extra_cues=[c.to_lexicon() for c in section.extra_cues])
 
 
 def command_detector(detect_recipe: str | None, engine: str | None):

@@ -23,7 +23,7 @@ ENGINES = ("lexicon", "learned", "both")
 DEFAULT_ENGINE = "both"
 
 __all__ = ["CATEGORIES", "DEFAULT_ENGINE", "ENGINES", "CombinedDetector", "Detection", "Detector",
-           "LearnedDetector", "Span", "default_detector", "detect", "get_detector", "merge_lexicons",
+           "LearnedDetector", "Span", "default_detector", "detect", "detector_from", "get_detector", "merge_lexicons",
            "remove_spans"]
 
 
@@ -59,6 +59,13 @@ def get_detector(engine: str = DEFAULT_ENGINE, extra_yaml=None, extra_cues=None,
             return lex
     lrn = _shipped_learned(str(weights) if weights is not None else None)
     return lrn if engine == "learned" else CombinedDetector(lex, lrn)
+
+
+def detector_from(section, engine: str | None = None):
+    """The detector a recipe's `detect:` section describes (`notme_mlx.recipe.DetectConfig`:
+    engine, extra_cues, extra_yaml); `engine` overrides its engine."""
+    return get_detector(engine or section.engine, extra_yaml=section.extra_yaml,
+                        extra_cues=[c.to_lexicon() for c in section.extra_cues])
 
 
 def detect(text: str) -> Detection:

@@ -27,7 +27,7 @@ import mlx.core as mx
 
 from .. import ui
 from ..data.safety import load_safety_eval, load_safety_replay
-from ..detect import get_detector
+from ..detect import detector_from
 from ..errors import ConfigError
 from ..eval.metrics import is_refusal
 from ..train.checkpoint import save_arrays
@@ -82,7 +82,7 @@ def grpo_phase(run, idx, phase, state, resume_from, stop_at_step=None) -> dict:
                      temp=phase.temp, clip_eps=phase.clip_eps, kl_coef=phase.beta, seed=r.seed + 7919 * idx,
                      grad_clip=r.grad_clip)
     ref_params, refusal0 = _reference(run, idx, phase, probe, cfg, resume_from)
-    stream = GRPOStream(run.model, run.tokenizer, prompts, detector_reward(get_detector(r.detect.engine).detect), cfg,
+    stream = GRPOStream(run.model, run.tokenizer, prompts, detector_reward(detector_from(r.detect).detect), cfg,
                         ref_params,
                         cursor=state.cursor if resume_from is not None else None)
     opt = phase_optimizer(run, phase, total, resume_from)
