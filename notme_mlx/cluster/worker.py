@@ -31,6 +31,7 @@ from ..io import atomic_dir
 from ..lora import seed_lora_a
 from ..models import resolve
 from ..recipe import Recipe, recipe_from_dict, to_dict
+from ..train.checkpoint import save_arrays
 from ..train.trainer import LocalBackend, lora_config, train
 from .pipeline import Layout, PipelineStep, Watchdog
 from .plan import load_plan
@@ -95,7 +96,7 @@ class PipelineBackend:
         parts = out_dir.with_name(f".{out_dir.name}.parts")
         if self.writes_checkpoint:
             parts.mkdir(parents=True, exist_ok=True)
-            mx.save_safetensors(str(parts / f"stage-{self.layout.stage}.safetensors"), global_lora_weights(run.model))
+            save_arrays(parts / f"stage-{self.layout.stage}.safetensors", global_lora_weights(run.model))
         self.barrier()
         if self.is_main:
             merge_stages(parts, out_dir, run.lora_cfg, self.stages, meta)
