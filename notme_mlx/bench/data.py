@@ -31,6 +31,12 @@ PRESETS = {
                     num_attention_heads=4, num_key_value_heads=2),   # ~6.3M params (2.1M embeddings)
     "bench-xs": dict(vocab_size=4096, hidden_size=128, num_hidden_layers=2, intermediate_size=352,
                      num_attention_heads=4, num_key_value_heads=2),  # ~0.9M params, for --quick/tests
+    # SmolLM2-135M's architecture (the registry default's config.json) with random float32
+    # weights: the default model's step cost where its checkpoint cannot travel (an accelerator box).
+    "smollm2-135m-arch": dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30,
+                              intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+                              rms_norm_eps=1e-5, rope_theta=100000.0, rope_traditional=True,
+                              max_position_embeddings=8192),
 }
 
 

@@ -28,11 +28,9 @@ from .registry import REGISTRY, fetch
 
 
 def default_dequantize() -> bool:
-    """Dense weights on CPU (no Metal), quantized on a Mac GPU."""
-    try:
-        return not mx.metal.is_available()
-    except Exception:
-        return True
+    """Dense weights when MLX computes on the CPU (its quantized matmul bypasses BLAS there);
+    quantized on a GPU (Metal or CUDA), where quantized kernels are fast."""
+    return mx.default_device().type == mx.DeviceType.cpu
 
 
 def fingerprint_dir(path: str | Path) -> str:
