@@ -42,6 +42,9 @@ from pathlib import Path
 
 from clisteps import notme_exe, report_metrics, sh, step
 
+from notme_mlx.eval.metrics import is_refusal
+from notme_mlx.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes" / "five-layer"
 SYNTH_PROMPTS = ROOT / "notme_mlx" / "synth" / "prompts"
@@ -49,18 +52,31 @@ SAMPLES = ROOT / "notme_mlx" / "samples"
 EVAL_PROMPTS = ROOT / "notme_mlx" / "eval" / "prompts"
 RESULTS = ROOT / "benchmarks" / "results"
 LAMBDAS = (1, 3, 10, 30)
-# option -> (recipe, extra --set overrides given the step budget S); order = run order
-def _options(S: int) -> dict:
+ENGINES = ("lexicon", "learned")  # the penalty with one detector engine alone (the other rows: both)
+
+
+def _options(S: int, engine_lambda: float = 3.0) -> dict:
+    """option -> (recipe, extra --set overrides given the step budget S, Mode data folder under
+    data/, pairs file in it); order = run order. Every option trains S optimizer steps."""
     h = S // 2
-    opts = {"composite-l10": ("mode-composite.yaml", ["phases.0.penalty_weight=10.0", f"phases.0.max_steps={S}"]),
-            "two-phase": ("mode-two-phase.yaml", [f"phases.0.max_steps={h}", f"phases.1.max_steps={S - h}"]),
-            "dpo-nll": ("mode-dpo.yaml", [f"phases.0.max_steps={S}"])}
+    opts = {"composite-l10": ("mode-composite.yaml", ["phases.0.penalty_weight=10.0", f"phases.0.max_steps={S}"],
+                              "mode", "pairs.jsonl"),
+            "two-phase": ("mode-two-phase.yaml", [f"phases.0.max_steps={h}", f"phases.1.max_steps={S - h}"],
+                          "mode", "pairs.jsonl"),
+            # DPO on the style pairs plus the refusal-keeping pairs (see refusal_pairs)
+            "dpo-nll": ("mode-dpo.yaml", [f"phases.0.max_steps={S}"], "mode", "pairs_keep.jsonl")}
     for lam in LAMBDAS:
         if lam != 10:
             opts[f"composite-l{lam}"] = ("mode-composite.yaml",
-                                         [f"phases.0.penalty_weight={float(lam)}", f"phases.0.max_steps={S}"])
+                                         [f"phases.0.penalty_weight={float(lam)}", f"phases.0.max_steps={S}"],
+                                         "mode", "pairs.jsonl")
     opts["grpo"] = ("mode-grpo.yaml", [f"phases.0.max_steps={S}",
-                                       f"phases.0.data={SYNTH_PROMPTS / 'starter.txt'}"])
+                                       f"phases.0.data={SYNTH_PROMPTS / 'starter.txt'}"], "mode", "pairs.jsonl")
+    lam = f"{engine_lambda:g}"
+    for eng in ENGINES:  # penalize spans marked by one engine: data/mode-<engine>
+        opts[f"composite-l{lam}-{eng}"] = ("mode-composite.yaml", [f"phases.0.penalty_weight={float(engine_lambda)}",
+                                                                   f"phases.0.max_steps={S}"],
+                                           f"mode-{eng}", "pairs.jsonl")
     return opts
 
 
@@ -122,6 +138,69 @@ def synth_messages(synth: Path, pairs: Path, out: Path) -> dict:
 def concat(parts: list[Path], out: Path) -> None:
     out.write_text("".join(p.read_text() for p in parts))
     out.chmod(0o600)
+
+
+def replay_examples(train: Path) -> list[dict]:
+    """The distinct safety-replay examples of a built train split (first occurrence, in file order)."""
+    seen, out = set(), []
+    for ln in train.read_text().splitlines():
+        if not ln.strip():
+            continue
+        ex = json.loads(ln)
+        cid = ex["meta"]["conversation_id"]
+        if ex["meta"].get("source") == "safety_replay" and cid not in seen:
+            seen.add(cid)
+            out.append(ex)
+    return out
+
+
+def replay_prompt_file(train: Path, out: Path) -> int:
+    """{prompt} lines for the replay prompts of `train`: what the base model is asked, to get its
+    own (non-refusing) reply as the rejected side of the refusal-keeping pairs."""
+    rows = [json.dumps({"prompt": _user_turn(ex)}) for ex in replay_examples(train)]
+    out.write_text("\n".join(rows) + "\n")
+    return len(rows)
+
+
+def _user_turn(ex: dict) -> str:
+    return [m for m in ex["messages"] if m["role"] == "user"][-1]["content"]
+
+
+def refusal_pairs(train: Path, own: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """Refusal-keeping preference pairs, so a preference phase cannot learn to stop refusing: one
+    per distinct safety-replay prompt of `train`, chosen = its refusal, rejected = `own[prompt]`,
+    a model's own reply to that prompt, kept only when it is not a refusal itself. Returns
+    (pairs, prompts left out: no reply, or the reply refuses too)."""
+    pairs, left = [], []
+    for ex in replay_examples(train):
+        prompt = _user_turn(ex)
+        reply = own.get(prompt, "").strip()
+        if not reply or is_refusal(reply):
+            left.append(prompt)
+            continue
+        pairs.append({"prompt": [{"role": "user", "content": prompt}],
+                      "chosen": [m for m in ex["messages"] if m["role"] == "assistant"][-1]["content"],
+                      "rejected": reply,
+                      "meta": {"source": "safety_replay", "conversation_id": ex["meta"]["conversation_id"],
+                               "split": "train", "keep": "refusal"}})
+    return pairs, left
+
+
+def own_replies(synth: Path, pairs: Path) -> dict[str, str]:
+    """prompt -> the reply `notme data synth` generated for it, as generated (a flagged reply's
+    original from the pairs file, not its revision)."""
+    originals = {}
+    if pairs.exists():
+        for ln in pairs.read_text().splitlines():
+            if ln.strip():
+                p = json.loads(ln)
+                originals[p["meta"]["conversation_id"]] = p["rejected"]
+    out = {}
+    for ln in synth.read_text().splitlines():
+        if ln.strip():
+            ex = json.loads(ln)
+            out[_user_turn(ex)] = originals.get(ex["meta"]["conversation_id"], ex["messages"][-1]["content"])
+    return out
 
 
 def trained_prompts() -> set[str]:
@@ -287,9 +366,11 @@ def main():
     ap.add_argument("--synth-n", type=int, default=240, help="generated replies (starter prompts cycled)")
     ap.add_argument("--synth-tokens", type=int, default=64)
     ap.add_argument("--synth-batch", type=int, default=24, help="replies decoded together")
-    ap.add_argument("--safety-fraction", type=float, default=0.3, help="share of train made of safety replay")
+    ap.add_argument("--safety-fraction", type=float, default=0.1, help="share of train made of safety replay")
     ap.add_argument("--domain-steps", type=int, default=120)
     ap.add_argument("--mode-steps", type=int, default=40, help="optimizer steps per Mode option (equal budget)")
+    ap.add_argument("--engine-lambda", type=float, default=3.0,
+                    help="penalty weight of the composite rows trained on one detector engine's spans")
     ap.add_argument("--eval-n", type=int, default=24, help="prompts per eval set (seeded subsample; 0 = all)")
     ap.add_argument("--samples", type=int, default=2, help="sampled replies per seeking prompt")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens per eval reply")
@@ -306,7 +387,7 @@ def main():
     for d in ("corpus", "data", "runs", "reports", "stacks", "logs"):
         (w / d).mkdir(parents=True, exist_ok=True)
     notme = notme_exe()
-    opts = _options(a.mode_steps)
+    opts = _options(a.mode_steps, a.engine_lambda)
     if a.options:
         keep = a.options.split(",")
         bad = [o for o in keep if o not in opts]
@@ -343,7 +424,28 @@ def main():
              "--max-seq-len", "256", "--safety-fraction", a.safety_fraction]
         step(w / "data" / "domain" / "train.jsonl", notme + b + ["--no-penalize", "-o", w / "data" / "domain"],
              log, times, "build_domain")
-        step(w / "data" / "mode" / "train.jsonl", notme + b + ["-o", w / "data" / "mode"], log, times, "build_mode")
+        # Mode data: penalize spans from both engines (every option), or one engine alone
+        step(w / "data" / "mode" / "train.jsonl", notme + b + ["--engine", "both", "-o", w / "data" / "mode"],
+             log, times, "build_mode")
+        for eng in ENGINES:
+            if any(o[2] == f"mode-{eng}" for o in opts.values()):
+                step(w / "data" / f"mode-{eng}" / "train.jsonl",
+                     notme + b + ["--engine", eng, "-o", w / "data" / f"mode-{eng}"], log, times, f"build_mode_{eng}")
+        # refusal-keeping pairs for the preference option: the replay prompts of the Mode train
+        # split, chosen = the refusal, rejected = the base model's own reply when it complies
+        keep = w / "data" / "mode" / "pairs_keep.jsonl"
+        if any(o[3] == "pairs_keep.jsonl" for o in opts.values()) and not keep.exists():
+            rp = c / "replay_prompts.jsonl"
+            n_rp = replay_prompt_file(w / "data" / "mode" / "train.jsonl", rp)
+            step(c / "replay_base.jsonl", notme + ["data", "synth", "--model", a.model, "--prompts", rp, "-n", n_rp,
+                                                   "--temp", "0.8", "--max-tokens", a.synth_tokens,
+                                                   "--batch-size", a.synth_batch, "--seed", a.seed,
+                                                   "-o", c / "replay_base.jsonl"], log, times, "synth_replay_base")
+            rpairs, left = refusal_pairs(w / "data" / "mode" / "train.jsonl",
+                                         own_replies(c / "replay_base.jsonl", c / "replay_base.pairs.jsonl"))
+            (c / "refusal_pairs_info.json").write_text(json.dumps({"pairs": len(rpairs), "left_out": left}))
+            atomic_write_text(keep, (w / "data" / "mode" / "pairs.jsonl").read_text()
+                              + "".join(json.dumps(x) + "\n" for x in rpairs))
         # 2. eval prompts
         if not (w / "prompts" / "seeking.txt").exists():
             subsample_prompts(w / "prompts", a.eval_n, a.seed)
@@ -370,16 +472,16 @@ def main():
                      notme + ["eval", *target, *ev, "--out", w / "reports" / name], log, times, f"eval_{name}")
                 tfile.write_text(json.dumps(times, indent=1))
                 return
-            recipe, sets = opts[name]
+            recipe, sets, dname, pname = opts[name]
             run = f"mode-{name}"
             ad = w / "runs" / run / "adapters"
             stack = w / "stacks" / f"{name}.yaml"
             write_stack(stack, a.model, [("domain", "five-domain", dom), ("mode", run, ad)])
             olog = w / "logs" / f"{name}.log"
             mset = [f"stack={stack}", f"out_dir={w / 'runs'}", f"model={a.model}", f"name={run}",
-                    f"data.train={w / 'data' / 'mode' / 'train.jsonl'}",
-                    f"data.valid={w / 'data' / 'mode' / 'valid.jsonl'}",
-                    f"data.pairs={w / 'data' / 'mode' / 'pairs.jsonl'}", *sets]
+                    f"data.train={w / 'data' / dname / 'train.jsonl'}",
+                    f"data.valid={w / 'data' / dname / 'valid.jsonl'}",
+                    f"data.pairs={w / 'data' / dname / pname}", *sets]
             res = ["--resume"] if (w / "runs" / run / "checkpoints").exists() else []
             step(ad / "adapters.safetensors", notme + ["train", RECIPES / recipe, *res,
                                                        *[x for s in mset for x in ("--set", s)]],
@@ -391,7 +493,7 @@ def main():
         with ThreadPoolExecutor(max(1, a.jobs)) as ex:
             list(ex.map(run_task, ["base", "domain", *opts]))
     # 5. table
-    out = table(w, _options(a.mode_steps), times)
+    out = table(w, _options(a.mode_steps, a.engine_lambda), times)
     if not out:
         sys.exit("no reports yet")
     md, verdicts, n, rows = out
@@ -435,7 +537,7 @@ def write_results(path: Path, w: Path, a, md: str, verdicts: dict, n: dict, rows
         f"Options meeting every goal: {', '.join(meet) if meet else 'none'}.",
         "",
     ]
-    missing = [o for o in _options(a.mode_steps) if o not in dict(rows)]
+    missing = [o for o in _options(a.mode_steps, a.engine_lambda) if o not in dict(rows)]
     if missing:
         text += [f"Not evaluated in this run (no finished report in the state folder): {', '.join(missing)}.", ""]
     text += [f"![{m}]({plot_dir.name}/{m})" for m in made]

@@ -77,3 +77,54 @@ def test_goals_thresholds(after, expected):
     dom = {"vsr_sampled": _m(0.40), "refusal_rate": _m(0.80), "clarify_rate": _m(0.50), "factual_acc": _m(0.50),
            "style_distance": _m(0.30)}
     assert B.goals({k: _m(v) for k, v in after.items()}, dom) == expected
+
+
+def test_refusal_pairs_hold_exactly_the_replay_prompts_with_the_refusal_chosen(tmp_path):
+    from notme_mlx.data.safety import sample_safety
+
+    replay = [json.loads(ln) for ln in (BENCH.parent / "notme_mlx" / "data" / "safety_replay.jsonl")
+              .read_text().splitlines() if ln.strip()]
+    refusal_of = {r["prompt"]: r["response"] for r in replay}
+    mixed = sample_safety(60, 0)  # more than one pass: every replay prompt at least once, some twice
+    style = {"messages": [{"role": "user", "content": "Plan my week?", "train": False},
+                          {"role": "assistant", "content": "Sure. Does that help?", "train": True}],
+             "meta": {"source": "synth", "conversation_id": "synth-0-0"}}
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(x) + "\n" for x in [style] + mixed))
+    prompts = [r["prompt"] for r in replay]
+    # the model's own replies: the first two refuse, one is missing, the rest comply
+    own = {p: f"Sure! Step one for: {p[:20]}. Does that help?" for p in prompts[3:]}
+    own[prompts[0]] = "I can't help with that."
+    own[prompts[1]] = "I won't do that."
+    pairs, left = B.refusal_pairs(train, own)
+    assert sorted(left) == sorted(prompts[:3])
+    assert len(pairs) == len(prompts) - 3  # one per distinct replay prompt, duplicates collapsed
+    assert {p["prompt"][0]["content"] for p in pairs} == set(prompts[3:])
+    for p in pairs:
+        q = p["prompt"][0]["content"]
+        assert p["chosen"] == refusal_of[q] and p["rejected"] == own[q]
+        assert not B.is_refusal(p["rejected"])
+    assert "Plan my week?" not in {p["prompt"][0]["content"] for p in pairs}
+    # the replay prompt file asks exactly the distinct replay prompts
+    n = B.replay_prompt_file(train, tmp_path / "rp.jsonl")
+    asked = [json.loads(ln)["prompt"] for ln in (tmp_path / "rp.jsonl").read_text().splitlines()]
+    assert n == len(prompts) and sorted(asked) == sorted(prompts)
+
+
+def test_own_replies_take_the_reply_as_generated(tmp_path):
+    s, p = _synth_files(tmp_path)
+    assert B.own_replies(s, p) == {"Q one": "Great question! A one. Does that make sense?", "Q two": "A two."}
+
+
+def test_options_share_the_step_budget_and_name_their_data():
+    opts = B._options(40, 3.0)
+    recipes = B.RECIPES
+    for name, (recipe, sets, data, pairs) in opts.items():
+        assert (recipes / recipe).exists()
+        steps = [int(s.split("=")[1]) for s in sets if "max_steps" in s]
+        assert sum(steps) == 40, name
+    assert {n for n in opts if n.startswith("composite-l") and "-" not in n[11:]} == {f"composite-l{x}" for x in B.LAMBDAS}
+    assert opts["composite-l3-lexicon"][2] == "mode-lexicon" and opts["composite-l3-learned"][2] == "mode-learned"
+    assert "phases.0.penalty_weight=3.0" in opts["composite-l3-learned"][1]
+    assert opts["dpo-nll"][3] == "pairs_keep.jsonl"
+    assert {o[2] for n, o in opts.items() if "lexicon" not in n and "learned" not in n} == {"mode"}
