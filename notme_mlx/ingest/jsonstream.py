@@ -28,6 +28,14 @@ def _raise(err: BadRecord) -> None:
     raise err
 
 
+# What the reading steps return besides an element (an element may be any JSON value, None included).
+_BAD = object()  # the element at the cursor is not valid JSON (already handed to `skip`)
+_END = object()  # the file gave out (already handed to `skip` when that was an error)
+_CLOSED = object()  # the array's closing ']' was read
+_RETRY = object()  # a resynchronisation candidate needs more of the file to be judged
+_REJECT = object()  # a resynchronisation candidate is not a whole accepted element
+
+
 def iter_json_array(
     stream,
     name: str,
@@ -49,136 +57,177 @@ def iter_json_array(
     Raises:
         InputError: not an array (the file's format is wrong); BadRecord from `skip`.
     """
-    dec = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
-    decoder = json.JSONDecoder()
-    buf, pos, eof, line0 = "", 0, False, 1
+    reader = _ArrayReader(stream, name, chunk_size, on_bytes, skip, accept)
+    reader.open_array()
+    yield from reader.elements()
 
-    def fill(want: int) -> bool:
-        nonlocal buf, pos, eof, line0
-        if eof:
+
+class _ArrayReader:
+    """A cursor over the text of one top-level JSON array, read in chunks.
+
+    `buf[pos:]` is the text not consumed yet; `line0` is the line number of `buf[0]`.
+    """
+
+    def __init__(self, stream, name, chunk_size, on_bytes, skip, accept):
+        self.stream, self.name, self.chunk_size, self.on_bytes = stream, name, chunk_size, on_bytes
+        self.skip, self.accept = skip, accept
+        self.text = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
+        self.decoder = json.JSONDecoder()
+        self.buf, self.pos, self.eof, self.line0 = "", 0, False, 1
+
+    # --- the text buffer
+
+    def fill(self, want: int) -> bool:
+        """Drop the consumed text and append at least `want` more bytes' worth; False at the end of the file."""
+        if self.eof:
             return False
-        line0 += buf.count("\n", 0, pos)
-        buf = buf[pos:]
-        pos = 0
-        data = stream.read(max(chunk_size, want))
-        if on_bytes and data:
-            on_bytes(len(data))
+        self.line0 += self.buf.count("\n", 0, self.pos)
+        self.buf = self.buf[self.pos:]
+        self.pos = 0
+        data = self.stream.read(max(self.chunk_size, want))
+        if self.on_bytes and data:
+            self.on_bytes(len(data))
         try:
-            buf += dec.decode(data, final=not data)
+            self.buf += self.text.decode(data, final=not data)
         except UnicodeDecodeError as e:
-            raise InputError(f"{name}:{line0}: not UTF-8 text ({e.reason}); is this really a JSON export?") from None
+            raise InputError(f"{self.name}:{self.line0}: not UTF-8 text ({e.reason}); "
+                             f"is this really a JSON export?") from None
         if not data:
-            eof = True
+            self.eof = True
         return True
 
-    def skip_ws() -> bool:
-        nonlocal pos
+    def skip_ws(self) -> bool:
+        """Move the cursor past white space, reading on as needed; False when only white space is left."""
         while True:
-            while pos < len(buf) and buf[pos] in _WS:
-                pos += 1
-            if pos < len(buf):
+            while self.pos < len(self.buf) and self.buf[self.pos] in _WS:
+                self.pos += 1
+            if self.pos < len(self.buf):
                 return True
-            if not fill(chunk_size):
+            if not self.fill(self.chunk_size):
                 return False
 
-    def needs_more_at_eof(e: json.JSONDecodeError) -> bool:
-        return e.pos >= len(buf) - 1 or e.msg.startswith("Unterminated")
+    def at(self) -> str:
+        """`name:line` of the cursor."""
+        return f"{self.name}:{self.line0 + self.buf.count(chr(10), 0, self.pos)}"
 
-    def where(i: int) -> str:
-        return f"{name}:{line0 + buf.count(chr(10), 0, pos)}: record {i}"
+    def where(self, i: int) -> str:
+        return f"{self.at()}: record {i}"
 
-    def needs_more(e: json.JSONDecodeError) -> bool:
-        return not eof and (e.pos >= len(buf) - 1 or e.msg.startswith("Unterminated"))
+    def runs_past_buffer(self, e: json.JSONDecodeError) -> bool:
+        """The decode failed where the buffered text ends (the element may go on in the file)."""
+        return e.pos >= len(self.buf) - 1 or e.msg.startswith("Unterminated")
 
-    def resync(start: int):
-        """The next element that decodes and is accepted (pos set after it), or None at the end of the file."""
-        nonlocal pos
+    def needs_more(self, e: json.JSONDecodeError) -> bool:
+        return not self.eof and self.runs_past_buffer(e)
+
+    # --- the array's structure
+
+    def open_array(self) -> None:
+        """Consume the opening '['; InputError when the file is empty or holds something else."""
+        if not self.skip_ws():
+            raise InputError(f"{self.name}: empty file (expected a JSON array)")
+        if self.buf[self.pos] != "[":
+            raise InputError(f"{self.at()}: expected a JSON array '[' at the top level, found {self.buf[self.pos]!r}")
+        self.pos += 1
+
+    def elements(self) -> Iterator[tuple[int, object]]:
+        """(index, element) up to the closing ']', then a check that nothing follows it."""
+        i, item = 0, self.first_item()
+        while item is not _END and item is not _CLOSED:
+            i, element = item
+            yield i, element  # the reader judges its shape; `accept` only guides resynchronisation
+            i += 1
+            item = self.next_item(i)
+        if item is _CLOSED and self.skip_ws():
+            self.skip(BadRecord(self.at(), "unexpected data after the top-level array"))
+
+    def first_item(self):
+        """Right after '[': the first (index, element), or _CLOSED for an empty array, or _END."""
+        if self.skip_ws() and self.buf[self.pos] == "]":
+            self.pos += 1
+            return _CLOSED
+        return self.item(0)
+
+    def next_item(self, i: int):
+        """After element i-1: a ',' and element i, or _CLOSED at the ']', or _END; a bad separator resynchronises."""
+        if not self.skip_ws():
+            self.skip(BadRecord(self.where(i), "truncated JSON (missing ']' at the end)"))
+            return _END
+        c = self.buf[self.pos]
+        self.pos += 1
+        if c == "]":
+            return _CLOSED
+        if c != ",":
+            self.skip(BadRecord(self.where(i), f"invalid JSON (expected ',' or ']', found {c!r})"))
+            return self.resynced(i, self.pos - 1)
+        return self.item(i)
+
+    def item(self, i: int):
+        """(i, element) decoded at the cursor; after a bad one, the next good element as (i + 1, element); or _END."""
+        if not self.skip_ws():
+            self.skip(BadRecord(self.where(i), "truncated JSON (file ends inside the array)"))
+            return _END
+        element = self.decode(i)
+        if element is _BAD:
+            return self.resynced(i + 1, self.pos + 1)
+        return i, element
+
+    def decode(self, i: int):
+        """The element at the cursor (cursor moved past it), or _BAD after handing `skip` why not."""
+        while True:
+            try:
+                element, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as e:
+                if self.needs_more(e) and self.fill(2 * (len(self.buf) - self.pos)):  # grow with the element, not the file
+                    continue
+                kind = "truncated JSON" if self.eof and self.runs_past_buffer(e) else "invalid JSON"
+                self.skip(BadRecord(self.where(i), f"{kind} ({e.msg})"))
+                return _BAD
+            self.pos = end
+            return element
+
+    # --- resynchronisation after a bad element or separator
+
+    def resynced(self, i: int, start: int):
+        """(i, the next element from `start` on that decodes and is accepted), or _END at the end of the file."""
         search = start
         while True:
-            m = _NEXT.search(buf, search)
+            m = _NEXT.search(self.buf, search)
             if m is None:
-                pos = max(search, len(buf) - 64)  # a ',' + spaces may straddle the read boundary
-                if not fill(chunk_size):
-                    pos = len(buf)
-                    return None
+                self.pos = max(search, len(self.buf) - 64)  # a ',' + spaces may straddle the read boundary
+                if not self.fill(self.chunk_size):
+                    self.pos = len(self.buf)
+                    return _END
                 search = 0
                 continue
-            at = m.end() - 1
-            try:
-                obj, end = decoder.raw_decode(buf, at)
-            except json.JSONDecodeError as e:
-                if needs_more(e):  # the candidate runs past the buffer: read more and retry it
-                    pos = m.start()
-                    fill(2 * (len(buf) - pos))
-                    search = 0
-                    continue
-                search = at + 1
-                continue
-            j = end
-            while j < len(buf) and buf[j] in _WS:
-                j += 1
-            if j >= len(buf) and not eof:
-                pos = m.start()
-                fill(chunk_size)
+            found = self.candidate(m)
+            if found is _RETRY:
                 search = 0
-                continue
-            if accept(obj) and (j >= len(buf) or buf[j] in ",]"):
-                pos = end
-                return obj
-            search = at + 1
+            elif found is _REJECT:
+                search = m.end()
+            else:
+                return i, found
 
-    if not skip_ws():
-        raise InputError(f"{name}: empty file (expected a JSON array)")
-    if buf[pos] != "[":
-        raise InputError(f"{name}:{line0 + buf.count(chr(10), 0, pos)}: expected a JSON array '[' at the top level, "
-                         f"found {buf[pos]!r}")
-    pos += 1
-    if skip_ws() and buf[pos] == "]":
-        pos += 1
-        if skip_ws():
-            skip(BadRecord(where(0).rsplit(": record", 1)[0], "unexpected data after the top-level array"))
-        return
-    i = 0
-    pending = None  # an element found by resync, already decoded
-    while True:
-        if pending is not None:
-            obj, pending = pending, None
-            yield i, obj
-        else:
-            if not skip_ws():
-                skip(BadRecord(where(i), "truncated JSON (file ends inside the array)"))
-                return
-            while True:
-                try:
-                    obj, end = decoder.raw_decode(buf, pos)
-                    break
-                except json.JSONDecodeError as e:
-                    if needs_more(e) and fill(2 * (len(buf) - pos)):  # grow with the pending element, not the file
-                        continue
-                    kind = "truncated JSON" if eof and needs_more_at_eof(e) else "invalid JSON"
-                    skip(BadRecord(where(i), f"{kind} ({e.msg})"))
-                    obj = None
-                    break
-            if obj is None:
-                pending = resync(pos + 1)
-                if pending is None:
-                    return
-                i += 1
-                continue
-            pos = end
-            yield i, obj  # the reader judges its shape; `accept` only guides resynchronisation
-        i += 1
-        if not skip_ws():
-            skip(BadRecord(where(i), "truncated JSON (missing ']' at the end)"))
-            return
-        c = buf[pos]
-        pos += 1
-        if c == "]":
-            break
-        if c != ",":
-            skip(BadRecord(where(i), f"invalid JSON (expected ',' or ']', found {c!r})"))
-            pending = resync(pos - 1)
-            if pending is None:
-                return
-    if skip_ws():
-        skip(BadRecord(where(i).rsplit(": record", 1)[0], "unexpected data after the top-level array"))
+    def candidate(self, m: re.Match):
+        """The element opening at the `{` of the `,{` match `m` if it is whole, accepted and followed by
+        ',' or ']' (cursor moved past it); else _REJECT, or _RETRY after reading more of the file."""
+        at = m.end() - 1
+        try:
+            element, end = self.decoder.raw_decode(self.buf, at)
+        except json.JSONDecodeError as e:
+            if self.needs_more(e):  # the candidate runs past the buffer: read more and retry it
+                self.pos = m.start()
+                self.fill(2 * (len(self.buf) - self.pos))
+                return _RETRY
+            return _REJECT
+        j = end
+        while j < len(self.buf) and self.buf[j] in _WS:
+            j += 1
+        if j >= len(self.buf) and not self.eof:  # what follows it is not read yet
+            self.pos = m.start()
+            self.fill(self.chunk_size)
+            return _RETRY
+        if self.accept(element) and (j >= len(self.buf) or self.buf[j] in ",]"):
+            self.pos = end
+            return element
+        return _REJECT
