@@ -11,6 +11,11 @@ Stages (each skipped when its output exists, so an interrupted run resumes where
               records; `notme data build --mode assistant` twice on the same split seed: without
               penalize marks (Domain data: the layer learns the habit) and with them (Mode data:
               -1 spans for the penalty, pairs for DPO). Safety replay mixed in (--safety-fraction).
+              The Mode data is built with both detector engines (every option) and once more per
+              engine alone (lexicon, learned: the composite rows at --engine-lambda compare them).
+              DPO's pairs get one refusal-keeping pair per replay prompt of the Mode train split
+              (chosen = the refusal, rejected = the base model's own reply when it complies), so
+              the preference phase has a reason to keep refusing.
               The person's own messages (mirror mode) give the held-out voice replies.
   2. prompts  a seeded subsample of each shipped eval set (never trained on) for `notme eval`.
   3. domain   `notme train recipes/five-layer/domain.yaml` (stack: the domain layer).
@@ -20,6 +25,8 @@ Stages (each skipped when its output exists, so an interrupted run resumes where
   5. table    benchmarks/results/five_layer.md (+ plots) from every finished report.
 
     .venv/bin/python benchmarks/bench_five_layer.py --state five/               # small CPU config
+    nice -n 5 .venv/bin/python benchmarks/bench_five_layer.py --state five/ --synth-n 288 --synth-batch 48 \
+        --domain-steps 100 --mode-steps 40 --eval-n 24 --jobs 2 --threads 1        # the recorded run
     .venv/bin/python benchmarks/bench_five_layer.py --state five/ --synth-n 2000 --domain-steps 400 \\
         --mode-steps 200 --eval-n 0 --samples 4 --max-tokens 128                   # full scale
     .venv/bin/python benchmarks/bench_five_layer.py --state five/ --table-only     # rebuild the table
@@ -504,10 +511,11 @@ def write_results(path: Path, w: Path, a, md: str, verdicts: dict, n: dict, rows
     plot_dir = path.parent / path.stem
     made = plots(rows, plot_dir)
     info = {}
-    for k in ("synth_info.json",):
-        p = w / "corpus" / k
-        if p.exists():
-            info = json.loads(p.read_text())
+    p = w / "corpus" / "synth_info.json"
+    if p.exists():
+        info = json.loads(p.read_text())
+    p = w / "corpus" / "refusal_pairs_info.json"
+    keep = json.loads(p.read_text()) if p.exists() else None
     builds = {}
     for d in ("domain", "mode", "person"):
         p = w / "data" / d / "build_report.json"
@@ -541,6 +549,9 @@ def write_results(path: Path, w: Path, a, md: str, verdicts: dict, n: dict, rows
     if missing:
         text += [f"Not evaluated in this run (no finished report in the state folder): {', '.join(missing)}.", ""]
     text += [f"![{m}]({plot_dir.name}/{m})" for m in made]
+    if keep is not None:
+        text += ["", f"Refusal-keeping pairs added to DPO's pairs: {keep['pairs']} (replay prompts whose base-model "
+                     f"reply refused too, left out: {len(keep['left_out'])})."]
     if builds:
         text += ["", "Data builds (train/valid/test examples, safety replay):", ""]
         for d, r in builds.items():
