@@ -29,6 +29,29 @@ def test_json_array_stream_matches_json_load(chunk):
     assert list(iter_json_array(io.BytesIO(b" [ ] "), "e.json")) == []
 
 
+@pytest.mark.parametrize("chunk", [1, 5, 1 << 20])
+def test_json_array_stream_yields_every_value_null_included(chunk):
+    # Every valid element is handed to the reader to judge, whatever its type: `null` too (it used to
+    # be taken for a decode failure and dropped without a word).
+    items = [{"a": 1}, None, 3, "s", [None], {"b": None}, None]
+    got = list(iter_json_array(io.BytesIO(json.dumps(items).encode()), "x.json", chunk_size=chunk))
+    assert got == list(enumerate(items))
+
+
+def test_json_array_stream_literals_and_numbers_split_by_a_read():
+    # A read may end inside `null`/`false`/`true`/`-Infinity` or a number: the element is read on, not
+    # judged invalid (or a number cut short). The real ChatGPT sample is full of nulls; every read size
+    # puts its boundaries elsewhere.
+    from notme_mlx.samples import SAMPLES_DIR
+    text = (SAMPLES_DIR / "chatgpt_conversations.json").read_text(encoding="utf-8")
+    tail = [12345, -123.5e3, 1.5e-7, None, True, False, {"x": float("-inf"), "y": [None, 10]}]
+    data = (text.rstrip().removesuffix("]") + ", " + json.dumps(tail)[1:]).encode()
+    want = json.loads(data)
+    for chunk in list(range(1, 40)) + [97, 256, 1000]:
+        got = list(iter_json_array(io.BytesIO(data), "c.json", chunk_size=chunk))
+        assert got == list(enumerate(want)), chunk
+
+
 @pytest.mark.parametrize("data,msg", [
     (b"", "e.json: empty file"),
     (b'{"a": 1}', "e.json:1: expected a JSON array"),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from notme_mlx.errors import InputError
 from notme_mlx.ingest import IngestReport, parse_bytes, stable_id
 from notme_mlx.samples import SAMPLES_DIR
 
@@ -237,3 +238,17 @@ def test_json_array_loses_only_corrupted_conversations(fmt, path, seed):
     assert info["bad"][0]["where"].endswith(f": record {runs[0]}")
     lost_c = {convs[j][cid_key] for j in pick}
     assert got == [r for r in clean if r["conversation_id"] not in lost_c]
+
+
+@pytest.mark.parametrize("fmt,path", [("chatgpt", "chatgpt_conversations.json"), ("claude", "claude_conversations.json")])
+def test_json_array_null_element_is_a_listed_bad_record(fmt, path):
+    # A `null` in place of a conversation is a bad record like any other non-conversation: listed with
+    # its index under --skip-bad (every conversation kept), an error naming it without.
+    text = (SAMPLES_DIR / path).read_text(encoding="utf-8")
+    clean, _ = _parse(fmt, text.encode(), path)
+    spaced = text[: text.index("[") + 1] + "null, " + text[text.index("[") + 1:]
+    got, info = _parse(fmt, spaced.encode(), path)
+    assert got == clean and info["skipped_records"] == 1
+    assert info["bad"][0]["where"] == f"{path}: record 0"
+    with pytest.raises(InputError, match=rf"^{path}: record 0: not a "):
+        parse_bytes(fmt, spaced.encode(), name=path)

@@ -22,6 +22,7 @@ from .context import BadRecord
 
 _WS = " \t\r\n"
 _NEXT = re.compile(r",\s*\{")
+_LONGEST_LITERAL = len("-Infinity")
 
 
 def _raise(err: BadRecord) -> None:
@@ -118,7 +119,9 @@ class _ArrayReader:
         return e.pos >= len(self.buf) - 1 or e.msg.startswith("Unterminated")
 
     def needs_more(self, e: json.JSONDecodeError) -> bool:
-        return not self.eof and self.runs_past_buffer(e)
+        """More of the file could change the verdict: the failure is where the buffer ends, or so close to
+        it that a literal (`null`, `false`, `-Infinity`) the read split in two may be what failed."""
+        return not self.eof and (self.runs_past_buffer(e) or len(self.buf) - e.pos <= _LONGEST_LITERAL)
 
     # --- the array's structure
 
@@ -183,6 +186,8 @@ class _ArrayReader:
                 kind = "truncated JSON" if self.eof and self.runs_past_buffer(e) else "invalid JSON"
                 self.skip(BadRecord(self.where(i), f"{kind} ({e.msg})"))
                 return _BAD
+            if len(self.buf) - end <= _LONGEST_LITERAL and self.fill(2 * (len(self.buf) - self.pos)):
+                continue  # a number may go on past the read (`12` or `1.5` read as `1`)
             self.pos = end
             return element
 
