@@ -142,77 +142,135 @@ def ingest_paths(
     Returns:
         Iterator of dicts, ordered by file, then conversation, then thread order.
     """
-    ident = identity if isinstance(identity, Identity) else load_identity(identity, list(me))
-    if isinstance(identity, Identity) and me:
-        ident = Identity(names=list(me) + identity.names, handles=identity.handles, phones=identity.phones,
-                         emails=identity.emails)
+    ident = _owner(identity, me)
     if fmt != "auto":
         get_format(fmt)
     lo, hi = parse_date_bound(since, end=False), parse_date_bound(until, end=True)
     ctx = Context(identity=ident, sidechains=sidechains, tools=tools, tz=_tz(tz), on_bytes=on_bytes,
                   recover=skip_bad and not strict)
     scrubber = scrub if isinstance(scrub, Scrubber) else Scrubber(keep=ident.names) if scrub else None
-    report = report if report is not None else IngestReport()
+    run = _Run(fmt=fmt, ctx=ctx, lo=lo, hi=hi, scrubber=scrubber,
+               report=report if report is not None else IngestReport(),
+               skip_bad=skip_bad, strict=strict, on_bytes=on_bytes)
     srcs = sources if sources is not None else collect_sources(paths)
-    report.bytes_total = sum(s.size for s in srcs)
-    seen: set[bytes] = set()
+    run.report.bytes_total = sum(s.size for s in srcs)
     for src in srcs:
-        done, n = [0], 0
+        yield from run.read(src)
+    _check_found(srcs, run.report, allow_empty)
 
-        def count(n: int, done=done) -> None:
-            done[0] += n
-            if on_bytes:
-                on_bytes(n)
 
-        ctx.on_bytes = count
+def _owner(identity: Identity | str | Path | None, me: Iterable[str]) -> Identity:
+    """The owner: `identity` (an Identity, or read from its file) with the --me names first."""
+    if not isinstance(identity, Identity):
+        return load_identity(identity, list(me))
+    if not me:
+        return identity
+    return Identity(names=list(me) + identity.names, handles=identity.handles, phones=identity.phones,
+                    emails=identity.emails)
+
+
+class _Progress:
+    """The bytes of one input passed on to `on_bytes`; `finish` makes up the rest of its size."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None):
+        self.on_bytes, self.done = on_bytes, 0
+
+    def count(self, n: int) -> None:
+        self.done += n
+        if self.on_bytes:
+            self.on_bytes(n)
+
+    def finish(self, size: int) -> None:
+        if self.on_bytes and size > self.done:  # skipped/ignored/partly read: the bar still ends at 100%
+            self.on_bytes(size - self.done)
+
+
+@dataclass
+class _Run:
+    """One ingest run's settings and what it has seen so far; `read` takes one input."""
+
+    fmt: str
+    ctx: Context
+    lo: datetime | None
+    hi: datetime | None
+    scrubber: Scrubber | None
+    report: IngestReport
+    skip_bad: bool
+    strict: bool
+    on_bytes: Callable[[int], None] | None
+    seen: set[bytes] = field(default_factory=set)  # digests of the inputs read
+
+    def read(self, src: Source) -> Iterator[dict]:
+        """One input's records, then its entry in the report; a failure raises, or with skip_bad
+        lists the input as skipped (what it gave before failing stays in the output)."""
+        progress = _Progress(self.on_bytes)
+        self.ctx.on_bytes = progress.count
+        n = 0
         try:
-            if src.error:
-                raise InputError(src.error)
-            name = _choose_format(src, fmt, report)
-            if name is None:
-                continue
-            digest = _digest(src)
-            if digest in seen:  # the same export given twice (e.g. the zip and its unpacked folder)
-                report.duplicates.append(src.name)
-                continue
-            seen.add(digest)
-            ctx.reset()
-            records = _one_source(src, FORMATS[name], ctx, lo, hi, scrubber)
-            if strict and skip_bad:  # all-or-nothing: nothing of a file is written until all of it parsed
-                records = _spooled(records)
+            found = self._records(src)
+            if found is None:
+                return
+            name, records = found
             for r in records:
                 n += 1
                 yield r
-            report.files.append({"name": src.name, "format": name, "messages": n, "skipped_records": ctx.n_bad,
-                                 "bad": ctx.bad, "left_out": dict(ctx.dropped),
-                                 "why": explain(n, ctx.n_bad, ctx.dropped)})
-            report.messages += n
+            self.report.files.append({"name": src.name, "format": name, "messages": n,
+                                      "skipped_records": self.ctx.n_bad, "bad": self.ctx.bad,
+                                      "left_out": dict(self.ctx.dropped),
+                                      "why": explain(n, self.ctx.n_bad, self.ctx.dropped)})
+            self.report.messages += n
         except (OSError, EOFError, NotImplementedError, RuntimeError, zipfile.BadZipFile) as e:
             # unreadable file, encrypted/unsupported zip member, ...: one line naming the file
             err = InputError(f"{src.name}: cannot read ({type(e).__name__}: {e})")
-            if not skip_bad:
+            if not self.skip_bad:
                 raise err from None
-            _skipped(report, src.name, str(err), n)
+            _skipped(self.report, src.name, str(err), n)
         except NotmeError as e:
-            if not skip_bad or isinstance(e, ConfigError):
+            if not self.skip_bad or isinstance(e, ConfigError):
                 raise
-            _skipped(report, src.name, str(e), n)
+            _skipped(self.report, src.name, str(e), n)
         finally:
-            if on_bytes and src.size > done[0]:  # skipped/ignored/partly read: the bar still ends at 100%
-                on_bytes(src.size - done[0])
+            progress.finish(src.size)
+
+    def _records(self, src: Source) -> tuple[str, Iterator[dict]] | None:
+        """(format name, records) of an input to read; None for one of no known format or seen before."""
+        if src.error:
+            raise InputError(src.error)
+        name = _choose_format(src, self.fmt, self.report)
+        if name is None:
+            return None
+        digest = _digest(src)
+        if digest in self.seen:  # the same export given twice (e.g. the zip and its unpacked folder)
+            self.report.duplicates.append(src.name)
+            return None
+        self.seen.add(digest)
+        self.ctx.reset()
+        records = _one_source(src, FORMATS[name], self.ctx, self.lo, self.hi, self.scrubber)
+        if self.strict and self.skip_bad:  # all-or-nothing: nothing of a file is written until all of it parsed
+            records = _spooled(records)
+        return name, records
+
+
+def _check_found(srcs: list[Source], report: IngestReport, allow_empty: bool) -> None:
+    """InputError when inputs were given but none was an export, or (unless allow_empty) none gave a message."""
     if srcs and not (report.files or report.skipped or report.duplicates):
-        hint = "see `notme ingest --help` for the formats, or force one with --format"
-        if any(PurePath(s.name).name == "messages.html" for s in srcs):
-            hint = "this looks like a Telegram HTML export; export again with format 'Machine-readable JSON'"
-        elif any(PurePath(s.name).name == "chat.html" for s in srcs):
-            hint = "ChatGPT's chat.html is not read; point notme at conversations.json (same export)"
-        raise InputError(f"no supported export found in {len(srcs)} input file(s) (e.g. {srcs[0].name}); {hint}")
+        raise InputError(f"no supported export found in {len(srcs)} input file(s) (e.g. {srcs[0].name}); "
+                         f"{_format_hint(srcs)}")
     if not allow_empty and report.messages == 0 and (report.files or report.skipped):
         why = [f"{PurePath(f['name']).name}: {f['why']}" for f in report.files]
         why += [f"{PurePath(f['name']).name}: skipped ({f['reason']})" for f in report.skipped]
         if any(s.size for s in srcs):
             raise InputError(f"no messages from {len(why)} non-empty input file(s): {'; '.join(why[:10])}"
                              f"{' ...' if len(why) > 10 else ''} (pass --allow-empty to write an empty file)")
+
+
+def _format_hint(srcs: list[Source]) -> str:
+    """What to do when no input is a supported export (a known wrong file of a known export named)."""
+    if any(PurePath(s.name).name == "messages.html" for s in srcs):
+        return "this looks like a Telegram HTML export; export again with format 'Machine-readable JSON'"
+    if any(PurePath(s.name).name == "chat.html" for s in srcs):
+        return "ChatGPT's chat.html is not read; point notme at conversations.json (same export)"
+    return "see `notme ingest --help` for the formats, or force one with --format"
 
 
 def _spooled(records: Iterator[dict]) -> Iterator[dict]:
