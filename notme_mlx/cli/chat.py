@@ -6,6 +6,7 @@ import click
 
 from ..lora import load_adapter
 from ..models import load_model
+from ..models.frame import use_recorded_frame
 from ..models.generate import ChatState, chat_prompt, repl, stream
 from ..stack import load_stack_model
 
@@ -20,6 +21,7 @@ def _load(model_spec, adapters, dequantize=None, stack=None, force=False):
     model, tok, info = load_model(model_spec, dequantize=dequantize)
     for i, a in enumerate(adapters or ()):
         load_adapter(model, a, name=None if len(adapters) == 1 else f"adapter{i}")
+    use_recorded_frame(tok, list(adapters or ()))  # a base model: the frame names its adapter was trained in
     model.eval()
     return model, tok, info
 

@@ -21,6 +21,7 @@ from ..detect.parallel import detect_many
 from ..errors import NotmeError
 from ..ingest.scrub import Scrubber
 from ..io import atomic_dir, read_jsonl, write_jsonl
+from ..models.frame import data_frames
 from ..recipe import BuildConfig, DataConfig
 from .dedupe import dedupe
 from .pairs import pairs_from_example
@@ -54,11 +55,9 @@ def _length_fn(tokenizer):
     return lambda text: len(hf.encode(text, add_special_tokens=False)) + 4
 
 
-def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=None, progress=None,
-                   workers: int | None = None, mark: bool = True, max_seq_len: int = DataConfig.max_seq_len):
-    """Messages -> (examples in input order, Counter of filter counts); with `mark`, detector
-    spans are filled in (see `mark_penalties`)."""
-    c: Counter = Counter()
+def _conversations(msgs: list[dict], c: Counter | None = None) -> "OrderedDict[str, list[dict]]":
+    """The text messages by conversation, in input order (counting what is dropped into `c`)."""
+    c = Counter() if c is None else c
     convs: "OrderedDict[str, list[dict]]" = OrderedDict()
     for m in msgs:
         c["messages_read"] += 1
@@ -69,7 +68,27 @@ def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=
             c["dropped_empty_messages"] += 1
             continue
         convs.setdefault(m["conversation_id"], []).append(m)
+    return convs
+
+
+def conversation_frames(msgs: list[dict], cfg: BuildConfig) -> tuple[dict, dict]:
+    """(the dataset's frame names, {conversation_id: frame names}) from the speakers in `msgs`
+    (`models.frame.data_frames`); every example's meta.frame, and build_report.json's frame."""
+    convs = _conversations(msgs)
+    modes = [(conversation_mode(cm, cfg.mode, cfg.mode_by_source), cm) for cm in convs.values()]
+    data, per = data_frames(modes, scrubbed=cfg.scrub)
+    return data, {cid: per[i] for i, cid in enumerate(convs)}
+
+
+def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=None, progress=None,
+                   workers: int | None = None, mark: bool = True, max_seq_len: int = DataConfig.max_seq_len):
+    """Messages -> (examples in input order, Counter of filter counts); with `mark`, detector
+    spans are filled in (see `mark_penalties`). Each example's meta.frame names its speakers
+    for a base model's plain-text frame (`conversation_frames`)."""
+    c: Counter = Counter()
+    convs = _conversations(msgs, c)
     c["conversations"] = len(convs)
+    _, frames = conversation_frames(msgs, cfg)
     length = _length_fn(tokenizer)
     gap = cfg.gap_seconds()
     examples = []
@@ -94,7 +113,8 @@ def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=
             budget = max_seq_len - (length(cfg.system_prompt) if cfg.system_prompt else 0)
             for wi, win in enumerate(windows(sess, budget, length)):
                 examples.append(_example(win, cfg, c, {
-                    "source": cm[0]["source"], "conversation_id": cid, "session": si, "window": wi, "mode": mode}))
+                    "source": cm[0]["source"], "conversation_id": cid, "session": si, "window": wi, "mode": mode,
+                    "frame": frames[cid]}))
     c["examples_built"] = len(examples)
     if mark and cfg.penalize:
         mark_penalties(examples, detector, c, workers)
@@ -186,11 +206,15 @@ def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, token
     assign = _split(examples, cfg)
     splits = {s: [e for e in examples if assign[e["meta"]["conversation_id"]] == s] for s in SPLITS}
     n_safety = safety_count(len(splits["train"]), cfg.safety_fraction)
-    train = splits["train"] + sample_safety(n_safety, cfg.seed)
+    frame, _ = conversation_frames(msgs, cfg)
+    # refusals are kept in the frame the model is asked in
+    safety = [dict(e, meta={**e["meta"], "frame": frame}) for e in sample_safety(n_safety, cfg.seed)]
+    train = splits["train"] + safety
     random.Random(cfg.seed).shuffle(train)
     splits["train"] = train
     pairs = [p for s in SPLITS for e in splits[s] for p in pairs_from_example(e, s)]
     report = _report(messages_path, cfg, c, splits, n_safety, len(pairs), assign, max_seq_len)
+    report["frame"] = frame  # a base model's plain-text frame: train, generate, chat, eval and export use it
     with atomic_dir(out_dir, force=force) as tmp:
         for s in SPLITS:
             write_jsonl(tmp / f"{s}.jsonl", splits[s])

@@ -25,7 +25,7 @@ def pairs_from_example(ex: dict, split: str, min_chars: int = 1) -> list[dict]:
             "prompt": [{"role": p["role"], "content": p["content"]} for p in msgs[:i]],
             "chosen": chosen,
             "rejected": m["content"],
-            "meta": {**{k: ex["meta"][k] for k in ("source", "conversation_id") if k in ex["meta"]},
+            "meta": {**{k: ex["meta"][k] for k in ("source", "conversation_id", "frame") if k in ex["meta"]},
                      "split": split, "turn": i, "spans": pen},
         })
     return out

@@ -19,7 +19,7 @@ from mlx_lm.sample_utils import make_sampler
 from ..errors import InputError, NotmeError
 from ..lora import load_adapter, read_adapter_config
 from ..models import load_model
-from ..models.frame import describe_frame, frame_for
+from ..models.frame import describe_frame, frame_for, use_recorded_frame
 from ..models.generate import chat_prompt
 from ..stack.compose import load_stack_into
 from ..stack.manifest import load_stack
@@ -28,10 +28,12 @@ MAX_SCORE_LEN = 512
 
 
 def load_target(model_spec: str | None = None, adapters: str | Path | None = None, stack: str | Path | None = None,
-                force: bool = False):
+                force: bool = False, data_dir=None, frame_adapters=None):
     """Load a model to evaluate: `model_spec` alone, plus an adapter dir, or a stack.
 
-    Returns (model, tokenizer, meta) with meta = {"model", "adapters", "stack", "fingerprint", "layers"}.
+    A base model's plain-text frame takes the names `data_dir`'s build report or the adapter
+    recorded (`frame_adapters`, default `adapters`: a baseline is asked in its adapter's frame).
+    Returns (model, tokenizer, meta) with meta = {"model", "adapters", "stack", "fingerprint", "layers", "frame"}.
     """
     meta = {"model": model_spec, "adapters": None, "stack": None, "fingerprint": None, "layers": []}
     if adapters is not None and not Path(adapters).is_dir():
@@ -56,6 +58,7 @@ def load_target(model_spec: str | None = None, adapters: str | Path | None = Non
         name = load_adapter(model, adapters)
         meta["adapters"] = str(adapters)
         meta["layers"].append({"name": name, "path": str(adapters)})
+    use_recorded_frame(tok, [a for a in ([adapters] if frame_adapters is None else frame_adapters) if a], data_dir)
     meta["frame"] = describe_frame(tok)  # how every prompt set is put to the model
     return model, tok, meta
 

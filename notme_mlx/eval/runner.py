@@ -224,7 +224,7 @@ def run_eval(model: str | None = None, *, adapters=None, stack=None, baseline=No
     base_res = None
     if is_report_dir(baseline):
         base_res = json.loads((Path(baseline) / "report.json").read_text())["model"]
-    mdl, tok, tmeta = load_target(model, adapters=adapters, stack=stack, force=force)
+    mdl, tok, tmeta = load_target(model, adapters=adapters, stack=stack, force=force, data_dir=data_dir)
     result = evaluate(mdl, tok, **kw)
     result["meta"] = _meta(tmeta, **settings)
     del mdl
@@ -238,7 +238,8 @@ def run_eval(model: str | None = None, *, adapters=None, stack=None, baseline=No
         elif adapters is not None or stack is not None:
             bspec = tmeta["model"]
         if bspec is not None or bstack is not None:
-            bm, bt, bmeta = load_target(bspec, stack=bstack, force=force)
+            bm, bt, bmeta = load_target(bspec, stack=bstack, force=force, data_dir=data_dir,
+                                        frame_adapters=[adapters] if adapters else [])
             base_res = evaluate(bm, bt, **kw)
             base_res["meta"] = _meta(bmeta, **settings)
     report = {"model": result, "baseline": base_res, "warnings": warnings_for(result, base_res)}

@@ -24,7 +24,7 @@ from ..io import atomic_dir
 from ..lora import adapter_parameters, fuse, load_adapter, read_adapter_config
 from ..models import load_model
 from ..models.families import family_of
-from ..models.frame import frame_for
+from ..models.frame import use_recorded_frame
 from ..stack import load_stack_into
 from .gguf_export import QUANTS, write_gguf, write_gguf_lora
 from .hf import DTYPES, write_hf_dir
@@ -235,7 +235,7 @@ def export_model(model_spec: str, out: str | Path, to: str = "mlx", adapters=(),
         return _export_lora(model_spec, out, adapters, force)
     model, tokenizer, info, layers = load_fused(model_spec, adapters, stack, force=force)
     hf_tok = getattr(tokenizer, "_tokenizer", tokenizer)
-    frame = frame_for(tokenizer)
+    frame = use_recorded_frame(tokenizer, list(adapters or ()))  # the names the adapter was trained with
     if frame is not None:  # a base model: the plain-text frame it was trained in becomes its chat template
         hf_tok.chat_template = frame.jinja_template()
     if to == "ollama":

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Iterable, Sequence
 
 FRAME_MARKER = "notme plain-text frame"
 
@@ -157,6 +159,89 @@ def bos_prefix(tokenizer) -> str:
     except Exception:
         return ""
     return bos if len(with_special) > len(without) and with_special[0] == hf.bos_token_id else ""
+
+
+def speaker_name(name, default: str) -> str:
+    """A speaker name usable in the frame: one line, no colon (it would read as a turn start)."""
+    s = " ".join(str(name or "").replace(":", " ").split())
+    return s or default
+
+
+GENERIC_AI = {"assistant", "ai", "model", "bot", "gpt"}
+
+
+def _ai_name(speakers: Iterable[str]) -> str:
+    s = Counter(speakers).most_common(1)
+    name = speaker_name(s[0][0], "Assistant") if s else "Assistant"
+    return "Assistant" if name.lower() in GENERIC_AI else name
+
+
+def data_frames(conversations: Iterable[tuple[str, list[dict]]], scrubbed: bool = False) -> tuple[dict, dict]:
+    """The frame names of a built dataset, from its Message records (speaker and role).
+
+    `conversations`: (mode, messages) with mode "mirror" (the person's own turns, role `me`, are
+    learned) or "assistant" (the AI's turns are learned). Returns (the dataset's frame,
+    {conversation index: frame}) as {"me", "other"} dicts:
+
+    - mirror: `me` is the person (the most frequent role-`me` speaker of the whole data), `other`
+      the one other speaker when the mirror conversations have exactly one (else "Them"; always
+      "Them" when the data was scrubbed, so no scrubbed name comes back through the frame);
+    - assistant: `me` is that conversation's AI speaker ("Assistant" for generic names such as
+      "assistant"), `other` the person.
+
+    The dataset's frame is the mirror frame (the person's voice) when there are mirror
+    conversations, else the most common assistant frame; it is the one that train, generate,
+    chat, eval and export use, and safety replay examples are written in it.
+    """
+    convs = list(conversations)
+    me_counts = Counter(m["speaker"] for _, ms in convs for m in ms if m["role"] == "me")
+    person = speaker_name(me_counts.most_common(1)[0][0], "Me") if me_counts else "Me"
+    others = {m["speaker"] for mode, ms in convs if mode == "mirror" for m in ms if m["role"] == "other"}
+    other = speaker_name(next(iter(others)), "Them") if len(others) == 1 and not scrubbed else "Them"
+    mirror = {"me": person, "other": other}
+    per, assistant = {}, Counter()
+    for i, (mode, ms) in enumerate(convs):
+        if mode == "mirror":
+            per[i] = mirror
+        else:
+            f = {"me": _ai_name(m["speaker"] for m in ms if m["role"] == "ai"), "other": person}
+            if f["me"] == person:
+                f["me"] = "Assistant" if person != "Assistant" else "AI"
+            per[i] = f
+            assistant[(f["me"], f["other"])] += 1
+    if any(mode == "mirror" for mode, _ in convs) or not assistant:
+        data = mirror
+    else:
+        me, oth = assistant.most_common(1)[0][0]
+        data = {"me": me, "other": oth}
+    return data, per
+
+
+def recorded_frame(adapters: Sequence = (), data_dir=None) -> dict | None:
+    """The frame names a built dataset (`data_dir/build_report.json`) or a trained adapter
+    (`adapter_config.json`, notme.frame) recorded; the data's first, then the top adapter's."""
+    if data_dir is not None:
+        p = Path(data_dir) / "build_report.json"
+        if p.is_file():
+            f = json.loads(p.read_text()).get("frame")
+            if isinstance(f, dict):
+                return f
+    for a in reversed([a for a in adapters if a is not None]):
+        p = Path(a) / "adapter_config.json"
+        if p.is_file():
+            f = json.loads(p.read_text()).get("notme", {}).get("frame")
+            if isinstance(f, dict):
+                return f
+    return None
+
+
+def use_recorded_frame(tokenizer, adapters: Sequence = (), data_dir=None) -> Frame | None:
+    """Give a template-less tokenizer the frame its data or adapter recorded (nothing recorded,
+    or a chat template: unchanged). Returns the frame prompts now go through (None: template)."""
+    f = recorded_frame(adapters, data_dir)
+    if f is not None and not has_chat_template(tokenizer):
+        set_frame(tokenizer, f)
+    return frame_for(tokenizer)
 
 
 def describe_frame(tokenizer) -> str:

@@ -24,6 +24,7 @@ from ..export import quickstart_export
 from ..ingest import ingest_to_file
 from ..io import atomic_write_text
 from ..models import load_model
+from ..models.frame import use_recorded_frame
 from ..recipe import apply_overrides, load_raw, recipe_from_dict
 from ..resources import bundled_file
 from ..samples import IDENTITY_FILE, OWNER, sample_paths
@@ -111,6 +112,7 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
     t = time.perf_counter()
     ui.info(f"[bold]3/5 model[/bold] {recipe.model}")
     base, tok, info = load_model(recipe.model)
+    use_recorded_frame(tok, data_dir=data_dir)  # a base model: the person's frame names, as data build wrote them
     times["load"] = time.perf_counter() - t
     res = QuickstartResult(workdir, messages, data_dir, recipe.run_dir(), recipe.run_dir() / "adapters",
                            str(info.get("path", recipe.model)))

@@ -110,7 +110,7 @@ def load_pairs(run, path: str) -> list:
         two = []
         for reply in (p["chosen"], p["rejected"]):
             ex = {"messages": [dict(m, train=False) for m in p["prompt"]]
-                  + [{"role": "assistant", "content": reply, "train": True}]}
+                  + [{"role": "assistant", "content": reply, "train": True}], "meta": p.get("meta") or {}}
             two.append(tokenize_example(run.tokenizer, ex, run.recipe.data.max_seq_len))
         if all(1 in t.labels for t in two):
             out.append(tuple(two))

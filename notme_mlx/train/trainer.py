@@ -10,7 +10,9 @@ signals, checkpoints and resume) is the same code for all of them.
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from ..errors import ConfigError, InputError, NotmeError
 from ..io import atomic_write_text, read_jsonl
 from ..lora import LoRAConfig, apply_lora, get_meta, save_adapter, seed_lora_a, set_meta, trainable_parameters
 from ..models import load_model
+from ..models.frame import recorded_frame
 from ..recipe import PhaseConfig, Recipe, dump_recipe
 from . import checkpoint as ckpt
 from . import pref_phase  # noqa: F401  (registers the orpo, simpo and dpo phase types)
@@ -131,6 +134,7 @@ class Run:
         self.recipe_yaml = dump_recipe(recipe)
         self.log = None
         self._examples: dict = {}
+        self.frame = None  # a base model's plain-text frame names, from the training data's meta.frame
         self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
 
     def examples(self, path: str, what: str = "training", allow_empty: bool = False) -> list:
@@ -141,12 +145,15 @@ class Run:
             hint = " (or data.valid: null to train without validation)" if what == "validation" else ""
             raise InputError(f"{path}: {what} data not found; build it with `notme data build messages.jsonl "
                              f"-o data/` or set data.train/data.valid in the recipe{hint}")
-        out = []
+        out, frames = [], Counter()
         n_lines = sum(1 for _ in open(path, "rb"))
         with ui.progress(f"tokenize {Path(path).name}", n_lines, "ex") as task:
             for i, ex in enumerate(read_jsonl(path), 1):
                 if not isinstance(ex.get("messages"), list):
                     raise InputError(f"{path}:{i}: expected an example with a 'messages' list (docs/data.md)")
+                fr = (ex.get("meta") or {}).get("frame")
+                if isinstance(fr, dict):
+                    frames[json.dumps(fr, sort_keys=True)] += 1
                 t = tokenize_example(self.tokenizer, ex, self.recipe.data.max_seq_len)
                 if len(t.tokens) >= 2:
                     out.append(t)
@@ -156,6 +163,8 @@ class Run:
         if what == "training" and not any(1 in t.labels[1:] for t in out):
             raise InputError(f"{path}: no learn tokens (+1 labels) in {len(out)} examples: nothing to train on; "
                              "check the role mapping (your turns must be assistant turns with train: true)")
+        if what == "training" and frames:  # the frame names data build recorded, saved with the adapter
+            self.frame = recorded_frame(data_dir=Path(path).parent) or json.loads(frames.most_common(1)[0][0])
         self._examples[path] = out
         return out
 
@@ -170,6 +179,8 @@ class Run:
         """One mlx-lm adapter folder (stage shards merged), written by rank 0."""
         meta = {"recipe": self.recipe.name, "model": self.recipe.model, "train_layer": self.recipe.train_layer,
                 **get_meta(self.model), **(meta or {})}  # base fingerprint + layers below (stack provenance)
+        if self.frame is not None:
+            meta.setdefault("frame", self.frame)
         return self.backend.save_adapter(self, out_dir, meta)
 
 
