@@ -12,7 +12,6 @@ import sys
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)  # stdout: tables and results the user asked for
@@ -54,6 +54,13 @@ def error(msg: str) -> None:
     console.print(f"[bold red]error:[/bold red] {msg}", soft_wrap=True)
 
 
+def plain(line: str) -> None:
+    """One progress line to stderr exactly as given (no markup, no wrapping, flushed): the log-line form
+    of a live display when stderr is not a TTY."""
+    if is_main():
+        print(line, file=sys.stderr, flush=True)
+
+
 class _PlainProgress:
     """Fallback progress: a log line every ~10% when not a TTY."""
 
@@ -65,7 +72,7 @@ class _PlainProgress:
     def advance(self, n: float = 1) -> None:
         self.done += n
         if self.total and self.done / self.total >= self._next and is_main():
-            print(f"{self.description}: {self.done:.0f}/{self.total:.0f} {self.unit}", file=sys.stderr)
+            plain(f"{self.description}: {self.done:.0f}/{self.total:.0f} {self.unit}")
             self._next += 0.1
 
     def update(self, **kw) -> None:

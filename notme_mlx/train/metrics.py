@@ -11,8 +11,8 @@ token (both over the whole accumulated batch); `loss` = ce + lambda * ul.
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def peak_memory_gb() -> float:
 
 
 def _fmt_eta(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
+    if not math.isfinite(seconds):  # no step done yet (nan)
         return "?"
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
@@ -104,7 +104,7 @@ class LiveDisplay:
         if self._live is not None:
             self._live.update(text)
         elif m["phase_step"] % self.every == 0 or m["phase_step"] == self.total:
-            print(text, file=sys.stderr, flush=True)
+            ui.plain(text)
 
     def message(self, text: str) -> None:
         if self._live is not None:
