@@ -311,3 +311,23 @@ def test_telegram_bad_message_is_one_bad_record():
     got = parse_bytes("telegram", data, name="result.json", me=["Jimmeny Marvelton"], skip_bad=True)
     assert [(r["role"], r["text"]) for r in got] == [
         ("me", "i refuse to converse with you"), ("me", "we meet again"), ("me", "you will not trick me this time")]
+
+
+@pytest.mark.parametrize("fmt,lines,reasons", [
+    ("openai_jsonl",
+     ['{"messages": "x"}', '{"messages": [{"role": "user", "content": "hi"}, {"content": "no role"}]}',
+      '{"messages": [3]}', '{"id": 1}'],
+     ["no 'messages' list (OpenAI chat format)", "messages[1] has no 'role'", "messages[0] has no 'role'",
+      "no 'messages' list (OpenAI chat format)"]),
+    ("sharegpt",
+     ['{"conversations": {}}', '{"conversations": [{"from": "human", "value": "hi"}, {"value": "x"}]}',
+      '{"conversations": ["s"]}'],
+     ["no 'conversations' list (ShareGPT format)", "conversations[1] has no 'from'",
+      "conversations[0] has no 'from'"]),
+])
+def test_turn_list_errors_name_line_list_and_item(fmt, lines, reasons):
+    rep = IngestReport()
+    recs = parse_bytes(fmt, ("\n".join(lines) + "\n").encode(), name="t.jsonl", skip_bad=True, report=rep,
+                       allow_empty=True)
+    assert recs == []
+    assert rep.files[0]["bad"] == [{"where": f"t.jsonl:{i}", "reason": r} for i, r in enumerate(reasons, 1)]

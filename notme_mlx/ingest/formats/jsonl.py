@@ -137,15 +137,22 @@ def _turns(source, cid, turns, ctx, where):
         yield rec
 
 
-def _openai_line(o, where, cid, ctx):
-    msgs = o.get("messages")
-    if not isinstance(msgs, list):
-        raise BadRecord(where, "no 'messages' list (OpenAI chat format)")
+def _turn_list(o: dict, where: str, key: str, who: str, what: str, fmt: str) -> list[tuple]:
+    """(speaker, text) of each turn in the list `o[key]`, whose items name the speaker under `who` and
+    hold the text under `what`; BadRecord when the list or a speaker is missing."""
+    items = o.get(key)
+    if not isinstance(items, list):
+        raise BadRecord(where, f"no '{key}' list ({fmt} format)")
     turns = []
-    for j, m in enumerate(msgs):
-        if not isinstance(m, dict) or "role" not in m:
-            raise BadRecord(where, f"messages[{j}] has no 'role'")
-        turns.append((m["role"], _content(m.get("content"))))
+    for j, t in enumerate(items):
+        if not isinstance(t, dict) or who not in t:
+            raise BadRecord(where, f"{key}[{j}] has no '{who}'")
+        turns.append((t[who], _content(t.get(what))))
+    return turns
+
+
+def _openai_line(o, where, cid, ctx):
+    turns = _turn_list(o, where, "messages", "role", "content", "OpenAI chat")
     yield from _turns("openai_jsonl", cid, turns, ctx, where)
 
 
@@ -159,14 +166,7 @@ def parse_openai(src, ctx):
 def _sharegpt_conv(o, where, cid, ctx):
     if not isinstance(o, dict):
         raise BadRecord(where, f"expected an object, got {type(o).__name__}")
-    conv = o.get("conversations")
-    if not isinstance(conv, list):
-        raise BadRecord(where, "no 'conversations' list (ShareGPT format)")
-    turns = []
-    for j, t in enumerate(conv):
-        if not isinstance(t, dict) or "from" not in t:
-            raise BadRecord(where, f"conversations[{j}] has no 'from'")
-        turns.append((t["from"], _content(t.get("value"))))
+    turns = _turn_list(o, where, "conversations", "from", "value", "ShareGPT")
     yield from _turns("sharegpt", cid, turns, ctx, where)
 
 
