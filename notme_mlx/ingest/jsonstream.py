@@ -83,16 +83,17 @@ class _ArrayReader:
         if self.eof:
             return False
         self.line0 += self.buf.count("\n", 0, self.pos)
-        self.buf = self.buf[self.pos:]
-        self.pos = 0
+        # only the local holds the kept text, so `+=` can grow it in place instead of copying it
+        buf, self.buf, self.pos = self.buf[self.pos:], "", 0
         data = self.stream.read(max(self.chunk_size, want))
         if self.on_bytes and data:
             self.on_bytes(len(data))
         try:
-            self.buf += self.text.decode(data, final=not data)
+            buf += self.text.decode(data, final=not data)
         except UnicodeDecodeError as e:
             raise InputError(f"{self.name}:{self.line0}: not UTF-8 text ({e.reason}); "
                              f"is this really a JSON export?") from None
+        self.buf = buf
         if not data:
             self.eof = True
         return True
