@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePath
+from typing import Iterator
 
 from ..context import BadRecord
 from ..jsonstream import iter_json_array
@@ -156,11 +157,17 @@ def _openai_line(o, where, cid, ctx):
     yield from _turns("openai_jsonl", cid, turns, ctx, where)
 
 
-def parse_openai(src, ctx):
+def _conversation_lines(src, ctx, source: str, read) -> Iterator[dict]:
+    """The records of a file of one conversation a line: `read(o, where, cid, ctx)` turns a line's object
+    into records; the conversation id is the line's 'id', else one derived from file name and line."""
     base = PurePath(src.name).name
     for lineno, o in json_lines(src, ctx):
-        cid = str(o.get("id") or stable_id("openai_jsonl", base, lineno))
-        yield from _each(_openai_line(o, f"{src.name}:{lineno}", cid, ctx), ctx)
+        cid = str(o.get("id") or stable_id(source, base, lineno))
+        yield from _each(read(o, f"{src.name}:{lineno}", cid, ctx), ctx)
+
+
+def parse_openai(src, ctx):
+    yield from _conversation_lines(src, ctx, "openai_jsonl", _openai_line)
 
 
 def _sharegpt_conv(o, where, cid, ctx):
@@ -182,9 +189,7 @@ def parse_sharegpt(src, ctx):
                 cid = str(isinstance(o, dict) and o.get("id") or stable_id("sharegpt", base, i))
                 yield from _each(_sharegpt_conv(o, f"{src.name}: record {i}", cid, ctx), ctx)
         return
-    for lineno, o in json_lines(src, ctx):
-        cid = str(o.get("id") or stable_id("sharegpt", base, lineno))
-        yield from _each(_sharegpt_conv(o, f"{src.name}:{lineno}", cid, ctx), ctx)
+    yield from _conversation_lines(src, ctx, "sharegpt", _sharegpt_conv)
 
 
 def _mlx_line(o, where, cid, ctx):
@@ -200,10 +205,7 @@ def _mlx_line(o, where, cid, ctx):
 
 
 def parse_mlx(src, ctx):
-    base = PurePath(src.name).name
-    for lineno, o in json_lines(src, ctx):
-        cid = str(o.get("id") or stable_id("mlx_jsonl", base, lineno))
-        yield from _each(_mlx_line(o, f"{src.name}:{lineno}", cid, ctx), ctx)
+    yield from _conversation_lines(src, ctx, "mlx_jsonl", _mlx_line)
 
 
 def parse_notme(src, ctx):
