@@ -10,7 +10,10 @@ llama architecture only (HF weights are permuted, weights that came from GGUF
 already are); Gemma norms are stored as 1 + w; Phi-3's fused qkv_proj is
 `attn_qkv` and its gate_up_proj is `ffn_up` (2·n_ff rows, gate first); norms stay
 F32; a byte-level BPE vocabulary is `tokenizer.ggml.model = "gpt2"` with tokens,
-merges and token types (1 normal, 3 control, 4 user-defined).
+merges and token types (1 normal, 3 control, 4 user-defined); a SentencePiece-style one is
+`"llama"` with scores (-merge rank), byte tokens, and for Gemma its runs of spaces spelled with
+spaces as user-defined tokens, as Gemma's own GGUF files have them; `add_bos_token` says whether
+the tokenizer puts BOS first (asked of the tokenizer, not of a config flag).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from mlx.utils import tree_flatten
 
 from ..errors import NotmeError
 from ..models.families import FAMILIES, Family, family_of, family_of_model
+from ..models.frame import bos_prefix
 from .hf import permute_qk
 
 QUANTS = ("f32", "f16", "q8_0", "q4_0", "q4_1")
@@ -167,12 +171,14 @@ def _prepends_space(tj: dict) -> bool:
 
 def sentencepiece_scores(tokens: list[str], merges: list[str]) -> list[float]:
     """SentencePiece scores from BPE merges: llama.cpp's SPM tokenizer merges the adjacent pair whose
-    result has the highest score, BPE the pair with the lowest merge rank, so score = -rank.
-    Tokens no merge produces (characters, bytes, specials) get 0."""
+    result has the highest score, BPE the pair with the lowest merge rank, so score = -rank, the
+    rank of the first merge making the token among the distinct tokens merges make (so merges
+    listing more than one split of a token, as tokenizers rebuilt from a GGUF do, give the same
+    scores). Tokens no merge produces (characters, bytes, specials) get 0."""
     rank: dict[str, int] = {}
-    for r, m in enumerate(merges):
+    for m in merges:
         a, b = m.split(" ", 1)
-        rank.setdefault(a + b, r)
+        rank.setdefault(a + b, len(rank))
     return [-float(rank[t]) if t in rank else 0.0 for t in tokens]
 
 
@@ -202,7 +208,13 @@ def bpe_pre_tokenizer(tj: dict) -> str:
     return "default"
 
 
-def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
+def _gemma_spaces(token: str) -> bool:
+    """A run of two or more spaces, which Gemma's GGUF vocabulary spells with real spaces as a
+    user-defined token (llama.cpp matches it whole) and tokenizer.json spells with ▁."""
+    return len(token) >= 2 and set(token) == {"\u2581"}
+
+
+def _tokenizer_metadata(w, tokenizer, pre: str | None, arch: str | None = None) -> None:
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
     tj = json.loads(hf.backend_tokenizer.to_str())
     model = tj.get("model", {})
@@ -231,10 +243,16 @@ def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
     types = [kind(i) for i in range(n)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     if spm:
+        scores = sentencepiece_scores(tokens, merges)
+        listed = list(tokens)
+        if arch is not None and arch.startswith("gemma"):  # space runs as Gemma's own GGUF writes them
+            for i, t in enumerate(tokens):
+                if _gemma_spaces(t) and types[i] == T.NORMAL:
+                    listed[i], types[i] = " " * len(t), T.USER_DEFINED
         w.add_tokenizer_model("llama")
         w.add_tokenizer_pre("default")
-        w.add_token_list(tokens)
-        w.add_token_scores(sentencepiece_scores(tokens, merges))
+        w.add_token_list(listed)
+        w.add_token_scores(scores)
         w.add_token_types(types)
         w.add_add_space_prefix(_prepends_space(tj))
     else:
@@ -247,7 +265,7 @@ def _tokenizer_metadata(w, tokenizer, pre: str | None) -> None:
                      (hf.pad_token_id, w.add_pad_token_id), (hf.unk_token_id, w.add_unk_token_id)):
         if tid is not None:
             add(int(tid))
-    w.add_add_bos_token(bool(getattr(hf, "add_bos_token", False)) if spm else False)
+    w.add_add_bos_token(bool(bos_prefix(tokenizer)))  # asked of the tokenizer (transformers 5 has no flag)
     if getattr(hf, "chat_template", None):
         w.add_chat_template(hf.chat_template)
 
@@ -271,7 +289,7 @@ def write_gguf(path: Path, model, tokenizer, quant: str = "f16", name: str = "no
     w.add_name(name)
     _hparams(w, fam, args)
     w.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2, "q4_1": 3}[quant])
-    _tokenizer_metadata(w, tokenizer, tokenizer_pre)
+    _tokenizer_metadata(w, tokenizer, tokenizer_pre, fam.gguf_arch)
 
     types = {}
     factors = llama3_rope_factors(args) if fam.gguf_permute_qk else None

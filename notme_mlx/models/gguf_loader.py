@@ -341,6 +341,21 @@ def _sentencepiece_tokenizer(md: dict, arch: str, path: Path):
         tok = tm.set_split_regex(tok, d)
     except Exception as e:
         raise InputError(f"{path}: cannot rebuild the SentencePiece tokenizer ({_fail_line(e)})") from None
+    if len(tok) > len(tokens):  # the tokenizer class added defaults the file lacks (e.g. Gemma's <mask>)
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        tj = json.loads(tok.backend_tokenizer.to_str())
+        tj["added_tokens"] = [a for a in tj["added_tokens"] if a["id"] < len(tokens)]
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(tj)))
+    # the unknown token is matched whole in text, as llama.cpp does (and as a control token would be)
+    unknown = [t for t, k in zip(tokens, d["token_type"]) if k == int(gguf.TokenType.UNKNOWN)]
+    if unknown:
+        from tokenizers import AddedToken
+
+        tok.add_special_tokens({"additional_special_tokens": [AddedToken(t, normalized=False, special=True)
+                                                              for t in unknown]},
+                               replace_extra_special_tokens=False)
     return tok
 
 
@@ -381,6 +396,12 @@ def gguf_tokenizer(md: dict, path: Path):
         tok.add_special_tokens(special)
         if user:
             tok.add_tokens(user)
+        if md.get("tokenizer.ggml.add_bos_token") and specials["bos_token"] is not None:  # e.g. Llama 3
+            from tokenizers import processors
+
+            bos = specials["bos_token"]
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, int(_scalar(md, "tokenizer.ggml.bos_token_id")))])
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
     else:
         raise InputError(f"{path}: tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2', "
