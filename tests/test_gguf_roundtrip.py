@@ -153,3 +153,36 @@ def _model_dir():
     from notme_mlx.models import resolve
 
     return resolve("gemma3-270m")
+
+
+def test_byte_level_tokenizer_that_adds_bos_round_trips(tmp_path):
+    """A byte-level BPE that puts BOS first (as Llama 3's does) keeps doing so after export -> import."""
+    src = build_tiny_model(tmp_path / "src", "llama", 512, seed=5)
+    p = src / "tokenizer.json"
+    tj = json.loads(p.read_text())
+    bos = next(a for a in tj["added_tokens"] if a["content"] == "<|im_start|>")
+    tj["post_processor"] = {"type": "TemplateProcessing",
+                            "single": [{"SpecialToken": {"id": bos["content"], "type_id": 0}},
+                                       {"Sequence": {"id": "A", "type_id": 0}}],
+                            "pair": [{"SpecialToken": {"id": bos["content"], "type_id": 0}},
+                                     {"Sequence": {"id": "A", "type_id": 0}},
+                                     {"Sequence": {"id": "B", "type_id": 1}}],
+                            "special_tokens": {bos["content"]: {"id": bos["content"], "ids": [bos["id"]],
+                                                                "tokens": [bos["content"]]}}}
+    p.write_text(json.dumps(tj))
+    model, tok = load(str(src))
+    write_gguf(tmp_path / "m.gguf", model, tok, quant="f32")
+    assert _tok_fields(tmp_path / "m.gguf")["tokenizer.ggml.add_bos_token"] == [[True]]
+    back = convert_gguf(tmp_path / "m.gguf", tmp_path / "back")
+    orig, re_ = AutoTokenizer.from_pretrained(str(src)), AutoTokenizer.from_pretrained(str(back))
+    assert _ids(orig, "hi there", True)[0] == bos["id"]
+    for s in STRINGS:
+        for special in (True, False):
+            assert _ids(re_, s, special) == _ids(orig, s, special), (s, special)
+    # and one that does not add BOS (the tiny tokenizer as built) is written and read back without it
+    plain = build_tiny_model(tmp_path / "plain", "llama", 512, seed=5)
+    m2, t2 = load(str(plain))
+    write_gguf(tmp_path / "p.gguf", m2, t2, quant="f32")
+    assert _tok_fields(tmp_path / "p.gguf")["tokenizer.ggml.add_bos_token"] == [[False]]
+    back2 = AutoTokenizer.from_pretrained(str(convert_gguf(tmp_path / "p.gguf", tmp_path / "back2")))
+    assert _ids(back2, "hi there", True) == _ids(AutoTokenizer.from_pretrained(str(plain)), "hi there", True)
