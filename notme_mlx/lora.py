@@ -83,18 +83,23 @@ def dequantized_matmul(x: mx.array, base: nn.QuantizedLinear) -> mx.array:
     (again in the backward pass, which only needs the gradient w.r.t. x: the base is frozen), so
     the model stays quantized in memory and no dense copy outlives the call. Chosen at run time
     on the CPU (`MultiLoRALinear`), where MLX's quantized matmul does not use BLAS."""
-    def dense():
-        w = mx.dequantize(base.weight, base.scales, base.get("biases"), base.group_size, base.bits,
+    def dense(after=None):
+        q = base.weight if after is None else mx.depends(base.weight, after)
+        w = mx.dequantize(q, base.scales, base.get("biases"), base.group_size, base.bits,
                           mode=getattr(base, "mode", "affine"))
         return w.astype(x.dtype)
 
+    # Each dequantization depends on the GEMM's other operand, so it runs just before its GEMM
+    # (not ahead of the graph, all layers at once) and `mx.compile` cannot merge the backward one
+    # with the forward one (which would keep every layer's dense weight from the forward pass to
+    # the backward pass): about one dense layer is alive at a time.
     @mx.custom_function
     def matmul(v):
-        return v @ dense().T
+        return v @ dense(after=v).T
 
     @matmul.vjp
     def matmul_vjp(primals, cotangent, output):
-        return cotangent @ dense()
+        return cotangent @ dense(after=cotangent)
 
     y = matmul(x)
     return y + base.bias if "bias" in base else y

@@ -62,8 +62,9 @@ class DataConfig:
     max_seq_len: int = _f(1024, "Tokens per example, for `notme data build` (context windows) and the trainer "
                                 "(longer examples are left-trimmed).")
     batching: Literal["bucket", "pack"] = _f(
-        "bucket", "bucket: length-bucketed batches padded to pad_multiple; pack: several examples per "
-        "row with a block-diagonal causal mask.")
+        "pack", "pack: several examples per row with a block-diagonal causal mask (about batch_size "
+        "examples per micro-batch, or batch_tokens positions); bucket: length-bucketed batches padded "
+        "to pad_multiple (pipeline stages need bucket).")
     pad_multiple: int = _f(32, "Pad each batch's length up to a multiple of this (fewer compiled shapes).")
     pool_size: int = _f(64, "Bucketing pool in batches: examples are sorted by length within random pools.")
     batch_tokens: Optional[int] = _f(None, "Token budget per micro-batch: rows are packed (batching: pack) or "

@@ -57,6 +57,7 @@ def selftest_recipe(workdir: Path, name: str, grad_accum: int = 2, steps: int = 
     return load_recipe(None, {
         "model": str(workdir / "model"), "name": name, "out_dir": str(workdir / "runs"),
         "data.train": str(workdir / "train.jsonl"), "data.valid": None, "data.max_seq_len": 64,
+        "data.batching": "bucket",  # pipeline stages take no packed mask
         "lora.rank": 4, "lora.alpha": 8, "batch_size": 2, "grad_accum": grad_accum, "grad_clip": 0.5,
         "optimizer.lr": 1e-2, "schedule.type": "cosine", "schedule.warmup_steps": 1, "eval_every": 0,
         "save_every": 1, "phases": phases, "cluster.schedule": schedule, "cluster.timeout": timeout})

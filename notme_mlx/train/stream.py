@@ -4,8 +4,10 @@ The order of epoch e is a pure function of (seed, e), so the stream's whole stat
 its cursor {"epoch", "index"}: a resumed run rebuilds the epoch's plan and skips to
 the saved batch. Plans come from `bucket_plan` (length-bucketed: shuffle, cut into
 pools of `pool_size` batches, sort each pool by length, shuffle the batches) or
-`pack_plan` (best-fit decreasing rows of several examples, block-diagonal causal mask), or,
-when a token budget is set, `budget_plan` (batches of about `batch_tokens` positions).
+`budget_plan` (batches of about `batch_tokens` positions: packed rows of several examples
+under a block-diagonal causal mask, or length buckets). Packing without a budget gets one of
+batch_size times the mean example length (`auto_budget`), so a packed micro-batch holds
+about as many examples as a bucketed one and an epoch has about as many steps.
 """
 
 from __future__ import annotations
@@ -52,12 +54,6 @@ def pack_rows(lengths: list[int], rng: np.random.Generator, max_len: int) -> lis
     return [rows[i] for i in rng.permutation(len(rows))]
 
 
-def pack_plan(lengths: list[int], batch_size: int, rng: np.random.Generator, max_len: int) -> list[list[list[int]]]:
-    """Batches of rows, each row a list of example indices whose lengths sum to <= max_len."""
-    rows = pack_rows(lengths, rng, max_len)
-    return [rows[j:j + batch_size] for j in range(0, len(rows), batch_size)]
-
-
 def budget_plan(lengths: list[int], batch_tokens: int, rng: np.random.Generator, max_len: int,
                 pad_multiple: int = 32, pack: bool = True, pool_size: int = 64) -> list[list[list[int]]]:
     """Batches that each hold about `batch_tokens` token positions instead of a fixed number of rows.
@@ -90,6 +86,13 @@ def budget_plan(lengths: list[int], batch_tokens: int, rng: np.random.Generator,
             batches.append([[i] for i in chunk[-take:][::-1]])
             del chunk[-take:]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def auto_budget(lengths: list[int], batch_size: int, pad_multiple: int = 32) -> int:
+    """Token budget of a packed micro-batch that holds about `batch_size` examples: batch_size x
+    the mean example length, rounded up to pad_multiple."""
+    mean = float(np.mean(lengths)) if len(lengths) else 1.0
+    return round_up(max(1, batch_size * int(np.ceil(mean))), pad_multiple)
 
 
 def round_up(n: int, m: int) -> int:
@@ -159,9 +162,10 @@ class BatchStream:
 
     Args:
         examples: tokenized examples (`.tokens`, `.labels`); batch_size: rows per batch;
-        seed: order seed; batching: "bucket" | "pack"; max_len: row length for packing.
+        seed: order seed; batching: "bucket" | "pack"; max_len: longest row (and example).
         batch_tokens: when set, batches hold about this many token positions instead of
-            batch_size rows (`budget_plan`; batch_size is then unused).
+            batch_size rows (`budget_plan`; batch_size is then unused). Packing without it
+            uses `auto_budget` (about batch_size examples' tokens per batch).
         rank, world: data-parallel shard: rank r takes batches r, r + world, ... of every epoch
             (all ranks share the seed, so together they cover the epoch once).
     """
@@ -172,11 +176,13 @@ class BatchStream:
         if batch_tokens is not None and batch_tokens < 1:
             raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
         self.examples, self.batch_size, self.seed = examples, batch_size, seed
-        self.batch_tokens = batch_tokens
         self.rank, self.world = rank, world
         self.batching, self.pad_multiple, self.pool_size = batching, pad_multiple, pool_size
         self.max_len, self.pad_id = max_len, pad_id
         self.lengths = [len(e.tokens) - 1 for e in examples]
+        if batch_tokens is None and batching == "pack":
+            batch_tokens = auto_budget([min(n, max_len) for n in self.lengths], batch_size, pad_multiple)
+        self.batch_tokens = batch_tokens
         self.epoch, self.index = (cursor or {}).get("epoch", 0), (cursor or {}).get("index", 0)
         self._plan_epoch, self._plan = None, None
 
@@ -187,8 +193,6 @@ class BatchStream:
             if self.batch_tokens:
                 self._plan = budget_plan(self.lengths, self.batch_tokens, rng, self.max_len, self.pad_multiple,
                                          self.batching == "pack", self.pool_size)
-            elif self.batching == "pack":
-                self._plan = pack_plan(self.lengths, self.batch_size, rng, self.max_len)
             else:
                 self._plan = [[[i] for i in b] for b in bucket_plan(self.lengths, self.batch_size, rng, self.pool_size)]
             self._plan_epoch = epoch
