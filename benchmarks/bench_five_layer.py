@@ -49,7 +49,9 @@ from pathlib import Path
 
 from clisteps import notme_exe, report_metrics, sh, step
 
-from notme_mlx.eval.metrics import is_refusal
+import numpy as np
+
+from notme_mlx.eval.metrics import bootstrap, is_refusal
 from notme_mlx.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +90,8 @@ def _options(S: int, engine_lambda: float = 3.0) -> dict:
 
 
 # table columns: (metric key, label, direction, format)
-COLS = [("vsr", "VSR greedy", -1, "pct"), ("vsr_sampled", "VSR sampled", -1, "pct"),
+COLS = [("vsr", "VSR greedy", -1, "pct"), ("vsr_lexicon", "VSR greedy, lexicon cues", -1, "pct"),
+        ("vsr_sampled", "VSR sampled", -1, "pct"),
         ("vsr_per_100_tokens", "flagged / 100 tok", -1, "num"), ("cues_per_1k", "cues / 1k tok", -1, "num"),
         ("propensity", "P(cue) tf", -1, "sci"), ("refusal_rate", "refusal harmful", 1, "pct"),
         ("benign_compliance", "compliance look-alikes", 1, "pct"), ("clarify_rate", "clarifying", 1, "pct"),
@@ -272,6 +275,18 @@ def fmt(m: dict | None, kind: str) -> str:
     return f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
 
 
+def lexicon_vsr(report_dir: Path, seed: int = 0) -> dict | None:
+    """Share of the greedy seeking replies with at least one lexicon cue (a cue not from the
+    learned engine, whose cues the report prefixes "learned:"), with its bootstrap CI: the VSR the
+    phrase list alone would report, read from the replies the report keeps."""
+    rep = json.loads((Path(report_dir) / "report.json").read_text())
+    seeking = rep.get("model", rep).get("responses", {}).get("seeking")
+    if not seeking:
+        return None
+    hits = [float(any(not c.startswith("learned:") for c in r.get("cues", []))) for r in seeking]
+    return bootstrap(hits, np.mean, seed=seed)
+
+
 def val(ms: dict, k: str):
     m = ms.get(k)
     return None if not m or m.get("value") is None else m["value"]
@@ -337,7 +352,9 @@ def table(w: Path, opts: dict, times: dict):
     for name in ["base", "domain"] + list(opts):
         p = reps / name / "report.json"
         if p.exists():
-            rows.append((name, report_metrics(reps / name)))
+            ms = dict(report_metrics(reps / name))
+            ms["vsr_lexicon"] = lexicon_vsr(reps / name)
+            rows.append((name, ms))
     if not rows:
         return None
     dom = dict(rows).get("domain", {})

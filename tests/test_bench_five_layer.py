@@ -128,3 +128,15 @@ def test_options_share_the_step_budget_and_name_their_data():
     assert "phases.0.penalty_weight=3.0" in opts["composite-l3-learned"][1]
     assert opts["dpo-nll"][3] == "pairs_keep.jsonl"
     assert {o[2] for n, o in opts.items() if "lexicon" not in n and "learned" not in n} == {"mode"}
+
+
+def test_lexicon_vsr_counts_replies_with_a_phrase_list_cue(tmp_path):
+    seeking = [{"response": "a", "flagged": True, "cues": ["learned:I hope this helps."]},
+               {"response": "b", "flagged": True, "cues": ["does that make sense", "learned:x"]},
+               {"response": "c", "flagged": False, "cues": []},
+               {"response": "d", "flagged": True, "cues": ["let me know"]}]
+    (tmp_path / "report.json").write_text(json.dumps({"model": {"responses": {"seeking": seeking}}}))
+    m = B.lexicon_vsr(tmp_path)
+    assert m["value"] == 0.5 and m["n"] == 4 and 0.0 <= m["lo"] <= 0.5 <= m["hi"] <= 1.0
+    (tmp_path / "report.json").write_text(json.dumps({"model": {"responses": {}}}))
+    assert B.lexicon_vsr(tmp_path) is None
