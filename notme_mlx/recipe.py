@@ -69,7 +69,8 @@ class DataConfig:
     pool_size: int = _f(64, "Bucketing pool in batches: examples are sorted by length within random pools.")
     batch_tokens: Optional[int] = _f(None, "Token budget per micro-batch: rows are packed (batching: pack) or "
                                            "bucketed so each holds about this many token positions, instead "
-                                           "of batch_size examples; null = batch_size rows.")
+                                           "of batch_size examples; null = batch_size rows (packing: batch_size x the "
+                                           "mean example length).")
     max_valid_examples: Optional[int] = _f(256, "Cap on validation examples per evaluation (null = all).")
 
 

@@ -88,11 +88,14 @@ def budget_plan(lengths: list[int], batch_tokens: int, rng: np.random.Generator,
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def auto_budget(lengths: list[int], batch_size: int, pad_multiple: int = 32) -> int:
+def auto_budget(lengths: list[int], batch_size: int, max_len: int, pad_multiple: int = 32) -> int:
     """Token budget of a packed micro-batch that holds about `batch_size` examples: batch_size x
-    the mean example length, rounded up to pad_multiple."""
-    mean = float(np.mean(lengths)) if len(lengths) else 1.0
-    return round_up(max(1, batch_size * int(np.ceil(mean))), pad_multiple)
+    the mean example length (capped at max_len), rounded up to pad_multiple; when that is longer
+    than a row of max_len, the nearest whole number of rows (`budget_plan` takes budget // row)."""
+    mean = float(np.mean([min(n, max_len) for n in lengths])) if len(lengths) else 1.0
+    budget = round_up(max(1, batch_size * int(np.ceil(mean))), pad_multiple)
+    row = round_up(max_len, pad_multiple)
+    return budget if budget <= row else row * max(1, round(budget / row))
 
 
 def round_up(n: int, m: int) -> int:
@@ -181,7 +184,7 @@ class BatchStream:
         self.max_len, self.pad_id = max_len, pad_id
         self.lengths = [len(e.tokens) - 1 for e in examples]
         if batch_tokens is None and batching == "pack":
-            batch_tokens = auto_budget([min(n, max_len) for n in self.lengths], batch_size, pad_multiple)
+            batch_tokens = auto_budget(self.lengths, batch_size, max_len, pad_multiple)
         self.batch_tokens = batch_tokens
         self.epoch, self.index = (cursor or {}).get("epoch", 0), (cursor or {}).get("index", 0)
         self._plan_epoch, self._plan = None, None
