@@ -26,7 +26,7 @@ Stages (each skipped when its output exists, so an interrupted run resumes where
 
     .venv/bin/python benchmarks/bench_five_layer.py --state five/               # small CPU config
     nice -n 5 .venv/bin/python benchmarks/bench_five_layer.py --state five/ --synth-n 288 --synth-batch 48 \
-        --domain-steps 100 --mode-steps 40 --eval-n 24 --jobs 2 --threads 1        # the recorded run
+        --domain-steps 100 --mode-steps 30 --eval-n 24 --jobs 3 --threads 1        # the recorded run
     .venv/bin/python benchmarks/bench_five_layer.py --state five/ --synth-n 2000 --domain-steps 400 \\
         --mode-steps 200 --eval-n 0 --samples 4 --max-tokens 128                   # full scale
     .venv/bin/python benchmarks/bench_five_layer.py --state five/ --table-only     # rebuild the table
@@ -79,13 +79,13 @@ def _options(S: int, engine_lambda: float = 3.0) -> dict:
             opts[f"composite-l{lam}"] = ("mode-composite.yaml",
                                          [f"phases.0.penalty_weight={float(lam)}", f"phases.0.max_steps={S}"],
                                          "mode", "pairs.jsonl")
-    opts["grpo"] = ("mode-grpo.yaml", [f"phases.0.max_steps={S}",
-                                       f"phases.0.data={SYNTH_PROMPTS / 'starter.txt'}"], "mode", "pairs.jsonl")
     lam = f"{engine_lambda:g}"
     for eng in ENGINES:  # penalize spans marked by one engine: data/mode-<engine>
         opts[f"composite-l{lam}-{eng}"] = ("mode-composite.yaml", [f"phases.0.penalty_weight={float(engine_lambda)}",
                                                                    f"phases.0.max_steps={S}"],
                                            f"mode-{eng}", "pairs.jsonl")
+    opts["grpo"] = ("mode-grpo.yaml", [f"phases.0.max_steps={S}",
+                                       f"phases.0.data={SYNTH_PROMPTS / 'starter.txt'}"], "mode", "pairs.jsonl")
     return opts
 
 
