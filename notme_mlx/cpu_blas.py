@@ -17,7 +17,9 @@ library's own dependencies, so MLX's GEMMs then run on OpenBLAS (measured 30-70x
   /path/lib.so     load this library instead (it must export `cblas_sgemm` with 32-bit ints,
                    e.g. Debian's libopenblas0: /usr/lib/x86_64-linux-gnu/libopenblas.so.0)
 
-It never makes an import fail: without a C compiler or numpy's OpenBLAS, or when `mlx.core` was
+Only the CPU backend needs it: with an MLX CUDA build installed (`mlx[cuda]`: an `mlx-cuda-*`
+distribution) `auto` leaves MLX alone, its GEMMs run on the GPU (a path in NOTME_BLAS still
+loads). It never makes an import fail: without a C compiler or numpy's OpenBLAS, or when `mlx.core` was
 imported first, MLX keeps its reference BLAS and `status()` says why. macOS is untouched (MLX
 uses Accelerate and Metal there). OpenBLAS threads follow OPENBLAS_NUM_THREADS; when unset in a
 process launched by `mlx.launch` (MLX_RANK set), it becomes cores / ranks-on-this-host, so local
@@ -72,6 +74,22 @@ _NAMINGS = [("scipy_cblas_", "64_"), ("cblas_", "64_")]
 def status() -> dict:
     """{'active': bool, 'library': path or None, 'reason': str}."""
     return dict(_STATE)
+
+
+_GPU_BUILDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")
+
+
+def _gpu_build() -> str | None:
+    """The installed MLX GPU backend distribution on Linux (mlx[cuda]), if any."""
+    import importlib.metadata as md
+
+    for name in _GPU_BUILDS:
+        try:
+            md.version(name)
+            return name
+        except md.PackageNotFoundError:
+            continue
+    return None
 
 
 def _numpy_openblas() -> str | None:
@@ -157,6 +175,9 @@ def enable() -> dict:
         return status()
     if "mlx.core" in sys.modules:
         _STATE.update(active=False, reason="mlx.core was imported before notme_mlx; import notme_mlx first")
+        return status()
+    if setting.lower() == "auto" and (gpu := _gpu_build()):
+        _STATE.update(active=False, reason=f"{gpu} installed: MLX's GEMMs run on the GPU")
         return status()
     _thread_default()  # before OpenBLAS is first loaded (it reads the variable once)
     try:
