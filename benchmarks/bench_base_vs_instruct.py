@@ -155,6 +155,31 @@ def run_one(spec: str, work: Path, seed: int, n: int = 8, max_tokens: int = 48, 
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
+def vsr_only(spec: str, work: Path, seed: int, n: int, max_tokens: int) -> dict:
+    """Validation-seeking rate alone with longer replies (cues come at the end of a reply), before
+    and after the adapters a full run of this script trained (<work>/train-<spec>/adapters)."""
+    d, own = work / "data", work / f"train-{spec}" / "adapters"
+    if not (own / "adapters.safetensors").exists():
+        raise SystemExit(f"{own}: no adapters; run --model {spec} first")
+    model, tok, _ = load_model(spec)
+    use_recorded_frame(tok, data_dir=d)
+    rows = small_sets(n)["seeking"]
+
+    def one():
+        g = generate_batch(model, tok, [[{"role": "user", "content": r["prompt"]}] for r in rows],
+                           max_tokens=max_tokens, seed=seed, batch_size=GEN_BATCH)
+        v = M.vsr([x["text"] for x in g], [max(x["n_tokens"], 1) for x in g], [r["category"] for r in rows], seed=seed)
+        return {"vsr": v["vsr"], "cues_per_1k": v["cues_per_1k"],
+                "responses": [{"prompt": r["prompt"], "response": x["text"], "cues": c}
+                              for r, x, c in zip(rows, g, v["cues"])]}
+
+    before = _stage(work, spec, f"vsr{max_tokens}.before", one)
+    load_adapter(model, str(own))
+    after = _stage(work, spec, f"vsr{max_tokens}.after", one)
+    return {"model": spec, "frame": describe_frame(tok), "n": n, "max_tokens": max_tokens, "before": before,
+            "after": after}
+
+
 def _fmt(m: dict | None, key: str) -> str:
     if not m or m.get("value") is None:
         return "–"
@@ -193,8 +218,15 @@ def main():
     ap.add_argument("--n", type=int, default=8, help="prompts per compared set (seeking, factual)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--adapters", help="evaluate these adapters (trained with the same recipe) instead of training")
+    ap.add_argument("--vsr-only", action="store_true", help="only the validation-seeking rate, before and after "
+                    "the adapters an earlier run trained (use a larger --max-tokens)")
     a = ap.parse_args()
     work = Path(a.work)
+    if a.vsr_only:
+        res = vsr_only(a.model, work, a.seed, a.n, a.max_tokens)
+        print(json.dumps({k: res[k] for k in ("model", "frame", "n", "max_tokens")}
+                         | {s: {k: res[s][k] for k in ("vsr", "cues_per_1k")} for s in ("before", "after")}))
+        return
     if a.table:
         print(table(work))
         return
