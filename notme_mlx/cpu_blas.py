@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -81,13 +82,11 @@ _GPU_BUILDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")
 
 def _gpu_build() -> str | None:
     """The installed MLX GPU backend distribution on Linux (mlx[cuda]), if any."""
-    import importlib.metadata as md
-
     for name in _GPU_BUILDS:
         try:
-            md.version(name)
+            importlib.metadata.version(name)
             return name
-        except md.PackageNotFoundError:
+        except importlib.metadata.PackageNotFoundError:
             continue
     return None
 
