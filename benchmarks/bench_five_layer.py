@@ -118,15 +118,21 @@ def fewshot_prompts(out: Path, system: str) -> int:
     return len(rows)
 
 
-def synth_messages(synth: Path, pairs: Path, out: Path) -> dict:
-    """Generated replies as they came out of the model (a flagged reply's original, from the pairs
-    file) -> Message records of one two-turn AI chat each (the person asks, the AI answers)."""
-    originals = {}
+def _originals(pairs: Path) -> dict[str, str]:
+    """conversation id -> a flagged reply as generated (the `rejected` side of its revise pair)."""
+    out = {}
     if pairs.exists():
         for ln in pairs.read_text().splitlines():
             if ln.strip():
                 p = json.loads(ln)
-                originals[p["meta"]["conversation_id"]] = p["rejected"]
+                out[p["meta"]["conversation_id"]] = p["rejected"]
+    return out
+
+
+def synth_messages(synth: Path, pairs: Path, out: Path) -> dict:
+    """Generated replies as they came out of the model (a flagged reply's original, from the pairs
+    file) -> Message records of one two-turn AI chat each (the person asks, the AI answers)."""
+    originals = _originals(pairs)
     rows, flagged = [], 0
     for i, ln in enumerate(x for x in synth.read_text().splitlines() if x.strip()):
         ex = json.loads(ln)
@@ -199,12 +205,7 @@ def refusal_pairs(train: Path, own: dict[str, str]) -> tuple[list[dict], list[st
 def own_replies(synth: Path, pairs: Path) -> dict[str, str]:
     """prompt -> the reply `notme data synth` generated for it, as generated (a flagged reply's
     original from the pairs file, not its revision)."""
-    originals = {}
-    if pairs.exists():
-        for ln in pairs.read_text().splitlines():
-            if ln.strip():
-                p = json.loads(ln)
-                originals[p["meta"]["conversation_id"]] = p["rejected"]
+    originals = _originals(pairs)
     out = {}
     for ln in synth.read_text().splitlines():
         if ln.strip():
