@@ -127,7 +127,11 @@ def test_options_share_the_step_budget_and_name_their_data():
     assert opts["composite-l3-lexicon"][2] == "mode-lexicon" and opts["composite-l3-learned"][2] == "mode-learned"
     assert "phases.0.penalty_weight=3.0" in opts["composite-l3-learned"][1]
     assert opts["dpo-nll"][3] == "pairs_keep.jsonl"
-    assert {o[2] for n, o in opts.items() if "lexicon" not in n and "learned" not in n} == {"mode"}
+    # the two-phase-replay row differs from two-phase in its Mode data folder only
+    assert opts["two-phase-replay"][2] == "mode-replay"
+    assert opts["two-phase-replay"][:2] == opts["two-phase"][:2]
+    others = {n for n in opts if "lexicon" not in n and "learned" not in n and n != "two-phase-replay"}
+    assert {opts[n][2] for n in others} == {"mode"}
 
 
 def test_lexicon_vsr_counts_replies_with_a_phrase_list_cue(tmp_path):
