@@ -47,7 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from clisteps import notme_exe, report_metrics, sh, step
+from clisteps import notme_exe, report_metrics, step
 
 import numpy as np
 
