@@ -61,6 +61,7 @@ SAMPLES = ROOT / "notme_mlx" / "samples"
 EVAL_PROMPTS = ROOT / "notme_mlx" / "eval" / "prompts"
 RESULTS = ROOT / "benchmarks" / "results"
 LAMBDAS = (1, 3, 10, 30)
+HAND = "## Reading this run"  # the results file's hand-written section, kept across rebuilds
 ENGINES = ("lexicon", "learned")  # the penalty with one detector engine alone (the other rows: both)
 
 
@@ -587,7 +588,10 @@ def write_results(path: Path, w: Path, a, md: str, verdicts: dict, n: dict, rows
             text.append(f"- {d}: {json.dumps(s, sort_keys=True)[:300]}")
     if times:
         text += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items())]
-    path.write_text("\n".join(text) + "\n")
+    # a hand-written reading of the run (a "## Reading" section) survives the table's rebuild
+    old = path.read_text() if path.exists() else ""
+    hand = old[old.index(HAND):] if HAND in old else ""
+    path.write_text("\n".join(text) + "\n" + ("\n" + hand if hand else ""))
     print(path.read_text())
 
 

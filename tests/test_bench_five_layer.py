@@ -144,3 +144,18 @@ def test_lexicon_vsr_counts_replies_with_a_phrase_list_cue(tmp_path):
     assert m["value"] == 0.5 and m["n"] == 4 and 0.0 <= m["lo"] <= 0.5 <= m["hi"] <= 1.0
     (tmp_path / "report.json").write_text(json.dumps({"model": {"responses": {}}}))
     assert B.lexicon_vsr(tmp_path) is None
+
+
+def test_results_rebuild_keeps_the_hand_written_reading(tmp_path):
+    import types
+    res = tmp_path / "five_layer.md"
+    res.write_text("# old table\n\n" + B.HAND + " (by hand)\n\nDomain met its goals.\n")
+    a = types.SimpleNamespace(model="m", domain_steps=1, mode_steps=2, samples=1, max_tokens=8, seed=0,
+                              safety_fraction=0.1, mode_replay=0.3, engine_lambda=3.0)
+    B.write_results(res, tmp_path, a, "| new table |", {}, {}, [], {})
+    out = res.read_text()
+    assert "| new table |" in out and "# old table" not in out
+    assert out.endswith(B.HAND + " (by hand)\n\nDomain met its goals.\n")
+    res.unlink()  # a first build has no reading to keep
+    B.write_results(res, tmp_path, a, "| new table |", {}, {}, [], {})
+    assert B.HAND not in res.read_text()
