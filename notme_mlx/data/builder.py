@@ -71,31 +71,31 @@ def _conversations(msgs: list[dict], c: Counter | None = None) -> "OrderedDict[s
     return convs
 
 
-def conversation_frames(msgs: list[dict], cfg: BuildConfig) -> tuple[dict, dict]:
-    """(the dataset's frame names, {conversation_id: frame names}) from the speakers in `msgs`
-    (`models.frame.data_frames`); every example's meta.frame, and build_report.json's frame."""
-    convs = _conversations(msgs)
-    modes = [(conversation_mode(cm, cfg.mode, cfg.mode_by_source), cm) for cm in convs.values()]
-    data, per = data_frames(modes, scrubbed=cfg.scrub)
+def conversation_frames(convs: "OrderedDict[str, list[dict]]", modes: dict, cfg: BuildConfig) -> tuple[dict, dict]:
+    """(the dataset's frame names, {conversation_id: frame names}) from the speakers of the
+    grouped conversations and their modes (`models.frame.data_frames`); every example's
+    meta.frame, and build_report.json's frame."""
+    data, per = data_frames([(modes[cid], cm) for cid, cm in convs.items()], scrubbed=cfg.scrub)
     return data, {cid: per[i] for i, cid in enumerate(convs)}
 
 
 def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=None, progress=None,
                    workers: int | None = None, mark: bool = True, max_seq_len: int = DataConfig.max_seq_len):
-    """Messages -> (examples in input order, Counter of filter counts); with `mark`, detector
-    spans are filled in (see `mark_penalties`). Each example's meta.frame names its speakers
-    for a base model's plain-text frame (`conversation_frames`)."""
+    """Messages -> (examples in input order, Counter of filter counts, the dataset's frame names);
+    with `mark`, detector spans are filled in (see `mark_penalties`). Each example's meta.frame
+    names its speakers for a base model's plain-text frame (`conversation_frames`)."""
     c: Counter = Counter()
     convs = _conversations(msgs, c)
     c["conversations"] = len(convs)
-    _, frames = conversation_frames(msgs, cfg)
+    modes = {cid: conversation_mode(cm, cfg.mode, cfg.mode_by_source) for cid, cm in convs.items()}
+    frame, frames = conversation_frames(convs, modes, cfg)
     length = _length_fn(tokenizer)
     gap = cfg.gap_seconds()
     examples = []
     for cid, cm in convs.items():
         if progress is not None:
             progress.advance(len(cm))
-        mode = conversation_mode(cm, cfg.mode, cfg.mode_by_source)
+        mode = modes[cid]
         c[f"conversations_{mode}"] += 1
         if not any((m["role"] == "me") if mode == "mirror" else (m["role"] == "ai") for m in cm):
             c[f"dropped_conversations_no_{'me' if mode == 'mirror' else 'ai'}_turns"] += 1
@@ -118,7 +118,7 @@ def build_examples(msgs: list[dict], cfg: BuildConfig, detector=None, tokenizer=
     c["examples_built"] = len(examples)
     if mark and cfg.penalize:
         mark_penalties(examples, detector, c, workers)
-    return examples, c
+    return examples, c, frame
 
 
 def target_turns(examples: list[dict]) -> list[dict]:
@@ -191,7 +191,8 @@ def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, token
         sc = _scrubber(msgs)
         msgs = [dict(m, text=sc.scrub(m["text"])) for m in msgs]
     with pf("sessions", len(msgs), "msg") as task:
-        examples, c = build_examples(msgs, cfg, detector, tokenizer, task, mark=False, max_seq_len=max_seq_len)
+        examples, c, frame = build_examples(msgs, cfg, detector, tokenizer, task, mark=False,
+                                           max_seq_len=max_seq_len)
     if cfg.penalize:
         n_t = len(target_turns(examples))
         with pf("detect", n_t, "turn") as task:
@@ -206,7 +207,6 @@ def build_dataset(messages_path, out_dir, cfg: BuildConfig, detector=None, token
     assign = _split(examples, cfg)
     splits = {s: [e for e in examples if assign[e["meta"]["conversation_id"]] == s] for s in SPLITS}
     n_safety = safety_count(len(splits["train"]), cfg.safety_fraction)
-    frame, _ = conversation_frames(msgs, cfg)
     # refusals are kept in the frame the model is asked in
     safety = [dict(e, meta={**e["meta"], "frame": frame}) for e in sample_safety(n_safety, cfg.seed)]
     train = splits["train"] + safety
