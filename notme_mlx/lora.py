@@ -83,9 +83,8 @@ def dequantized_matmul(x: mx.array, base: nn.QuantizedLinear) -> mx.array:
     (again in the backward pass, which only needs the gradient w.r.t. x: the base is frozen), so
     the model stays quantized in memory and no dense copy outlives the call. Chosen at run time
     on the CPU (`MultiLoRALinear`), where MLX's quantized matmul does not use BLAS."""
-    def dense(after=None):
-        q = base.weight if after is None else mx.depends(base.weight, after)
-        w = mx.dequantize(q, base.scales, base.get("biases"), base.group_size, base.bits,
+    def dense(after):
+        w = mx.dequantize(mx.depends(base.weight, after), base.scales, base.get("biases"), base.group_size, base.bits,
                           mode=getattr(base, "mode", "affine"))
         return w.astype(x.dtype)
 
