@@ -24,6 +24,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .errors import NotmeError
 from .io import atomic_dir
+from .models import HalfStoredLinear, dequantized_matmul
 from .models.families import FUSED, LLAMA_TARGETS, family_of_model
 
 # The default targets: every projection of a layer. A family with fused projections (Phi-3's
@@ -78,32 +79,6 @@ def _blas_device() -> bool:
     return mx.default_device() == mx.cpu
 
 
-def dequantized_matmul(x: mx.array, base: nn.QuantizedLinear) -> mx.array:
-    """`base(x)` as a dense GEMM: the layer's weight is dequantized on the fly into a temporary
-    (again in the backward pass, which only needs the gradient w.r.t. x: the base is frozen), so
-    the model stays quantized in memory and no dense copy outlives the call. Chosen at run time
-    on the CPU (`MultiLoRALinear`), where MLX's quantized matmul does not use BLAS."""
-    def dense(after):
-        w = mx.dequantize(mx.depends(base.weight, after), base.scales, base.get("biases"), base.group_size, base.bits,
-                          mode=getattr(base, "mode", "affine"))
-        return w.astype(x.dtype)
-
-    # Each dequantization depends on the GEMM's other operand, so it runs just before its GEMM
-    # (not ahead of the graph, all layers at once) and `mx.compile` cannot merge the backward one
-    # with the forward one (which would keep every layer's dense weight from the forward pass to
-    # the backward pass): about one dense layer is alive at a time.
-    @mx.custom_function
-    def matmul(v):
-        return v @ dense(after=v).T
-
-    @matmul.vjp
-    def matmul_vjp(primals, cotangent, output):
-        return cotangent @ dense(after=cotangent)
-
-    y = matmul(x)
-    return y + base.bias if "bias" in base else y
-
-
 class MultiLoRALinear(nn.Module):
     """A frozen base linear plus named LoRA adapters summed on its output."""
 
@@ -125,7 +100,7 @@ class MultiLoRALinear(nn.Module):
         return self.adapters[name]
 
     def __call__(self, x):
-        b = self.base
+        b = self.base  # a HalfStoredLinear upcasts its 16-bit weight per GEMM itself
         y = dequantized_matmul(x, b) if isinstance(b, nn.QuantizedLinear) and _blas_device() else b(x)
         ads = self.adapters
         if len(ads) == 1:  # fast path: plain LoRA
@@ -137,13 +112,14 @@ class MultiLoRALinear(nn.Module):
         return y
 
     def dense_weight(self, names=None) -> mx.array:
-        """Base weight (dequantized) plus Σ s·(A B)ᵀ over `names` (default all). [out, in]."""
+        """Base weight (dequantized) plus Σ s·(A B)ᵀ over `names` (default all). [out, in].
+        float32 for a 16-bit stored base (`HalfStoredLinear`, computed in float32)."""
         b = self.base
         if isinstance(b, nn.QuantizedLinear):
             w = mx.dequantize(b.weight, b.scales, b.biases, b.group_size, b.bits)
         else:
             w = b.weight
-        dt = w.dtype
+        dt = mx.float32 if isinstance(b, HalfStoredLinear) else w.dtype
         w = w.astype(mx.float32)
         for n, a in self.adapters.items():
             if names is None or n in names:

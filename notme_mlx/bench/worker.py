@@ -1,8 +1,9 @@
 """One benchmark run in its own process: `python -m notme_mlx.bench.worker SPEC.json OUT.json`.
 
 SPEC = {"side": "ours" | "ours_penalty_off" | "mlx-lm", "model": dir, "dequantize": bool | null,
-"examples": JSONL of {"tokens", "labels"}, "settings": `runners.Settings` fields}. The worker
-loads the model the way `notme train` does (`runners.load`), trains with that side's trainer and
+"base_dtype": "float32" | "float16" | null (optional), "examples": JSONL of {"tokens", "labels"},
+"settings": `runners.Settings` fields}. The worker loads the model the way `notme train` does
+(`runners.load`; mlx-lm's side with float32 weights), trains with that side's trainer and
 writes the run's summary plus what only the process itself can know: MLX peak memory of the
 training (model weights included), peak memory while loading, max resident set size, CPU
 seconds and wall seconds of the whole process. A fresh process per run means no side's
@@ -48,10 +49,10 @@ def run_spec(spec: dict) -> dict:
     fields = {f.name for f in dataclasses.fields(Settings)}
     s = Settings(**{k: (tuple(v) if k == "targets" else v) for k, v in spec["settings"].items() if k in fields})
     examples = read_examples(spec["examples"])
-    model, tok = load(spec["model"], spec.get("dequantize"))
+    side = spec["side"]
+    model, tok = load(spec["model"], spec.get("dequantize"), "float32" if side == "mlx-lm" else spec.get("base_dtype"))
     load_s = time.perf_counter() - wall0
     load_peak = mx.get_peak_memory()
-    side = spec["side"]
     if side == "mlx-lm":
         res = run_mlxlm(model, examples, s)
     else:

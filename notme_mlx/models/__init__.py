@@ -4,7 +4,10 @@
 a `.gguf` file (llama architecture; converted into a cache keyed by its
 sha256), an mlx-lm / Hugging Face directory, or a hub id (needs hub access).
 `dequantize` (default: True on CPU, where quantized matmul backward is slow)
-turns quantized weights into float32 dense layers after loading.
+turns quantized weights into dense layers after loading, computed in float32;
+`base_dtype` chooses how the transformer blocks' linear weights are stored:
+float32, or float16 (`HalfStoredLinear`: upcast to float32 just before each
+GEMM, forward and backward, so no float32 copy outlives its GEMM).
 """
 
 from __future__ import annotations
@@ -85,34 +88,118 @@ def resolve(spec: str) -> Path:
     raise NotmeError(f"{spec}: no such file or directory, and not a registry name ({', '.join(REGISTRY)})")
 
 
-def dequantize_model(model) -> int:
-    """Replace quantized layers by float32 dense ones in place; returns how many."""
+def dequantized_matmul(x: mx.array, base) -> mx.array:
+    """`base(x)` computed in `x`'s dtype from a base stored in lower precision: a quantized layer
+    (`nn.QuantizedLinear`) or a 16-bit `HalfStoredLinear`. The weight is dequantized / upcast on
+    the fly into a temporary (again in the backward pass, which only needs the gradient w.r.t. x:
+    the base is frozen), so the model stays small in memory and no dense float32 copy outlives
+    the call. On the CPU this is a BLAS GEMM (MLX's quantized matmul does not use BLAS there)."""
+    def dense(after):
+        w = mx.depends(base.weight, after)
+        if isinstance(base, nn.QuantizedLinear):
+            w = mx.dequantize(w, base.scales, base.get("biases"), base.group_size, base.bits,
+                              mode=getattr(base, "mode", "affine"))
+        return w.astype(x.dtype)
+
+    # Each dequantization depends on the GEMM's other operand, so it runs just before its GEMM
+    # (not ahead of the graph, all layers at once) and `mx.compile` cannot merge the backward one
+    # with the forward one (which would keep every layer's dense weight from the forward pass to
+    # the backward pass): about one dense layer is alive at a time.
+    @mx.custom_function
+    def matmul(v):
+        return v @ dense(after=v).T
+
+    @matmul.vjp
+    def matmul_vjp(primals, cotangent, output):
+        return cotangent @ dense(after=cotangent)
+
+    y = matmul(x)
+    return y + base.bias if "bias" in base else y
+
+
+class HalfStoredLinear(nn.Linear):
+    """A frozen linear whose weight is stored in 16 bits and computed in its input's dtype:
+    a float32 input gets a float32 GEMM on a weight upcast just for it (`dequantized_matmul`),
+    forward and backward. Halves the base's memory when training on the CPU in float32."""
+
+    def __call__(self, x):
+        if x.dtype == self.weight.dtype:
+            return super().__call__(x)
+        return dequantized_matmul(x, self)
+
+
+BASE_DTYPES = {"float32": mx.float32, "float16": mx.float16}
+
+
+def default_base_dtype(model) -> str:
+    """How `load_model` stores the transformer blocks' linear weights when it dequantizes:
+    "float16" when the checkpoint holds them quantized or in 16-bit floats, so storing them in
+    16 bits loses nothing or next to nothing (a Q4 value rounded to float16 moves by at most
+    ~0.6% of its quantization step); "float32" when they are float32 in the checkpoint (kept
+    exact). Computed in float32 either way (`HalfStoredLinear`)."""
+    lins = [m for p, m in model.named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear)) and _in_blocks(p)]
+    if lins and all(isinstance(m, nn.QuantizedLinear) or m.weight.dtype in (mx.float16, mx.bfloat16) for m in lins):
+        return "float16"
+    return "float32"
+
+
+def _in_blocks(path: str) -> bool:
+    return ".layers." in f".{path}."
+
+
+def dequantize_model(model, base_dtype: str = "float32") -> int:
+    """Replace quantized layers by dense ones in place; every float parameter becomes float32,
+    except, with `base_dtype="float16"`, the weights of the transformer blocks' linears: those
+    become `HalfStoredLinear` with a 16-bit weight (float16; a bfloat16 weight stays bfloat16).
+    The embedding, an untied output head and the norms stay float32 (the loss reads the head's
+    rows directly). Returns how many quantized layers were replaced."""
+    if base_dtype not in BASE_DTYPES:
+        raise NotmeError(f"base dtype {base_dtype!r}: expected one of {', '.join(BASE_DTYPES)}")
+    half = base_dtype == "float16"
     n = 0
     repl = []
     for path, m in model.named_modules():
-        if isinstance(m, nn.QuantizedLinear):
+        if isinstance(m, (nn.QuantizedLinear, nn.Linear)) and half and _in_blocks(path):
+            if isinstance(m, nn.QuantizedLinear):
+                w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size,
+                                  m.bits).astype(mx.float16)
+                n += 1
+            else:
+                w = m.weight if m.weight.dtype in (mx.float16, mx.bfloat16) else m.weight.astype(mx.float16)
+            lin = HalfStoredLinear(w.shape[1], w.shape[0], bias="bias" in m)
+            lin.weight = w
+            if "bias" in m:
+                lin.bias = m.bias.astype(mx.float32)
+            repl.append((path, lin))
+        elif isinstance(m, nn.QuantizedLinear):
             w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
             lin = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
             lin.weight = w
             if "bias" in m:
                 lin.bias = m.bias
             repl.append((path, lin))
+            n += 1
         elif isinstance(m, nn.QuantizedEmbedding):
             w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
             emb = nn.Embedding(w.shape[0], w.shape[1])
             emb.weight = w
             repl.append((path, emb))
+            n += 1
     if repl:
         model.update_modules(tree_unflatten(repl))
-        n = len(repl)
-    # f16/bf16 dense weights become float32 too (CPU training runs in fp32)
+    # f16/bf16 dense weights become float32 too (CPU training runs in fp32), but for the half-stored ones
     model.update(dict(tree_flatten_floats(model)))
     return n
 
 
+def _half_stored_weights(model) -> set[str]:
+    return {f"{p}.weight" for p, m in model.named_modules() if isinstance(m, HalfStoredLinear)}
+
+
 def tree_flatten_floats(model):
+    keep = _half_stored_weights(model)
     flat = [(k, v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())
-            if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32]
+            if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32 and k not in keep]
     return tree_unflatten(flat).items() if flat else []
 
 
@@ -158,12 +245,16 @@ def describe(model, path: Path, spec: str) -> dict:
     }
 
 
-def load_model(spec: str, dequantize: bool | None = None):
+def load_model(spec: str, dequantize: bool | None = None, base_dtype: str | None = None):
     """Load a model and tokenizer. Returns (model, tokenizer, info).
 
     Args:
       spec: registry name | .gguf file | mlx-lm directory | hub id.
-      dequantize: float32 dense weights (default: True on CPU).
+      dequantize: dense weights computed in float32 (default: True on CPU).
+      base_dtype: with `dequantize`, how the transformer blocks' linear weights are stored:
+        "float32", or "float16" (upcast per GEMM, see `HalfStoredLinear`); default
+        `default_base_dtype(model)`: 16 bits for a quantized or 16-bit checkpoint, float32 for
+        a float32 one. Paths that write weights (export, convert) ask for "float32".
     Returns:
       model (mlx-lm nn.Module), tokenizer (mlx-lm TokenizerWrapper), info dict
       (path, architecture, n_params, dtypes, quantization, vocab, context,
@@ -180,10 +271,13 @@ def load_model(spec: str, dequantize: bool | None = None):
     if dequantize is None:
         dequantize = default_dequantize()
     if dequantize:
-        info["dequantized_layers"] = dequantize_model(model)
+        base_dtype = base_dtype or default_base_dtype(model)
+        info["dequantized_layers"] = dequantize_model(model, base_dtype)
+        info["base_dtype"] = base_dtype
     info["has_chat_template"] = bool(getattr(tok, "chat_template", None) or getattr(getattr(tok, "_tokenizer", None), "chat_template", None))
     mx.eval(model.parameters())
     return model, tok, info
 
 
-__all__ = ["load_model", "resolve", "model_fingerprint", "fingerprint_dir", "fetch", "REGISTRY", "dequantize_model"]
+__all__ = ["load_model", "resolve", "model_fingerprint", "fingerprint_dir", "fetch", "REGISTRY", "dequantize_model",
+           "dequantized_matmul", "HalfStoredLinear", "default_base_dtype"]
