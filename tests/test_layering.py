@@ -2,8 +2,8 @@
 
 Layers, lowest first (docs/architecture.md explains each):
 
-    base (io, errors, ui, cpu_blas, models, lora, loss, recipe, resources) -> ingest -> samples
-    -> detect -> data -> train -> cluster -> stack -> eval -> export -> synth -> pipelines
+    base (io, errors, ui, cpu_blas, cpu_kernels, models, lora, loss, recipe, resources) -> ingest
+    -> samples -> detect -> data -> train -> cluster -> stack -> eval -> export -> synth -> pipelines
     -> bench -> cli
 
 A module may import its own layer and the layers below it, never one above. It may not import
@@ -26,7 +26,7 @@ PKG = Path(notme_mlx.__file__).resolve().parent
 ROOT = PKG.parent
 
 LAYERS = [
-    ("base", {"", "io", "errors", "ui", "cpu_blas", "models", "lora", "loss", "recipe", "resources"}),
+    ("base", {"", "io", "errors", "ui", "cpu_blas", "cpu_kernels", "models", "lora", "loss", "recipe", "resources"}),
     ("ingest", {"ingest"}),
     ("samples", {"samples"}),
     ("detect", {"detect"}),

@@ -17,6 +17,7 @@ from typing import Optional, Union
 import mlx.core as mx
 from mlx_lm.models.base import create_causal_mask
 
+from .. import cpu_kernels
 from ..models.families import embedding_scale, family_of_model, layer_window
 
 Mask = Union[None, str, mx.array]
@@ -99,8 +100,13 @@ def run_layers(model, h: mx.array, start: int = 0, end: Optional[int] = None,
         if checkpoint:
             h = _checkpointed(layer)(h, masks[w])
         else:
-            h = layer(h, masks[w], cache=None)
+            h = _call(layer, h, masks[w])
     return h
+
+
+def _call(layer, h, mask):
+    """`layer(h, mask, cache=None)`, through `cpu_kernels.block` where that supports the layer."""
+    return cpu_kernels.block(layer, h, mask) if cpu_kernels.supports(layer) else layer(h, mask, cache=None)
 
 
 def _checkpointed(layer):
@@ -108,7 +114,7 @@ def _checkpointed(layer):
     def run(h, mask):
         def inner(params, x):
             layer.update(params)
-            return layer(x, mask, cache=None)
+            return _call(layer, x, mask)
 
         return mx.checkpoint(inner)(layer.trainable_parameters(), h)
 

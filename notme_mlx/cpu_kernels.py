@@ -1,0 +1,157 @@
+"""A llama block's training forward built for MLX's CPU backend: exp, attention and SwiGLU.
+
+Measured on the `mlx[cpu]` wheel (2-core x86, float32; benchmarks/results/bench.md): `mx.exp`
+runs ~12 ns per element (a scalar loop; a multiply runs ~0.15 ns), so the softmax of one
+SmolLM2 layer's attention ([2, 9, 256, 256]) takes ~14 ms, as long as the layer's q/k/v
+projections; and MLX's SDPA fallback multiplies each query head by its key/value head on its
+own (18 GEMMs of 256 x 64 x 256, 6.6 ms CPU) where the query heads that share a key/value head
+can be one GEMM (6 of 768 x 64 x 256, 0.9 ms CPU). On the GPU (Metal, CUDA) MLX's fused
+kernels are the better choice, so `supports` chooses this path only when MLX computes on the CPU.
+
+- `exp`: 2^n * e^r with n = round(x log2 e), r = x - n ln 2 (|r| <= ln(2)/2, ln 2 in two parts
+  so r is exact), e^r by its degree-7 Taylor polynomial (relative error below 3e-7 over
+  float32's range; exp(-inf) = 0): ~4x faster than `mx.exp`
+  (compiled, elementwise ops only).
+- `attention(q, k, v, mask, scale)`: softmax(q k^T * scale + mask) v with grouped-query heads
+  as one GEMM per key/value head. Its backward saves q, k, v, the output and the row
+  log-sum-exp, and recomputes the probabilities (as flash attention does), so no
+  [heads, T, T] array outlives the layer's forward pass.
+- `swiglu(gate, up)` = silu(gate) * up, keeping gate and up for its backward.
+- `block(layer, x, mask)`: an mlx-lm llama `TransformerBlock` (SmolLM2, Llama, Mistral) computed
+  from the layer's own modules (norms, LoRA-wrapped projections, RoPE) with the three above.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import mlx.core as mx
+from mlx_lm.models import llama
+
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 0.693145751953125, 1.428606765330187e-06  # ln 2 split: n * _LN2_HI is exact
+_TAYLOR = [1.0 / math.factorial(k) for k in range(8)]
+
+
+@mx.compile
+def exp(x: mx.array) -> mx.array:
+    """e^x for float32 x (see module doc): -inf gives 0, x < -87.3 gives e^-87.3 (1.4e-38), x > 88 e^88."""
+    xc = mx.clip(x, -87.3, 88.0)  # e^xc stays within float32's normal range
+    n = mx.round(xc * _LOG2E)
+    r = (xc - n * _LN2_HI) - n * _LN2_LO  # |r| <= ln(2) / 2
+    p = _TAYLOR[7]
+    for c in reversed(_TAYLOR[:7]):
+        p = p * r + c
+    two_n = ((n.astype(mx.int32) + 127) << 23).view(mx.float32)
+    return mx.where(x == -mx.inf, 0.0, p * two_n)
+
+
+def sigmoid(x: mx.array) -> mx.array:
+    return 1.0 / (1.0 + exp(-x))
+
+
+@mx.custom_function
+def swiglu(gate: mx.array, up: mx.array) -> mx.array:
+    """silu(gate) * up."""
+    return gate * sigmoid(gate) * up
+
+
+@swiglu.vjp
+def _swiglu_vjp(primals, cotangent, output):
+    gate, up = primals
+    # After the cotangent, or `mx.compile` merges this sigmoid with the forward's and keeps it.
+    s = sigmoid(gate := mx.depends(gate, cotangent))
+    silu = gate * s
+    return cotangent * up * (s + silu * (1.0 - s)), cotangent * silu
+
+
+def _scores(q, k, mask, scale):
+    """q k^T * scale with masked entries -inf: [B, Hk, r*T, S] (query heads grouped per key head)."""
+    B, Hq, T, D = q.shape
+    Hk, S = k.shape[1], k.shape[2]
+    r = Hq // Hk
+    s = (q.reshape(B, Hk, r * T, D) * scale) @ k.swapaxes(-1, -2)
+    if mask is None:
+        return s
+    s = s.reshape(B, Hk, r, T, S)
+    m = mask[:, :, None]  # [B|1, 1, 1, T, S]: the same for every head
+    s = mx.where(m, s, -mx.inf) if mask.dtype == mx.bool_ else s + m
+    return s.reshape(B, Hk, r * T, S)
+
+
+@mx.custom_function
+def _attention(q, k, v, mask, scale):
+    B, Hq, T, D = q.shape
+    s = _scores(q, k, mask, scale)
+    top = mx.maximum(s.max(-1, keepdims=True), -3e38)  # a fully masked row keeps a finite max
+    e = exp(s - top)
+    z = mx.maximum(e.sum(-1, keepdims=True), 1e-30)
+    o = ((e / z) @ v).reshape(B, Hq, T, D)
+    return o, top + mx.log(z)
+
+
+@_attention.vjp
+def _attention_vjp(primals, cotangents, outputs):
+    q, k, v, mask, scale = primals
+    B, Hq, T, D = q.shape
+    Hk = k.shape[1]
+    r = Hq // Hk
+    o, lse = outputs
+    # The forward's probabilities, recomputed once the cotangent exists: without the dependency
+    # the recomputation needs nothing from the backward pass, and MLX may run it for every
+    # layer early, keeping all their [T, T] blocks alive at once.
+    p = exp(_scores(mx.depends(q, cotangents[0]), k, mask, scale) - lse)
+    do = cotangents[0].reshape(B, Hk, r * T, D)
+    dv = p.swapaxes(-1, -2) @ do  # sums the r query heads of each key head
+    dp = do @ v.swapaxes(-1, -2)
+    ds = p * (dp - (do * o.reshape(B, Hk, r * T, D)).sum(-1, keepdims=True))
+    dq = ((ds @ k) * scale).reshape(B, Hq, T, D)
+    dk = (ds.swapaxes(-1, -2) @ q.reshape(B, Hk, r * T, D)) * scale
+    dmask = None if mask is None else mx.broadcast_to(mx.zeros((), mask.dtype), mask.shape)
+    return dq, dk, dv, dmask, mx.zeros_like(scale)
+
+
+def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float) -> mx.array:
+    """softmax(q k^T * scale + mask) v.
+
+    Args:
+        q: [B, Hq, T, D]; k, v: [B, Hk, S, D] with Hq a multiple of Hk (query head h uses key
+            head h // (Hq / Hk), as MLX's SDPA).
+        mask: None (no mask), "causal", or a boolean (True = attend) or additive array
+            broadcastable to [B, 1, T, S] (one mask for every head).
+    Returns:
+        [B, Hq, T, D].
+    """
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ValueError(f"mask {mask!r}: expected None, 'causal' or an array")
+        T, S = q.shape[2], k.shape[2]
+        mask = (mx.arange(T)[:, None] + (S - T)) >= mx.arange(S)[None]
+    if mask is not None:
+        if mask.ndim < 4:
+            mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+        if mask.shape[1] != 1:
+            raise ValueError(f"mask shape {mask.shape}: one mask for all heads expected ([B, 1, T, S])")
+    return _attention(q, k, v, mask, mx.array(scale, q.dtype))[0]
+
+
+def supports(layer) -> bool:
+    """True when `block` computes this layer: an mlx-lm llama TransformerBlock, MLX on the CPU,
+    and `NOTME_CPU_KERNELS` is not `off` (set it to compare against mlx-lm's own layer call)."""
+    return (type(layer) is llama.TransformerBlock and mx.default_device() == mx.cpu
+            and os.environ.get("NOTME_CPU_KERNELS", "auto") != "off")
+
+
+def block(layer, x: mx.array, mask) -> mx.array:
+    """`layer(x, mask, cache=None)` for an mlx-lm llama TransformerBlock, with this module's kernels."""
+    a, m = layer.self_attn, layer.mlp
+    B, L, _ = x.shape
+    h = layer.input_layernorm(x)
+    q = a.rope(a.q_proj(h).reshape(B, L, a.n_heads, -1).transpose(0, 2, 1, 3))
+    k = a.rope(a.k_proj(h).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3))
+    v = a.v_proj(h).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    o = attention(q, k, v, mask, a.scale).transpose(0, 2, 1, 3).reshape(B, L, -1)
+    x = x + a.o_proj(o)
+    h = layer.post_attention_layernorm(x)
+    return x + m.down_proj(swiglu(m.gate_proj(h), m.up_proj(h)))
