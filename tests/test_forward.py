@@ -23,7 +23,8 @@ def test_matches_mlx_lm(tiny_model, untied):
         x = _inputs()
         ref = model.model(x)
         out = hidden_states(model, x)
-        np.testing.assert_allclose(np.array(out), np.array(ref), rtol=1e-6, atol=1e-6)
+        # On the CPU the blocks run through cpu_kernels (another float32 summation order).
+        np.testing.assert_allclose(np.array(out), np.array(ref), rtol=1e-5, atol=1e-5)
 
 
 def test_stages_compose(untied):
@@ -32,12 +33,12 @@ def test_stages_compose(untied):
     h = embed(untied, x)
     h = run_layers(untied, h, 0, 2)
     h = hidden_states(untied, h, layers=(2, n))
-    np.testing.assert_allclose(np.array(h), np.array(untied.model(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.array(h), np.array(untied.model(x)), rtol=1e-5, atol=1e-5)
     mid = hidden_states(untied, x, layers=(0, 2))
     np.testing.assert_allclose(np.array(mid), np.array(run_layers(untied, embed(untied, x), 0, 2)),
                                rtol=0, atol=0)
     np.testing.assert_allclose(np.array(final_norm(untied, run_layers(untied, embed(untied, x)))),
-                               np.array(untied.model(x)), rtol=1e-6, atol=1e-6)
+                               np.array(untied.model(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_explicit_causal_mask_array(untied):
