@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -89,13 +90,26 @@ def ratios(sides: dict) -> dict:
     return out
 
 
-def run_worker(spec: dict, workdir: Path, name: str, timeout: float | None = None) -> dict:
-    """Run one side in a fresh `python -m notme_mlx.bench.worker` process; its result dict."""
+def blas_threads(parallel: int) -> int | None:
+    """OpenBLAS threads per worker when `parallel` run at once: cores / parallel (at least 1), or
+    None when the user set OPENBLAS_NUM_THREADS. Measured on 2 cores: with 3 processes of 2 threads
+    each, a rank-8 LoRA GEMM (512 x 8 x 1536) took 16 ms instead of 0.3 ms (threads waiting for a
+    busy core a scheduler tick at a time), which distorts exactly the small GEMMs LoRA adds."""
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, parallel))
+
+
+def run_worker(spec: dict, workdir: Path, name: str, timeout: float | None = None,
+               threads: int | None = None) -> dict:
+    """Run one side in a fresh `python -m notme_mlx.bench.worker` process (OpenBLAS limited to
+    `threads` when given); its result dict."""
     spec_path, out_path = workdir / f"{name}.spec.json", workdir / f"{name}.out.json"
     atomic_write_text(spec_path, json.dumps(spec))
+    env = dict(os.environ, **({"OPENBLAS_NUM_THREADS": str(threads)} if threads else {}))
     try:
         p = subprocess.run([sys.executable, "-m", "notme_mlx.bench.worker", str(spec_path), str(out_path)],
-                           capture_output=True, text=True, timeout=timeout)
+                           capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise NotmeError(f"bench run {name}: no result within {timeout:.0f} s") from None
     if p.returncode != 0 or not out_path.exists():
@@ -128,6 +142,7 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
             second little affected, but wall-clock tokens/s then measure shared cores.
     """
     peaks = [(mlx_matmul_peak(gemm_n), mlx_matmul_peak(gemm_n, per_cpu_second=True))] if gemm_n else []
+    threads = blas_threads(parallel)
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory(prefix="notme-bench-") as tmp:
         work = Path(tmp)
@@ -142,7 +157,8 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
             specs = [(side, {"side": side, "model": str(model_path), "dequantize": dequantize,
                              "examples": str(data[side]), "settings": dataclasses.asdict(s)}) for side in order]
             with ThreadPoolExecutor(max(1, parallel)) as pool:
-                futures = [(side, pool.submit(run_worker, spec, work, f"{side}-{r}", timeout)) for side, spec in specs]
+                futures = [(side, pool.submit(run_worker, spec, work, f"{side}-{r}", timeout, threads))
+                           for side, spec in specs]
                 for side, fut in futures:
                     summ = fut.result()
                     runs[side].append(summ)
@@ -150,8 +166,10 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
                         on_run(side, r, summ)
     if gemm_n:
         peaks.append((mlx_matmul_peak(gemm_n), mlx_matmul_peak(gemm_n, per_cpu_second=True)))
-    return summarize(runs, model_path, examples, settings, dequantize=dequantize, parallel=parallel,
-                     peaks=peaks, gemm_n=gemm_n)
+    out = summarize(runs, model_path, examples, settings, dequantize=dequantize, parallel=parallel,
+                    peaks=peaks, gemm_n=gemm_n)
+    out["blas_threads_per_worker"] = threads or os.environ.get("OPENBLAS_NUM_THREADS")
+    return out
 
 
 def summarize(runs: dict[str, list[dict]], model_path, examples, settings: Settings, dequantize=None,
