@@ -183,11 +183,11 @@ def test_load_model_base_dtype_round_trip(tiny_model_dir):
         load_model(str(tiny_model_dir), dequantize=True, base_dtype="bfloat8")
 
 
-def test_default_storage_follows_the_checkpoint(tiny_model_dir, tmp_path):
-    """A float32 checkpoint stays float32 (exact); a quantized one gets 16-bit block linears equal
-    to its dequantized values rounded to float16, and the same logits as a float32 model holding
-    those values."""
-    _, _, info = load_model(str(tiny_model_dir), dequantize=True)
+def test_auto_storage_follows_the_checkpoint(tiny_model_dir, tmp_path):
+    """base_dtype="auto" (training): a float32 checkpoint stays float32 (exact); a quantized one
+    gets 16-bit block linears equal to its dequantized values rounded to float16, and the same
+    logits as a float32 model holding those values. The default stays float32."""
+    _, _, info = load_model(str(tiny_model_dir), dequantize=True, base_dtype="auto")
     assert info["base_dtype"] == "float32"
     qdir = tmp_path / "q4"
     shutil.copytree(tiny_model_dir, qdir)
@@ -196,7 +196,9 @@ def test_default_storage_follows_the_checkpoint(tiny_model_dir, tmp_path):
     mx.save_safetensors(str(qdir / "model.safetensors"), dict(tree_flatten(model.parameters())))
     cfg = json.loads((qdir / "config.json").read_text())
     (qdir / "config.json").write_text(json.dumps({**cfg, "quantization": {"group_size": 32, "bits": 4}}))
-    half, _, info = load_model(str(qdir), dequantize=True)
+    _, _, info = load_model(str(qdir), dequantize=True)
+    assert info["base_dtype"] == "float32"
+    half, _, info = load_model(str(qdir), dequantize=True, base_dtype="auto")
     assert info["base_dtype"] == "float16" and info["dequantized_layers"] == 2 * 7
     q = dict(model.named_modules())
     for p, m in half.named_modules():

@@ -93,7 +93,7 @@ def test_convert_quantized_dir_to_dense(tiny_model_dir, tmp_path, monkeypatch):
     cfg = json.loads((tmp_path / "dense" / "config.json").read_text())
     assert "quantization" not in cfg and cfg["rope_traditional"] is True
     _, _, iq = load_model(str(tmp_path / "q"), dequantize=False)
-    mq, _, _ = load_model(str(tmp_path / "q"), dequantize=True, base_dtype="float32")  # same float32 weights
+    mq, _, _ = load_model(str(tmp_path / "q"), dequantize=True)  # same float32 weights, dequantized at load
     md, _, idn = load_model(str(tmp_path / "dense"), dequantize=False)
     assert iq["quantization"]["bits"] == 4 and idn["quantization"] is None
     assert idn["n_params"] == iq["n_params"]

@@ -60,7 +60,7 @@ def test_loader_is_exact_against_gguf_dequantize(quant, tiny_model_untied_dir, t
     m, t, _ = load_model(str(tiny_model_untied_dir))
     gg = tmp_path / "m.gguf"
     write_gguf(gg, m, t, quant=quant)
-    model, _, _ = load_model(str(gg), dequantize=True, base_dtype="float32")
+    model, _, _ = load_model(str(gg), dequantize=True)
     got = dict(tree_flatten(model.parameters()))
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 4)
     inv = {tmap.get_name(k, try_suffixes=(".weight",)): k for k in got}

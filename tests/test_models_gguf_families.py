@@ -197,7 +197,7 @@ def test_gemma3_global_layer_and_kquant_weights(tiny_model_dir, tmp_path):
         out = convert_gguf(path, tmp_path / f"out-{qt.name}")
         src = json.loads((out / "notme_source.json").read_text())
         assert src["tensor_types"][qt.name] == 7 * 6 + 1  # 7 matrices per layer + the embedding
-        loaded, _, _ = load_model(str(out), dequantize=True, base_dtype="float32")
+        loaded, _, _ = load_model(str(out), dequantize=True)
         got = dict(tree_flatten(loaded.parameters()))
         r = gguf.GGUFReader(str(path))
         tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 6)

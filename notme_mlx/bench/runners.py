@@ -92,12 +92,12 @@ def _fresh_memory():
     mx.reset_peak_memory()
 
 
-def load(model_path, dequantize: bool | None = None, base_dtype: str | None = None):
+def load(model_path, dequantize: bool | None = None, base_dtype: str = "auto"):
     """(model, tokenizer) the way `notme train` loads a base (`notme_mlx.models.load_model`:
     quantized weights become dense computed in float32 on CPU, the blocks' linears stored as
-    `models.default_base_dtype` says; they stay quantized on Metal). `dequantize` and
-    `base_dtype` override that; mlx-lm's side asks for float32 storage (its plain `nn.Linear`
-    layers would upcast a 16-bit weight and keep the float32 copy for the backward pass)."""
+    `base_dtype="auto"` says; they stay quantized on Metal). `dequantize` and `base_dtype`
+    override that; mlx-lm's side asks for float32 storage (its plain `nn.Linear` layers would
+    upcast a 16-bit weight and keep the float32 copy for the backward pass)."""
     model, tok, _info = load_model(str(model_path), dequantize=dequantize, base_dtype=base_dtype)
     return model, tok
 

@@ -1,7 +1,7 @@
 """One benchmark run in its own process: `python -m notme_mlx.bench.worker SPEC.json OUT.json`.
 
 SPEC = {"side": "ours" | "ours_penalty_off" | "mlx-lm", "model": dir, "dequantize": bool | null,
-"base_dtype": "float32" | "float16" | null (optional), "examples": JSONL of {"tokens", "labels"},
+"base_dtype": "float32" | "float16" | "auto" (optional, ours only), "examples": JSONL of {"tokens", "labels"},
 "settings": `runners.Settings` fields}. The worker loads the model the way `notme train` does
 (`runners.load`; mlx-lm's side with float32 weights), trains with that side's trainer and
 writes the run's summary plus what only the process itself can know: MLX peak memory of the
@@ -50,7 +50,8 @@ def run_spec(spec: dict) -> dict:
     s = Settings(**{k: (tuple(v) if k == "targets" else v) for k, v in spec["settings"].items() if k in fields})
     examples = read_examples(spec["examples"])
     side = spec["side"]
-    model, tok = load(spec["model"], spec.get("dequantize"), "float32" if side == "mlx-lm" else spec.get("base_dtype"))
+    model, tok = load(spec["model"], spec.get("dequantize"),
+                      "float32" if side == "mlx-lm" else spec.get("base_dtype") or "auto")
     load_s = time.perf_counter() - wall0
     load_peak = mx.get_peak_memory()
     if side == "mlx-lm":

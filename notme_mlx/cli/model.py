@@ -87,7 +87,7 @@ def convert_cmd(spec, out, dequantize, force):
             convert_gguf(src, tmp, dequantize=dequantize)
         else:
             path = resolve(spec)
-            model, tok, _ = load_model(spec, dequantize=dequantize, base_dtype="float32")
+            model, tok, _ = load_model(spec, dequantize=dequantize)
             cfg = json.loads((Path(path) / "config.json").read_text())
             if dequantize:
                 cfg.pop("quantization", None)

@@ -54,7 +54,7 @@ def load_fused(model_spec: str, adapters=(), stack: str | None = None, force: bo
 
     Returns (model, tokenizer, info, layers) where `layers` describes what was fused.
     """
-    model, tokenizer, info = load_model(model_spec, dequantize=True, base_dtype="float32")
+    model, tokenizer, info = load_model(model_spec, dequantize=True)
     family_of(getattr(model.args, "model_type", None), model_spec)  # one clear line when unsupported
     layers = []
     if stack:
@@ -184,7 +184,7 @@ def verify_export(model, tokenizer, target: str, path: Path) -> dict:
         loader = "mlx_lm.load"
     else:
         gg = path if path.suffix == ".gguf" else next(path.glob("*.gguf"))
-        m2, t2, _ = load_model(str(gg), dequantize=True, base_dtype="float32")
+        m2, t2, _ = load_model(str(gg), dequantize=True)
         loader = "notme_mlx.models.load_model (GGUF)"
     ref, got = _logits(model, tokenizer), _logits(m2, t2)
     diffs = [float(np.max(np.abs(a - b))) for a, b in zip(ref, got)]
@@ -201,7 +201,7 @@ def _export_lora(model_spec: str, out: Path, adapters, force: bool) -> ExportRes
     """One adapter as a llama.cpp GGUF LoRA (`llama-cli -m base.gguf --lora adapter.gguf`)."""
     if len(adapters or ()) != 1:
         raise NotmeError("--to gguf-lora exports exactly one adapter folder (--adapters DIR)")
-    model, _, _ = load_model(model_spec, dequantize=True, base_dtype="float32")
+    model, _, _ = load_model(model_spec, dequantize=True)
     family_of(getattr(model.args, "model_type", None), model_spec)
     name = load_adapter(model, adapters[0], name="export")
     cfg = read_adapter_config(adapters[0])["lora_parameters"]

@@ -15,7 +15,7 @@ from .hf import write_hf_dir
 def fuse_stack(stack: Stack, out: str | Path, layers: list[str] | None = None, dtype: str = "float16",
                force: bool = False) -> Path:
     """Fuse chosen layers (default all) into dense base weights and write an mlx-lm/HF dir."""
-    model, tok, info = load_model(stack.base_spec, dequantize=True, base_dtype="float32")
+    model, tok, info = load_model(stack.base_spec, dequantize=True)
     load_stack_into(model, stack, info, force=force, layers=layers)
     fuse(model)
     if adapter_names(model):

@@ -6,8 +6,9 @@ sha256), an mlx-lm / Hugging Face directory, or a hub id (needs hub access).
 `dequantize` (default: True on CPU, where quantized matmul backward is slow)
 turns quantized weights into dense layers after loading, computed in float32;
 `base_dtype` chooses how the transformer blocks' linear weights are stored:
-float32, or float16 (`HalfStoredLinear`: upcast to float32 just before each
-GEMM, forward and backward, so no float32 copy outlives its GEMM).
+float32 (the default), float16 (`HalfStoredLinear`: upcast to float32 just
+before each GEMM, forward and backward, so no float32 copy outlives its GEMM),
+or "auto" (what training asks for, see `auto_base_dtype`).
 """
 
 from __future__ import annotations
@@ -131,12 +132,13 @@ class HalfStoredLinear(nn.Linear):
 BASE_DTYPES = {"float32": mx.float32, "float16": mx.float16}
 
 
-def default_base_dtype(model) -> str:
-    """How `load_model` stores the transformer blocks' linear weights when it dequantizes:
-    "float16" when the checkpoint holds them quantized or in 16-bit floats, so storing them in
-    16 bits loses nothing or next to nothing (a Q4 value rounded to float16 moves by at most
-    ~0.6% of its quantization step); "float32" when they are float32 in the checkpoint (kept
-    exact). Computed in float32 either way (`HalfStoredLinear`)."""
+def auto_base_dtype(model) -> str:
+    """`base_dtype="auto"` (how training loads a base): "float16" when the checkpoint holds the
+    transformer blocks' linear weights quantized or in 16-bit floats, so storing them in 16 bits
+    loses nothing or next to nothing (a Q4 value rounded to float16 moves by at most ~0.6% of
+    its quantization step); "float32" when they are float32 in the checkpoint (kept exact).
+    Computed in float32 either way (`HalfStoredLinear`). Not the default for inference: a
+    decoded token re-reads every upcast weight (greedy generation ~1.2x the CPU time)."""
     lins = [m for p, m in model.named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear)) and _in_blocks(p)]
     if lins and all(isinstance(m, nn.QuantizedLinear) or m.weight.dtype in (mx.float16, mx.bfloat16) for m in lins):
         return "float16"
@@ -252,9 +254,9 @@ def load_model(spec: str, dequantize: bool | None = None, base_dtype: str | None
       spec: registry name | .gguf file | mlx-lm directory | hub id.
       dequantize: dense weights computed in float32 (default: True on CPU).
       base_dtype: with `dequantize`, how the transformer blocks' linear weights are stored:
-        "float32", or "float16" (upcast per GEMM, see `HalfStoredLinear`); default
-        `default_base_dtype(model)`: 16 bits for a quantized or 16-bit checkpoint, float32 for
-        a float32 one. Paths that write weights (export, convert) ask for "float32".
+        "float32" (default), "float16" (upcast per GEMM, see `HalfStoredLinear`), or "auto"
+        (`auto_base_dtype`: 16 bits for a quantized or 16-bit checkpoint, float32 for a float32
+        one; what `notme train` asks for).
     Returns:
       model (mlx-lm nn.Module), tokenizer (mlx-lm TokenizerWrapper), info dict
       (path, architecture, n_params, dtypes, quantization, vocab, context,
@@ -271,7 +273,7 @@ def load_model(spec: str, dequantize: bool | None = None, base_dtype: str | None
     if dequantize is None:
         dequantize = default_dequantize()
     if dequantize:
-        base_dtype = base_dtype or default_base_dtype(model)
+        base_dtype = auto_base_dtype(model) if base_dtype == "auto" else base_dtype or "float32"
         info["dequantized_layers"] = dequantize_model(model, base_dtype)
         info["base_dtype"] = base_dtype
     info["has_chat_template"] = bool(getattr(tok, "chat_template", None) or getattr(getattr(tok, "_tokenizer", None), "chat_template", None))
@@ -280,4 +282,4 @@ def load_model(spec: str, dequantize: bool | None = None, base_dtype: str | None
 
 
 __all__ = ["load_model", "resolve", "model_fingerprint", "fingerprint_dir", "fetch", "REGISTRY", "dequantize_model",
-           "dequantized_matmul", "HalfStoredLinear", "default_base_dtype"]
+           "dequantized_matmul", "HalfStoredLinear", "auto_base_dtype"]

@@ -111,7 +111,7 @@ def quickstart(workdir: str | Path = "runs/quickstart", model: str | None = None
 
     t = time.perf_counter()
     ui.info(f"[bold]3/5 model[/bold] {recipe.model}")
-    base, tok, info = load_model(recipe.model)
+    base, tok, info = load_model(recipe.model, base_dtype="auto")  # as `notme train` loads it
     use_recorded_frame(tok, data_dir=data_dir)  # a base model: the person's frame names, as data build wrote them
     times["load"] = time.perf_counter() - t
     res = QuickstartResult(workdir, messages, data_dir, recipe.run_dir(), recipe.run_dir() / "adapters",

@@ -96,7 +96,7 @@ def load_for_training(stack, train_layer: str, model=None, tokenizer=None, force
         raise NotmeError(f"train_layer {train_layer!r} must be one of {', '.join(LAYER_ORDER)}")
     info = {}
     if model is None:
-        model, tokenizer, info = load_model(st.base_spec)
+        model, tokenizer, info = load_model(st.base_spec, base_dtype="auto")  # as `notme train` loads it
     fp = info.get("fingerprint")
     if fp is None:
         try:

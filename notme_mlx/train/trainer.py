@@ -77,7 +77,7 @@ class LocalBackend:
             model, tokenizer = _STACK_LOADER[0](recipe.stack, recipe.train_layer, model=model, tokenizer=tokenizer,
                                                 fuse_lower=recipe.fuse_lower)
         if model is None:
-            model, tokenizer, info = load_model(recipe.model)
+            model, tokenizer, info = load_model(recipe.model, base_dtype="auto")  # a quantized base: 16-bit storage
             if not get_meta(model) and info.get("fingerprint"):
                 set_meta(model, {"base_fingerprint": info["fingerprint"], "base_spec": recipe.model, "trained_on": []})
         mx.random.seed(recipe.seed)  # LoRA A init
