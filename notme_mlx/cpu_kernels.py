@@ -12,10 +12,12 @@ kernels are the better choice, so `supports` chooses this path only when MLX com
   so r is exact), e^r by its degree-7 Taylor polynomial (relative error below 3e-7 over
   float32's range; exp(-inf) = 0): ~4x faster than `mx.exp`
   (compiled, elementwise ops only).
-- `attention(q, k, v, mask, scale)`: softmax(q k^T * scale + mask) v with grouped-query heads
-  as one GEMM per key/value head. Its backward saves q, k, v, the output and the row
-  log-sum-exp, and recomputes the probabilities (as flash attention does), so no
-  [heads, T, T] array outlives the layer's forward pass.
+- `attention(q, k, v, mask, scale, keep_probs)`: softmax(q k^T * scale + mask) v with
+  grouped-query heads as one GEMM per key/value head. Its backward either uses the forward's
+  probabilities (kept) or saves only q, k, v, the output and each row's log-sum-exp and
+  recomputes them (as flash attention does), so no [heads, T, T] array outlives the layer's
+  forward pass; `block` keeps them while they are no larger than the MLP's saved activations
+  (`keep_probs`), recomputing costs a q k^T GEMM and an exp per layer.
 - `swiglu(gate, up)` = silu(gate) * up, keeping gate and up for its backward.
 - `block(layer, x, mask)`: an mlx-lm llama `TransformerBlock` (SmolLM2, Llama, Mistral) computed
   from the layer's own modules (norms, LoRA-wrapped projections, RoPE) with the three above.
@@ -80,39 +82,65 @@ def _scores(q, k, mask, scale):
     return s.reshape(B, Hk, r * T, S)
 
 
-@mx.custom_function
-def _attention(q, k, v, mask, scale):
-    B, Hq, T, D = q.shape
-    s = _scores(q, k, mask, scale)
+def _probabilities(s):
+    """(softmax of s over the last axis, its log-sum-exp); a fully masked row gives zeros."""
     top = mx.maximum(s.max(-1, keepdims=True), -3e38)  # a fully masked row keeps a finite max
     e = exp(s - top)
     z = mx.maximum(e.sum(-1, keepdims=True), 1e-30)
-    o = ((e / z) @ v).reshape(B, Hq, T, D)
-    return o, top + mx.log(z)
+    return e / z, top + mx.log(z)
 
 
-@_attention.vjp
-def _attention_vjp(primals, cotangents, outputs):
-    q, k, v, mask, scale = primals
+def _attention_backward(q, k, v, o, p, do, scale):
     B, Hq, T, D = q.shape
     Hk = k.shape[1]
     r = Hq // Hk
-    o, lse = outputs
-    # The forward's probabilities, recomputed once the cotangent exists: without the dependency
-    # the recomputation needs nothing from the backward pass, and MLX may run it for every
-    # layer early, keeping all their [T, T] blocks alive at once.
-    p = exp(_scores(mx.depends(q, cotangents[0]), k, mask, scale) - lse)
-    do = cotangents[0].reshape(B, Hk, r * T, D)
+    do = do.reshape(B, Hk, r * T, D)
     dv = p.swapaxes(-1, -2) @ do  # sums the r query heads of each key head
     dp = do @ v.swapaxes(-1, -2)
     ds = p * (dp - (do * o.reshape(B, Hk, r * T, D)).sum(-1, keepdims=True))
     dq = ((ds @ k) * scale).reshape(B, Hq, T, D)
     dk = (ds.swapaxes(-1, -2) @ q.reshape(B, Hk, r * T, D)) * scale
+    return dq, dk, dv
+
+
+def _no_grad(mask, scale):
     dmask = None if mask is None else mx.broadcast_to(mx.zeros((), mask.dtype), mask.shape)
-    return dq, dk, dv, dmask, mx.zeros_like(scale)
+    return dmask, mx.zeros_like(scale)
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float) -> mx.array:
+@mx.custom_function
+def _attention_keep(q, k, v, mask, scale):
+    """Attention whose backward uses the forward's probabilities (kept: [B, Hk, r*T, S])."""
+    p, _ = _probabilities(_scores(q, k, mask, scale))
+    return (p @ v).reshape(q.shape), p
+
+
+@_attention_keep.vjp
+def _attention_keep_vjp(primals, cotangents, outputs):
+    q, k, v, mask, scale = primals
+    (o, p), do = outputs, cotangents[0]
+    return (*_attention_backward(q, k, v, o, p, do, scale), *_no_grad(mask, scale))
+
+
+@mx.custom_function
+def _attention_recompute(q, k, v, mask, scale):
+    """Attention whose backward recomputes the probabilities from q, k and each row's log-sum-exp."""
+    p, lse = _probabilities(_scores(q, k, mask, scale))
+    return (p @ v).reshape(q.shape), lse
+
+
+@_attention_recompute.vjp
+def _attention_recompute_vjp(primals, cotangents, outputs):
+    q, k, v, mask, scale = primals
+    (o, lse), do = outputs, cotangents[0]
+    # Recomputed once the cotangent exists: without the dependency the recomputation needs
+    # nothing from the backward pass, and MLX may run it for every layer early, keeping all
+    # their [T, S] blocks alive at once.
+    p = exp(_scores(mx.depends(q, do), k, mask, scale) - lse)
+    return (*_attention_backward(q, k, v, o, p, do, scale), *_no_grad(mask, scale))
+
+
+def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float, keep_probs: bool = False) -> mx.array:
     """softmax(q k^T * scale + mask) v.
 
     Args:
@@ -120,6 +148,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float) -> mx.a
             head h // (Hq / Hk), as MLX's SDPA).
         mask: None (no mask), "causal", or a boolean (True = attend) or additive array
             broadcastable to [B, 1, T, S] (one mask for every head).
+        keep_probs: the backward pass uses the forward's probabilities ([B, Hq, T, S] kept
+            alive until then) instead of recomputing them (one more q k^T GEMM and exp).
     Returns:
         [B, Hq, T, D].
     """
@@ -133,7 +163,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float) -> mx.a
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
         if mask.shape[1] != 1:
             raise ValueError(f"mask shape {mask.shape}: one mask for all heads expected ([B, 1, T, S])")
-    return _attention(q, k, v, mask, mx.array(scale, q.dtype))[0]
+    fn = _attention_keep if keep_probs else _attention_recompute
+    return fn(q, k, v, mask, mx.array(scale, q.dtype))[0]
 
 
 def supports(layer) -> bool:
@@ -141,6 +172,13 @@ def supports(layer) -> bool:
     and `NOTME_CPU_KERNELS` is not `off` (set it to compare against mlx-lm's own layer call)."""
     return (type(layer) is llama.TransformerBlock and mx.default_device() == mx.cpu
             and os.environ.get("NOTME_CPU_KERNELS", "auto") != "off")
+
+
+def keep_probs(layer, T: int) -> bool:
+    """Whether `block` keeps a layer's attention probabilities for its backward pass: when they are
+    no larger than what its MLP keeps (heads x T <= 3 x intermediate floats per position; SmolLM2:
+    T <= 512). Longer rows recompute them, so their memory stays linear in T."""
+    return layer.self_attn.n_heads * T <= 3 * layer.args.intermediate_size
 
 
 def block(layer, x: mx.array, mask) -> mx.array:
@@ -151,7 +189,7 @@ def block(layer, x: mx.array, mask) -> mx.array:
     q = a.rope(a.q_proj(h).reshape(B, L, a.n_heads, -1).transpose(0, 2, 1, 3))
     k = a.rope(a.k_proj(h).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3))
     v = a.v_proj(h).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    o = attention(q, k, v, mask, a.scale).transpose(0, 2, 1, 3).reshape(B, L, -1)
+    o = attention(q, k, v, mask, a.scale, keep_probs=keep_probs(layer, L)).transpose(0, 2, 1, 3).reshape(B, L, -1)
     x = x + a.o_proj(o)
     h = layer.post_attention_layernorm(x)
     return x + m.down_proj(swiglu(m.gate_proj(h), m.up_proj(h)))
