@@ -138,14 +138,14 @@ def _plain_fp16(d):  # an nn.Linear holding a float16 weight: MLX promotes it in
 
 
 def test_float32_weight_copies_do_not_accumulate_over_layers():
-    """Going from 4 to 16 half-stored layers adds less than 3 layers' float32 weights to the peak
-    above the (float16) parameters; a plain nn.Linear holding the same float16 weight keeps each
-    layer's promoted float32 copy for the backward pass and adds about all 12."""
+    """Going from 8 to 32 half-stored layers adds less than 3 layers' float32 weights to the peak
+    above the (float16) parameters (measured: 1.4); a plain nn.Linear holding the same float16
+    weight keeps each layer's promoted float32 copy for the backward pass and adds about all 24."""
     d = 512
-    grow = _extra_peak(16, d, _half) - _extra_peak(4, d, _half)
+    grow = _extra_peak(32, d, _half) - _extra_peak(8, d, _half)
     assert grow < 3 * d * d * 4
-    grow_plain = _extra_peak(16, d, _plain_fp16) - _extra_peak(4, d, _plain_fp16)
-    assert grow_plain > 10 * d * d * 4
+    grow_plain = _extra_peak(32, d, _plain_fp16) - _extra_peak(8, d, _plain_fp16)
+    assert grow_plain > 20 * d * d * 4
 
 
 def test_fuse_gives_float32_dense_layers():
@@ -209,3 +209,4 @@ def test_auto_storage_follows_the_checkpoint(tiny_model_dir, tmp_path):
     ref.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in tree_flatten(half.parameters())]))
     x = mx.array([[3, 17, 200, 5, 64, 9]], mx.int32)
     np.testing.assert_allclose(np.array(half(x)), np.array(ref(x)), rtol=1e-5, atol=1e-5)
+

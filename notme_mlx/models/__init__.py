@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm import load
 from mlx_lm.utils import hf_repo_to_path
@@ -281,5 +281,15 @@ def load_model(spec: str, dequantize: bool | None = None, base_dtype: str | None
     return model, tok, info
 
 
-__all__ = ["load_model", "resolve", "model_fingerprint", "fingerprint_dir", "fetch", "REGISTRY", "dequantize_model",
-           "dequantized_matmul", "HalfStoredLinear", "auto_base_dtype"]
+__all__ = [
+    "REGISTRY",
+    "HalfStoredLinear",
+    "auto_base_dtype",
+    "dequantize_model",
+    "dequantized_matmul",
+    "fetch",
+    "fingerprint_dir",
+    "load_model",
+    "model_fingerprint",
+    "resolve",
+]
