@@ -13,6 +13,7 @@ import pytest
 from mlx import nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from notme_mlx.errors import NotmeError
 from notme_mlx.lora import (
     LoRAConfig,
     MultiLoRALinear,
@@ -179,7 +180,7 @@ def test_load_model_base_dtype_round_trip(tiny_model_dir):
         else:
             assert mx.array_equal(f16[k], v).item(), k
     assert n_half == 2 * 7
-    with pytest.raises(Exception, match="base dtype 'bfloat8'"):
+    with pytest.raises(NotmeError, match="base dtype .bfloat8.: expected auto, float32, float16"):
         load_model(str(tiny_model_dir), dequantize=True, base_dtype="bfloat8")
 
 

@@ -129,7 +129,7 @@ class HalfStoredLinear(nn.Linear):
         return dequantized_matmul(x, self)
 
 
-BASE_DTYPES = {"float32": mx.float32, "float16": mx.float16}
+BASE_DTYPES = ("float32", "float16")
 
 
 def auto_base_dtype(model) -> str:
@@ -262,6 +262,8 @@ def load_model(spec: str, dequantize: bool | None = None, base_dtype: str | None
       (path, architecture, n_params, dtypes, quantization, vocab, context,
       chat template presence, fingerprint = sha256 of the stored weights).
     """
+    if base_dtype not in (None, "auto", *BASE_DTYPES):
+        raise NotmeError(f"base dtype {base_dtype!r}: expected auto, {', '.join(BASE_DTYPES)}")
     path = resolve(spec)
     try:
         model, tok = load(str(path))
