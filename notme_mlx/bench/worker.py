@@ -22,6 +22,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from .. import cpu_kernels
 from ..data.labels import TokenizedExample
 from ..io import atomic_write_text, read_jsonl
 from .runners import Settings, load, run_mlxlm, run_ours
@@ -63,7 +64,9 @@ def run_spec(spec: dict) -> dict:
     out = res.summary()
     out.update(side=side, load_s=load_s, load_peak_memory=int(load_peak), max_rss=max_rss_bytes(),
                process_cpu_s=time.process_time() - cpu0, process_wall_s=time.perf_counter() - wall0,
-               quantized=any(k.endswith(".scales") for k in _param_names(model)))
+               quantized=any(k.endswith(".scales") for k in _param_names(model)),
+               cpu_kernels=side != "mlx-lm" and any(cpu_kernels.supports(layer) for layer in
+                                                    getattr(getattr(model, "model", model), "layers", [])))
     return out
 
 
