@@ -25,7 +25,6 @@ from typing import Union
 import mlx.core as mx
 import mlx.nn as nn
 
-from . import cpu_kernels
 from .errors import NotmeError
 from .models.families import family_of_model, final_softcap
 
@@ -50,12 +49,10 @@ def _split_cap(weight: WeightSpec):
 def _capped(logits: mx.array, cap) -> mx.array:
     return logits if cap is None else cap * mx.tanh(logits / cap)
 
-# Working-set budget of one vocabulary chunk, in logits elements (positions x rows): 2^22
-# float32 = a 16 MiB logits block. MLX's CPU scheduler keeps several chunk-sized temporaries
-# alive at once (more with cpu_kernels.exp, whose polynomial steps are not one fused kernel),
-# so the peak extra memory is a small multiple of this, independent of N. A training
-# micro-batch's supervised rows (a few hundred) keep the 8192-row cap.
-WORKING_SET = 1 << 22
+# Working-set budget of one vocabulary chunk, in logits elements (positions x rows): 2^23
+# float32 = a 32 MiB logits block. MLX's CPU scheduler keeps several chunk-sized temporaries
+# alive at once, so the peak extra memory is a small multiple of this, independent of N.
+WORKING_SET = 1 << 23
 MIN_CHUNK = 256  # rows; below this the per-chunk GEMMs get too thin to be efficient
 
 P_MAX = 1.0 - 1e-6  # penalized-token probability clamp (UL <= ~13.8)
@@ -156,9 +153,6 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
     bounds = _chunks(vocab_size(weight), effective_chunk(hidden.shape[0], chunk_size, working_set))
 
     cap = _split_cap(weight)[1]
-    # On the CPU MLX's exp is a scalar loop: cpu_kernels.exp is ~2-4x faster there, at the cost
-    # of a few chunk-sized temporaries (WORKING_SET is sized for them).
-    exp = cpu_kernels.exp if mx.default_device() == mx.cpu else mx.exp
 
     @mx.custom_function
     def lse_fn(h):
@@ -167,8 +161,7 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
             # Chain each chunk on the running result so only one chunk's logits live at a time.
             hc = h if lse is None else mx.depends(h, lse)
             logits = _capped((hc @ _rows(weight, s, e).T).astype(mx.float32), cap)  # [N, C]
-            top = logits.max(axis=-1)  # [N], finite: every row of a chunk holds real logits
-            part = top + mx.log(exp(logits - top[:, None]).sum(axis=-1))
+            part = mx.logsumexp(logits, axis=-1)  # [N]
             lse = part if lse is None else mx.logaddexp(lse, part)
         return lse
 
@@ -182,10 +175,10 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
             hc = h if dh is None else mx.depends(h, dh)
             logits = (hc @ wc.T).astype(mx.float32)  # [N, C]
             if cap is None:
-                coef = exp(logits - lse[:, None]) * g[:, None]  # a_t * softmax_chunk
+                coef = mx.exp(logits - lse[:, None]) * g[:, None]  # a_t * softmax_chunk
             else:  # d(c·tanh(z/c))/dz = 1 - tanh²(z/c)
                 t = mx.tanh(logits / cap)
-                coef = exp(cap * t - lse[:, None]) * g[:, None] * (1.0 - t * t)
+                coef = mx.exp(cap * t - lse[:, None]) * g[:, None] * (1.0 - t * t)
             part = coef.astype(wc.dtype) @ wc  # [N, H]
             dh = part.astype(mx.float32) if dh is None else dh + part
         return dh.astype(h.dtype)

@@ -26,10 +26,9 @@ def _ratios(n, h, v, variants):
 
 
 def test_effective_chunk():
-    assert effective_chunk(512) == 8192            # short batches keep the cap
-    assert effective_chunk(1024) == WORKING_SET // 1024 == 4096
-    assert effective_chunk(4096) == 1024
-    assert effective_chunk(16384) == 256
+    assert effective_chunk(1024) == 8192           # short batches keep the cap
+    assert effective_chunk(4096) == WORKING_SET // 4096 == 2048
+    assert effective_chunk(16384) == 512
     assert effective_chunk(10**7) == MIN_CHUNK     # never thinner than MIN_CHUNK
     assert effective_chunk(4096, chunk_size=1000) == 1000
     assert effective_chunk(4096, working_set=None) == 8192
