@@ -1,5 +1,6 @@
 """Our trainer with the base's block linears stored in float32 vs float16 (computed in float32).
 
+`BENCH_DTYPES=float16,bfloat16` compares other storages (the first is the reference).
 Each repeat runs the two as two `notme_mlx.bench.worker` processes at the same time (one
 OpenBLAS thread each on 2 cores), same examples, LoRA, seed and steps, and prints each one's
 MLX training peak, max RSS, tokens per CPU second, tokens/s and the last step's loss.
@@ -25,7 +26,7 @@ from notme_mlx.bench.runners import Settings
 from notme_mlx.bench.suite import load_examples, resolve_model, tokenizer
 from notme_mlx.bench.worker import write_examples
 
-DTYPES = ("float32", "float16")
+DTYPES = tuple(os.environ.get("BENCH_DTYPES", "float32,float16").split(","))
 
 
 def main() -> None:
@@ -62,10 +63,12 @@ def main() -> None:
                 print(f"repeat {r} {dt}: MLX peak {o['peak_memory'] / 2**20:.0f} MiB, max RSS {o['max_rss'] / 2**20:.0f} "
                       f"MiB, {o['tokens_per_cpu_sec']:.1f} tok/CPU-s, {o['tokens_per_sec']:.1f} tok/s, "
                       f"last loss {o['final_loss']:.6f}", flush=True)
-    ratio = [h["tokens_per_cpu_sec"] / f["tokens_per_cpu_sec"] for f, h in zip(runs["float32"], runs["float16"])]
-    peak = [h["peak_memory"] / f["peak_memory"] for f, h in zip(runs["float32"], runs["float16"])]
-    print(f"float16/float32 per repeat: tokens per CPU second {', '.join(f'{x:.3f}' for x in ratio)} "
-          f"(median {statistics.median(ratio):.3f}); MLX peak median {statistics.median(peak):.3f}")
+    base = DTYPES[0]
+    for dt in DTYPES[1:]:
+        ratio = [h["tokens_per_cpu_sec"] / f["tokens_per_cpu_sec"] for f, h in zip(runs[base], runs[dt])]
+        peak = [h["peak_memory"] / f["peak_memory"] for f, h in zip(runs[base], runs[dt])]
+        print(f"{dt}/{base} per repeat: tokens per CPU second {', '.join(f'{x:.3f}' for x in ratio)} "
+              f"(median {statistics.median(ratio):.3f}); MLX peak median {statistics.median(peak):.3f}")
 
 
 if __name__ == "__main__":
