@@ -128,13 +128,15 @@ def model_args(model_path) -> SimpleNamespace:
 
 def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SIDES,
             on_run: Callable[[str, int, dict], None] | None = None, dequantize: bool | None = None,
-            timeout: float | None = None, gemm_n: int = 1024, parallel: int = 1) -> dict:
+            timeout: float | None = None, gemm_n: int = 1024, parallel: int = 1, base_dtype: str = "auto") -> dict:
     """Run the comparison; returns the result dict (see module doc; `--json` writes it).
 
     Args:
         model_path: mlx-lm directory; examples: [TokenizedExample], each <= settings.seq tokens.
         on_run(side, repeat, summary): called after every run (progress display).
         dequantize: how the workers load the model (None: as `notme train` on this platform).
+        base_dtype: how our sides store the dequantized base (`models.load_model`; "auto": as
+            `notme train`); mlx-lm's side always loads float32.
         timeout: seconds per run; gemm_n: size of the GEMM whose FLOP/s is the MFU peak (0: skip).
         parallel: run up to this many sides of one repeat at the same time (1: one after the
             other). On a machine busy with other work, running a repeat's sides together puts
@@ -154,7 +156,7 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
         for r in range(repeat):
             order = list(sides[r % len(sides):]) + list(sides[:r % len(sides)])  # rotate who goes first
             s = dataclasses.replace(settings, seed=settings.seed + r)
-            specs = [(side, {"side": side, "model": str(model_path), "dequantize": dequantize,
+            specs = [(side, {"side": side, "model": str(model_path), "dequantize": dequantize, "base_dtype": base_dtype,
                              "examples": str(data[side]), "settings": dataclasses.asdict(s)}) for side in order]
             with ThreadPoolExecutor(max(1, parallel)) as pool:
                 futures = [(side, pool.submit(run_worker, spec, work, f"{side}-{r}", timeout, threads))
@@ -169,6 +171,7 @@ def compare(model_path, examples, settings: Settings, repeat: int = 3, sides=SID
     out = summarize(runs, model_path, examples, settings, dequantize=dequantize, parallel=parallel,
                     peaks=peaks, gemm_n=gemm_n)
     out["blas_threads_per_worker"] = threads or os.environ.get("OPENBLAS_NUM_THREADS")
+    out["base_dtype"] = base_dtype
     return out
 
 

@@ -1,7 +1,7 @@
 """One benchmark run in its own process: `python -m notme_mlx.bench.worker SPEC.json OUT.json`.
 
 SPEC = {"side": "ours" | "ours_penalty_off" | "mlx-lm", "model": dir, "dequantize": bool | null,
-"base_dtype": "float32" | "float16" | "auto" (optional, ours only), "examples": JSONL of {"tokens", "labels"},
+"base_dtype": "float32" | "float16" | "bfloat16" | "auto" (optional, ours only), "examples": JSONL of {"tokens", "labels"},
 "settings": `runners.Settings` fields}. The worker loads the model the way `notme train` does
 (`runners.load`; mlx-lm's side with float32 weights), trains with that side's trainer and
 writes the run's summary plus what only the process itself can know: MLX peak memory of the
@@ -65,9 +65,18 @@ def run_spec(spec: dict) -> dict:
     out.update(side=side, load_s=load_s, load_peak_memory=int(load_peak), max_rss=max_rss_bytes(),
                process_cpu_s=time.process_time() - cpu0, process_wall_s=time.perf_counter() - wall0,
                quantized=any(k.endswith(".scales") for k in _param_names(model)),
+               base_dtype=_block_dtype(model),
                cpu_kernels=side != "mlx-lm" and any(cpu_kernels.supports(layer) for layer in
                                                     getattr(getattr(model, "model", model), "layers", [])))
     return out
+
+
+def _block_dtype(model) -> str:
+    """The dtype the first block's q projection weight is stored in (what `base_dtype` gave)."""
+    for k, v in tree_flatten(model.parameters()):
+        if ".layers.0." in f".{k}" and "q_proj" in k and k.endswith("weight") and "lora" not in k:
+            return str(v.dtype).split(".")[-1]
+    return "unknown"
 
 
 def _param_names(model) -> list[str]:

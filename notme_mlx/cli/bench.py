@@ -39,12 +39,16 @@ from ..models import default_dequantize
 @click.option("--examples", "n_examples", default=400, show_default=True)
 @click.option("--dequantize/--no-dequantize", default=None,
               help="load quantized weights as float32 dense (default: as `notme train`, dense on CPU)")
+@click.option("--base-dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+              show_default=True, help="ours: how the dequantized base's block linears are stored (auto: as `notme "
+              "train`; computed in float32 either way; mlx-lm's side loads float32)")
 @click.option("--equal-length", is_flag=True, help="rows of exactly --seq tokens, all learned (core-step check)")
 @click.option("--no-penalty-off", is_flag=True, help="skip the penalty-off run of our trainer")
 @click.option("--json", "json_path", default=None, type=click.Path(), help="write the full result (every run) here")
 @click.option("--quick", is_flag=True, help="fewer steps and repeats")
 def bench_cmd(model, data, synthetic, compare_with, steps, warmup, batch, batch_tokens, batching, seq, rank,
-              grad_checkpoint, repeat, parallel, n_examples, dequantize, equal_length, no_penalty_off, json_path, quick):
+              grad_checkpoint, repeat, parallel, n_examples, dequantize, base_dtype, equal_length, no_penalty_off,
+              json_path, quick):
     """Train a few steps with notme's trainer and mlx-lm's on the same model and examples.
 
     Every run is a fresh process (model loaded as `notme train` loads it); sides alternate
@@ -87,7 +91,7 @@ def bench_cmd(model, data, synthetic, compare_with, steps, warmup, batch, batch_
             bar.advance(1)
 
         res = compare(path, examples, s, repeat=repeat, sides=sides, on_run=on_run, dequantize=dequantize,
-                      parallel=parallel)
+                      parallel=parallel, base_dtype=base_dtype)
     res["data"]["kind"] = "equal-length" if equal_length else (f"file {data}" if data else "synthetic chat-like")
     ui.out.print(machine_line(res["machine"]), soft_wrap=True, markup=False)
     ui.out.print(compare_table(res), soft_wrap=True, markup=False)
