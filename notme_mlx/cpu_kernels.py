@@ -108,36 +108,29 @@ def _no_grad(mask, scale):
     return dmask, mx.zeros_like(scale)
 
 
-@mx.custom_function
-def _attention_keep(q, k, v, mask, scale):
-    """Attention whose backward uses the forward's probabilities (kept: [B, Hk, r*T, S])."""
-    p, _ = _probabilities(_scores(q, k, mask, scale))
-    return (p @ v).reshape(q.shape), p
+def _attention_fn(keep_probs: bool):
+    """The attention custom function: its second output is the probabilities (kept for the
+    backward pass) or each row's log-sum-exp (the backward recomputes the probabilities)."""
+
+    @mx.custom_function
+    def fn(q, k, v, mask, scale):
+        p, lse = _probabilities(_scores(q, k, mask, scale))
+        return (p @ v).reshape(q.shape), p if keep_probs else lse
+
+    @fn.vjp
+    def fn_vjp(primals, cotangents, outputs):
+        q, k, v, mask, scale = primals
+        (o, kept), do = outputs, cotangents[0]
+        # Recomputed once the cotangent exists: without the dependency the recomputation needs
+        # nothing from the backward pass, and MLX may run it for every layer early, keeping all
+        # their [T, S] blocks alive at once.
+        p = kept if keep_probs else exp(_scores(mx.depends(q, do), k, mask, scale) - kept)
+        return (*_attention_backward(q, k, v, o, p, do, scale), *_no_grad(mask, scale))
+
+    return fn
 
 
-@_attention_keep.vjp
-def _attention_keep_vjp(primals, cotangents, outputs):
-    q, k, v, mask, scale = primals
-    (o, p), do = outputs, cotangents[0]
-    return (*_attention_backward(q, k, v, o, p, do, scale), *_no_grad(mask, scale))
-
-
-@mx.custom_function
-def _attention_recompute(q, k, v, mask, scale):
-    """Attention whose backward recomputes the probabilities from q, k and each row's log-sum-exp."""
-    p, lse = _probabilities(_scores(q, k, mask, scale))
-    return (p @ v).reshape(q.shape), lse
-
-
-@_attention_recompute.vjp
-def _attention_recompute_vjp(primals, cotangents, outputs):
-    q, k, v, mask, scale = primals
-    (o, lse), do = outputs, cotangents[0]
-    # Recomputed once the cotangent exists: without the dependency the recomputation needs
-    # nothing from the backward pass, and MLX may run it for every layer early, keeping all
-    # their [T, S] blocks alive at once.
-    p = exp(_scores(mx.depends(q, do), k, mask, scale) - lse)
-    return (*_attention_backward(q, k, v, o, p, do, scale), *_no_grad(mask, scale))
+_ATTENTION = {keep: _attention_fn(keep) for keep in (False, True)}
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float, keep_probs: bool = False) -> mx.array:
@@ -163,8 +156,7 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask, scale: float, keep_pr
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
         if mask.shape[1] != 1:
             raise ValueError(f"mask shape {mask.shape}: one mask for all heads expected ([B, 1, T, S])")
-    fn = _attention_keep if keep_probs else _attention_recompute
-    return fn(q, k, v, mask, mx.array(scale, q.dtype))[0]
+    return _ATTENTION[keep_probs](q, k, v, mask, mx.array(scale, q.dtype))[0]
 
 
 def supports(layer) -> bool:

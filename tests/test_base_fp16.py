@@ -16,7 +16,6 @@ from mlx.utils import tree_flatten, tree_unflatten
 from notme_mlx.errors import NotmeError
 from notme_mlx.lora import (
     LoRAConfig,
-    MultiLoRALinear,
     apply_lora,
     fuse,
     lora_modules,
@@ -110,24 +109,6 @@ def test_half_stored_matmul_equals_float32_gemm_and_its_input_gradient():
     np.testing.assert_allclose(np.array(g), np.array(g_ref), rtol=1e-5, atol=1e-5)
 
 
-def _extra_peak(n: int, d: int, make) -> int:
-    """Peak memory of a compiled value-and-grad through n LoRA-wrapped layers, minus the parameters."""
-    mx.random.seed(2)
-    net = nn.Sequential(*[MultiLoRALinear(make(d)) for _ in range(n)])
-    for m in net.layers:
-        m.add("default", rank=4, scale=2.0)
-    mx.eval(net.parameters())
-    x = mx.random.normal((16, d))
-    vg = nn.value_and_grad(net, lambda model, v: (model(v) ** 2).mean())
-    step = mx.compile(lambda v: vg(net, v))
-    mx.eval(step(x))
-    mx.synchronize()
-    mx.clear_cache()
-    mx.reset_peak_memory()
-    mx.eval(step(x))
-    return mx.get_peak_memory() - sum(v.nbytes for _, v in tree_flatten(net.parameters()))
-
-
 def _half(d):
     lin = HalfStoredLinear(d, d, bias=False)
     lin.weight = lin.weight.astype(mx.float16)
@@ -140,14 +121,14 @@ def _plain_fp16(d):  # an nn.Linear holding a float16 weight: MLX promotes it in
     return lin
 
 
-def test_float32_weight_copies_do_not_accumulate_over_layers():
+def test_float32_weight_copies_do_not_accumulate_over_layers(lora_stack_extra_peak):
     """Going from 8 to 32 half-stored layers adds less than 3 layers' float32 weights to the peak
     above the (float16) parameters (measured: 1.4); a plain nn.Linear holding the same float16
     weight keeps each layer's promoted float32 copy for the backward pass and adds about all 24."""
     d = 512
-    grow = _extra_peak(32, d, _half) - _extra_peak(8, d, _half)
+    grow = lora_stack_extra_peak(_half, 32, d) - lora_stack_extra_peak(_half, 8, d)
     assert grow < 3 * d * d * 4
-    grow_plain = _extra_peak(32, d, _plain_fp16) - _extra_peak(8, d, _plain_fp16)
+    grow_plain = lora_stack_extra_peak(_plain_fp16, 32, d) - lora_stack_extra_peak(_plain_fp16, 8, d)
     assert grow_plain > 20 * d * d * 4
 
 

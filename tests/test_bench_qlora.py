@@ -4,7 +4,6 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
 
 from notme_mlx.lora import MultiLoRALinear, dequantized_matmul
 
@@ -46,31 +45,15 @@ def test_multilora_on_quantized_base_grads_match_quantized_matmul():
                                        rtol=1e-4, atol=1e-5)
 
 
-def _extra_peak(n: int, d: int, compiled: bool) -> int:
-    """Peak memory of a value-and-grad through n quantized+LoRA layers, minus the parameters."""
-    mx.random.seed(2)
-    net = nn.Sequential(*[MultiLoRALinear(nn.QuantizedLinear.from_linear(nn.Linear(d, d, bias=False),
-                                                                          group_size=32, bits=4))
-                          for _ in range(n)])
-    for m in net.layers:
-        m.add("default", rank=4, scale=2.0)
-    mx.eval(net.parameters())
-    x = mx.random.normal((16, d))
-    vg = nn.value_and_grad(net, lambda model, v: (model(v) ** 2).mean())
-    step = mx.compile(lambda v: vg(net, v)) if compiled else (lambda v: vg(net, v))
-    mx.eval(step(x))
-    mx.synchronize()
-    mx.clear_cache()
-    mx.reset_peak_memory()
-    mx.eval(step(x))
-    return mx.get_peak_memory() - sum(v.nbytes for _, v in tree_flatten(net.parameters()))
+def _q4(d):
+    return nn.QuantizedLinear.from_linear(nn.Linear(d, d, bias=False), group_size=32, bits=4)
 
 
 @pytest.mark.parametrize("compiled", [True, False])
-def test_dense_weights_do_not_accumulate_over_layers(compiled):
+def test_dense_weights_do_not_accumulate_over_layers(compiled, lora_stack_extra_peak):
     """The dense copies are temporaries: going from 4 to 16 layers adds less than 3 layers' dense
     weights to the peak (a path whose forward dequantizations outlive their GEMM, e.g. merged by
     `mx.compile` with the backward ones, adds all 12)."""
     d = 512
-    grow = _extra_peak(16, d, compiled) - _extra_peak(4, d, compiled)
+    grow = lora_stack_extra_peak(_q4, 16, d, compiled) - lora_stack_extra_peak(_q4, 4, d, compiled)
     assert grow < 3 * d * d * 4
