@@ -16,4 +16,5 @@ __version__ = "0.1.0"
 # before mlx.core is imported; NOTME_BLAS=off disables it). See notme_mlx/cpu_blas.py.
 from . import cpu_blas as _cpu_blas  # noqa: E402
 
+_cpu_blas.flush_subnormals()  # first: the OpenBLAS and MLX threads started later inherit it
 _cpu_blas.enable()

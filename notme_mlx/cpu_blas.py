@@ -44,7 +44,7 @@ from pathlib import Path
 
 from .io import notme_home
 
-_STATE: dict = {"active": False, "library": None, "reason": "not attempted"}
+_STATE: dict = {"active": False, "library": None, "reason": "not attempted", "flush_subnormals": False}
 _HANDLES: list = []  # keep loaded libraries alive
 
 # cblas enums are ints; dimensions/strides are int in the standard interface, int64 in the target.
@@ -73,7 +73,7 @@ _NAMINGS = [("scipy_cblas_", "64_"), ("cblas_", "64_")]
 
 
 def status() -> dict:
-    """{'active': bool, 'library': path or None, 'reason': str}."""
+    """{'active': bool, 'library': path or None, 'reason': str, 'flush_subnormals': bool}."""
     return dict(_STATE)
 
 
@@ -161,6 +161,50 @@ def _local_ranks() -> int:
 def _thread_default() -> None:
     if "MLX_RANK" in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ:
         os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _local_ranks()))
+
+
+_FTZ = r"""
+#include <xmmintrin.h>
+unsigned int notme_flush_subnormals(void) { unsigned int old = _mm_getcsr(); _mm_setcsr(old | 0x8040); return old; }
+"""
+
+
+def flush_subnormals() -> bool:
+    """Set flush-to-zero and denormals-are-zero (MXCSR) on this thread, so that threads started
+    afterwards (OpenBLAS's pool, MLX's CPU stream) inherit them: float32 results and inputs below
+    2^-126 count as 0 instead of taking the CPU's slow microcode path. Measured on SmolLM2-135M
+    training steps, in one process: steps whose gradients reach the subnormal range took 3.6 s
+    instead of 3.1 s. TensorFlow sets the same flags for its CPU threads. x86-64 Linux only;
+    `NOTME_FTZ=off` keeps IEEE subnormals. Compiled once like the BLAS shim; never fails an import.
+    Returns whether the flags are now set."""
+    if not sys.platform.startswith("linux") or os.uname().machine not in ("x86_64", "amd64"):
+        return False
+    if os.environ.get("NOTME_FTZ", "on").strip().lower() in ("off", "0", "no"):
+        return False
+    try:
+        key = hashlib.sha256(_FTZ.encode()).hexdigest()[:16]
+        out = notme_home() / "ftz" / key / "libnotme_ftz.so"
+        if not out.exists():
+            cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+            if not cc:
+                return False
+            out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(out.parent.parent, 0o700)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                c_file = Path(tmp) / "ftz.c"
+                c_file.write_text(_FTZ)
+                tmp_so = Path(tmp) / "libnotme_ftz.so"
+                if subprocess.run([cc, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(tmp_so)],
+                                  capture_output=True).returncode != 0:
+                    return False
+                os.replace(tmp_so, out)
+        lib = ctypes.CDLL(str(out))
+        _HANDLES.append(lib)
+        lib.notme_flush_subnormals()
+        _STATE["flush_subnormals"] = True
+        return True
+    except Exception:  # never fail the import
+        return False
 
 
 def enable() -> dict:

@@ -81,7 +81,8 @@ def test_mlx_gemm_through_openblas_matches_numpy(tmp_path):
 def test_off_keeps_reference_blas_with_same_numbers(tmp_path):
     rc, out, err = _run(_PROBE, NOTME_BLAS="off", NOTME_HOME=str(tmp_path))
     assert rc == 0, err
-    assert out["status"] == {"active": False, "library": None, "reason": "NOTME_BLAS=off"}
+    assert out["status"] == {"active": False, "library": None, "reason": "NOTME_BLAS=off",
+                             "flush_subnormals": out["status"]["flush_subnormals"]}
     assert not (tmp_path / "blas").exists()
     for name, e in out["errs"].items():
         assert e < (1e-12 if name == "float64" else 1e-5), (name, e)
@@ -133,3 +134,32 @@ def test_openblas_threads_split_between_local_ranks(tmp_path):
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                        env={**env, "NOTME_HOME": str(tmp_path)})
     assert json.loads(r.stdout.strip().splitlines()[-1])["threads"] is None  # not under mlx.launch: untouched
+
+
+_SUBNORMAL_PROBE = """
+    import json, os
+    import notme_mlx
+    from notme_mlx import cpu_blas
+    import mlx.core as mx
+    import numpy as np
+    tiny = 1e-39  # float32 subnormal (below 2^-126)
+    elementwise = (mx.array([tiny], mx.float32) * 1.0).item()
+    # a GEMM whose inputs are all subnormal: 512 of them sum to a normal 5.1e-37 unless they count as 0
+    gemm = (mx.full((64, 512), tiny, mx.float32) @ mx.ones((512, 64))).max().item()
+    print(json.dumps({"status": cpu_blas.status()["flush_subnormals"],
+                      "elementwise": elementwise, "gemm": gemm, "x86": os.uname().machine in ("x86_64", "amd64")}))
+"""
+
+
+def test_subnormals_flushed_in_mlx_and_openblas_threads_unless_off():
+    rc, on, err = _run(_SUBNORMAL_PROBE)
+    assert rc == 0, err
+    if not on["x86"]:
+        pytest.skip("flush-to-zero is set on x86-64 only")
+    assert on["status"] is True
+    assert on["elementwise"] == 0.0 and on["gemm"] == 0.0
+    rc, off, err = _run(_SUBNORMAL_PROBE, NOTME_FTZ="off")
+    assert rc == 0, err
+    assert off["status"] is False
+    assert off["elementwise"] == pytest.approx(1e-39, rel=1e-3)
+    assert off["gemm"] == pytest.approx(512 * 1e-39, rel=1e-3)
