@@ -24,6 +24,10 @@ imported first, MLX keeps its reference BLAS and `status()` says why. macOS is u
 uses Accelerate and Metal there). OpenBLAS threads follow OPENBLAS_NUM_THREADS; when unset in a
 process launched by `mlx.launch` (MLX_RANK set), it becomes cores / ranks-on-this-host, so local
 multi-process runs do not oversubscribe the cores.
+
+`flush_subnormals()` (called by `notme_mlx/__init__` before `enable()`) sets flush-to-zero and
+denormals-are-zero on x86-64 Linux for the importing thread and the threads started after it;
+`NOTME_FTZ=off` keeps IEEE subnormals.
 """
 
 from __future__ import annotations
