@@ -128,24 +128,29 @@ def build_shim(openblas: str, cache: Path | None = None) -> Path:
     src = _SHIM.format(p=naming[0], s=naming[1])
     st = os.stat(openblas)
     key = hashlib.sha256(f"{src}\0{openblas}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    out_dir = (cache or _cache_dir()) / key
-    out = out_dir / "libnotme_blas.so"
+    return _compile_once(src, (cache or _cache_dir()) / key / "libnotme_blas.so",
+                         [openblas, f"-Wl,-rpath,{Path(openblas).parent}"])
+
+
+def _compile_once(src: str, out: Path, link: list[str] = ()) -> Path:
+    """Compile C `src` into the shared library `out` unless it exists (temp + rename; the folder
+    and its parent user-only: it is code we load). Raises RuntimeError without a compiler or when
+    the compiler fails."""
     if out.exists():
         return out
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
-        raise RuntimeError("no C compiler (cc/gcc/clang) to build the BLAS shim")
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # code we load: only the user may write it
-    os.chmod(out_dir.parent, 0o700)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        c_file = Path(tmp) / "shim.c"
+        raise RuntimeError(f"no C compiler (cc/gcc/clang) to build {out.name}")
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out.parent.parent, 0o700)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        c_file = Path(tmp) / "src.c"
         c_file.write_text(src)
-        tmp_so = Path(tmp) / "libnotme_blas.so"
-        cmd = [cc, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(tmp_so), openblas,
-               f"-Wl,-rpath,{Path(openblas).parent}"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        tmp_so = Path(tmp) / out.name
+        r = subprocess.run([cc, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(tmp_so), *link],
+                           capture_output=True, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"building the BLAS shim failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+            raise RuntimeError(f"building {out.name} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
         os.replace(tmp_so, out)
     return out
 
@@ -187,22 +192,7 @@ def flush_subnormals() -> bool:
         return False
     try:
         key = hashlib.sha256(_FTZ.encode()).hexdigest()[:16]
-        out = notme_home() / "ftz" / key / "libnotme_ftz.so"
-        if not out.exists():
-            cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-            if not cc:
-                return False
-            out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(out.parent.parent, 0o700)
-            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-                c_file = Path(tmp) / "ftz.c"
-                c_file.write_text(_FTZ)
-                tmp_so = Path(tmp) / "libnotme_ftz.so"
-                if subprocess.run([cc, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(tmp_so)],
-                                  capture_output=True).returncode != 0:
-                    return False
-                os.replace(tmp_so, out)
-        lib = ctypes.CDLL(str(out))
+        lib = ctypes.CDLL(str(_compile_once(_FTZ, notme_home() / "ftz" / key / "libnotme_ftz.so")))
         _HANDLES.append(lib)
         lib.notme_flush_subnormals()
         _STATE["flush_subnormals"] = True
