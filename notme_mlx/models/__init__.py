@@ -171,19 +171,16 @@ def dequantize_model(model, base_dtype: str = "float32") -> int:
     repl = []
     for path, m in model.named_modules():
         if isinstance(m, (nn.QuantizedLinear, nn.Linear)) and half is not None and _in_blocks(path):
-            if isinstance(m, nn.QuantizedLinear):
-                w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size,
-                                  m.bits).astype(half)
-                n += 1
-            else:
-                w = m.weight.astype(half)
+            quantized = isinstance(m, nn.QuantizedLinear)
+            w = (_dequantized(m) if quantized else m.weight).astype(half)
+            n += quantized
             lin = HalfStoredLinear(w.shape[1], w.shape[0], bias="bias" in m)
             lin.weight = w
             if "bias" in m:
                 lin.bias = m.bias.astype(mx.float32)
             repl.append((path, lin))
         elif isinstance(m, nn.QuantizedLinear):
-            w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
+            w = _dequantized(m)
             lin = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
             lin.weight = w
             if "bias" in m:
@@ -191,7 +188,7 @@ def dequantize_model(model, base_dtype: str = "float32") -> int:
             repl.append((path, lin))
             n += 1
         elif isinstance(m, nn.QuantizedEmbedding):
-            w = mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
+            w = _dequantized(m)
             emb = nn.Embedding(w.shape[0], w.shape[1])
             emb.weight = w
             repl.append((path, emb))
@@ -201,6 +198,11 @@ def dequantize_model(model, base_dtype: str = "float32") -> int:
     # f16/bf16 dense weights become float32 too (CPU training runs in fp32), but for the half-stored ones
     model.update(dict(tree_flatten_floats(model)))
     return n
+
+
+def _dequantized(m) -> mx.array:
+    """A quantized layer's weight as float32 (scales and biases taken in float32)."""
+    return mx.dequantize(m.weight, m.scales.astype(mx.float32), m.biases.astype(mx.float32), m.group_size, m.bits)
 
 
 def _half_stored_weights(model) -> set[str]:
