@@ -48,7 +48,7 @@ def fused_vs_naive(vocabs=(32768, 49152, 131072), n=256, h=256) -> list[dict]:
 
 def run(only=None, steps=3, warmup=1, batch=4, seq=256, model=None, repeat=2) -> list[dict]:
     path = resolve_model(model)
-    _, tok = load(path)
+    _, tok, _ = load(path)
     examples = load_examples(tok, None, seq, 400)
     s = Settings(batch=batch, seq=seq, steps=steps, warmup=warmup)
     names = only or ["penalty", "loss", "batching", "checkpointing", "quantized", "compile", "stack"]

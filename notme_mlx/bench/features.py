@@ -21,7 +21,7 @@ from .runners import Settings, load, run_ours
 
 
 def _ours(model_path, examples, s: Settings, quantize: dict | None = None, lora_names=("default",)) -> dict:
-    model, tok = load(model_path)
+    model, tok, _ = load(model_path)
     if quantize:
         nn.quantize(model, **quantize)
     return run_ours(model, examples, s, pad_id=tok.pad_token_id or 0, lora_names=lora_names).summary()

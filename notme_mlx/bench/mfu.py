@@ -20,7 +20,7 @@ def mfu(model_path, examples, s: Settings, n_mlx: int = 1024, n_numpy: int = 204
     mean_ctx = float(np.mean([len(e.tokens) for e in examples])) / 2
     rows = []
     for side, fn in (("ours", run_ours), ("mlx-lm", run_mlxlm)):
-        model, _ = load(model_path)
+        model, _, _ = load(model_path)
         summ = fn(model, examples, s).summary()
         lora = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         f = step_flops(model.args, 1, mean_ctx, lora)

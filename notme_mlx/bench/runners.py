@@ -93,13 +93,13 @@ def _fresh_memory():
 
 
 def load(model_path, dequantize: bool | None = None, base_dtype: str = "auto"):
-    """(model, tokenizer) the way `notme train` loads a base (`notme_mlx.models.load_model`:
+    """A base loaded the way `notme train` loads a base (`notme_mlx.models.load_model`:
     quantized weights become dense computed in float32 on CPU, the blocks' linears stored as
     `base_dtype="auto"` says; they stay quantized on Metal). `dequantize` and `base_dtype`
     override that; mlx-lm's side asks for float32 storage (its plain `nn.Linear` layers would
-    upcast a 16-bit weight and keep the float32 copy for the backward pass)."""
-    model, tok, _info = load_model(str(model_path), dequantize=dequantize, base_dtype=base_dtype)
-    return model, tok
+    upcast a 16-bit weight and keep the float32 copy for the backward pass). Returns (model,
+    tokenizer, info) as `load_model`."""
+    return load_model(str(model_path), dequantize=dequantize, base_dtype=base_dtype)
 
 
 def run_ours(model, examples, s: Settings, pad_id: int = 0, lora_names: tuple = ("default",)) -> RunResult:

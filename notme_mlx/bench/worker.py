@@ -51,8 +51,8 @@ def run_spec(spec: dict) -> dict:
     s = Settings(**{k: (tuple(v) if k == "targets" else v) for k, v in spec["settings"].items() if k in fields})
     examples = read_examples(spec["examples"])
     side = spec["side"]
-    model, tok = load(spec["model"], spec.get("dequantize"),
-                      "float32" if side == "mlx-lm" else spec.get("base_dtype") or "auto")
+    model, tok, info = load(spec["model"], spec.get("dequantize"),
+                            "float32" if side == "mlx-lm" else spec.get("base_dtype") or "auto")
     load_s = time.perf_counter() - wall0
     load_peak = mx.get_peak_memory()
     if side == "mlx-lm":
@@ -65,18 +65,10 @@ def run_spec(spec: dict) -> dict:
     out.update(side=side, load_s=load_s, load_peak_memory=int(load_peak), max_rss=max_rss_bytes(),
                process_cpu_s=time.process_time() - cpu0, process_wall_s=time.perf_counter() - wall0,
                quantized=any(k.endswith(".scales") for k in _param_names(model)),
-               base_dtype=_block_dtype(model),
+               base_dtype=info.get("base_dtype"),  # None: not dequantized
                cpu_kernels=side != "mlx-lm" and any(cpu_kernels.supports(layer) for layer in
                                                     getattr(getattr(model, "model", model), "layers", [])))
     return out
-
-
-def _block_dtype(model) -> str:
-    """The dtype the first block's q projection weight is stored in (what `base_dtype` gave)."""
-    for k, v in tree_flatten(model.parameters()):
-        if ".layers.0." in f".{k}" and "q_proj" in k and k.endswith("weight") and "lora" not in k:
-            return str(v.dtype).split(".")[-1]
-    return "unknown"
 
 
 def _param_names(model) -> list[str]:
