@@ -23,7 +23,8 @@ loads). It never makes an import fail: without a C compiler or numpy's OpenBLAS,
 imported first, MLX keeps its reference BLAS and `status()` says why. macOS is untouched (MLX
 uses Accelerate and Metal there). OpenBLAS threads follow OPENBLAS_NUM_THREADS; when unset in a
 process launched by `mlx.launch` (MLX_RANK set), it becomes cores / ranks-on-this-host, so local
-multi-process runs do not oversubscribe the cores.
+multi-process runs do not oversubscribe the cores. OPENBLAS_THREAD_TIMEOUT defaults to 14 (idle
+OpenBLAS workers sleep after ~7 us instead of spinning ~0.1 s; see `THREAD_TIMEOUT`).
 
 `flush_subnormals()` (called by `notme_mlx/__init__` before `enable()`) sets flush-to-zero and
 denormals-are-zero on x86-64 Linux for the importing thread and the threads started after it;
@@ -167,9 +168,18 @@ def _local_ranks() -> int:
         return 1
 
 
+# OpenBLAS's idle workers spin 2^N cycles before they sleep (N = OPENBLAS_THREAD_TIMEOUT, default
+# 28: ~0.1 s). Between MLX's GEMMs the CPU stream thread runs elementwise work on one core while a
+# spinning worker holds the other, and every wake-up of the Python thread then preempts one of
+# them (SmolLM2 training on 2 cores: the stream thread was preempted ~13,000 times in 8 steps,
+# ~150 with 14). 14 (~7 us) lets idle workers sleep almost at once.
+THREAD_TIMEOUT = "14"
+
+
 def _thread_default() -> None:
     if "MLX_RANK" in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ:
         os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _local_ranks()))
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT)
 
 
 _FTZ = r"""

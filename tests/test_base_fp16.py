@@ -28,6 +28,13 @@ from notme_mlx.models import (
     load_model,
 )
 from notme_mlx.models.tiny import build_tiny_family_model, perturb_adapters
+
+
+def _stored_f16(w: mx.array) -> mx.array:
+    """What float16 storage holds, computed in numpy: float16 rounding, subnormals (|w| < 2^-14) 0."""
+    h = np.array(w.astype(mx.float32)).astype(np.float16)
+    h[np.abs(h) < np.float16(2.0 ** -14)] = 0
+    return mx.array(h)
 from notme_mlx.train.loop import default_loss
 
 
@@ -98,7 +105,7 @@ def test_half_stored_matmul_equals_float32_gemm_and_its_input_gradient():
     mx.random.seed(0)
     lin = nn.Linear(96, 80, bias=True)
     half = HalfStoredLinear(96, 80, bias=True)
-    half.weight, half.bias = lin.weight.astype(mx.float16), lin.bias
+    half.weight, half.bias = _stored_f16(lin.weight), lin.bias
     w32 = half.weight.astype(mx.float32)
     x = mx.random.normal((3, 5, 96))
     ref = x @ w32.T + lin.bias
@@ -107,6 +114,25 @@ def test_half_stored_matmul_equals_float32_gemm_and_its_input_gradient():
     g = mx.grad(lambda v: (dequantized_matmul(v, half) ** 2).sum())(x)
     g_ref = mx.grad(lambda v: ((v @ w32.T + lin.bias) ** 2).sum())(x)
     np.testing.assert_allclose(np.array(g), np.array(g_ref), rtol=1e-5, atol=1e-5)
+
+
+def test_float16_bits_to_float32_every_value():
+    """All 65,536 float16 bit patterns: normal values and zeros as MLX's astype gives them, bit for
+    bit; subnormals 0; the weights stored in float16 (`to_half`) hold no subnormals."""
+    from notme_mlx import cpu_kernels
+    from notme_mlx.models import to_half
+
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    h = bits.view(np.float16)
+    got = np.array(cpu_kernels.float16_to_float32(mx.array(h).reshape(256, 256))).reshape(-1)
+    want = h.astype(np.float32)
+    exp = bits & 0x7C00
+    normal = (exp != 0) & (exp != 0x7C00)
+    assert np.array_equal(got[normal].view(np.uint32), want[normal].view(np.uint32))
+    assert np.all(got[(exp == 0)] == 0.0) and normal.sum() == 61_440
+    w = mx.array(np.concatenate([want[normal | (exp == 0)], np.float32([1e-7, -5e-5, 0.25])]))
+    stored = np.array(to_half(w, mx.float16))
+    assert np.all((stored == 0) | (np.abs(stored) >= 2.0 ** -14)) and np.count_nonzero(stored) == 61_440 + 1
 
 
 def _half(d):
@@ -159,7 +185,7 @@ def test_load_model_base_dtype_round_trip(tiny_model_dir):
         if f16[k].dtype == mx.float16:
             n_half += 1
             assert ".layers." in k and k.endswith("proj.weight")
-            assert mx.array_equal(f16[k], v.astype(mx.float16)).item(), k
+            assert mx.array_equal(f16[k], _stored_f16(v)).item(), k
         else:
             assert mx.array_equal(f16[k], v).item(), k
     assert n_half == 2 * 7
@@ -188,7 +214,7 @@ def test_auto_storage_follows_the_checkpoint(tiny_model_dir, tmp_path):
     for p, m in half.named_modules():
         if isinstance(m, HalfStoredLinear):
             w = mx.dequantize(q[p].weight, q[p].scales, q[p].biases, 32, 4)
-            assert m.weight.dtype == mx.float16 and mx.array_equal(m.weight, w.astype(mx.float16)).item(), p
+            assert m.weight.dtype == mx.float16 and mx.array_equal(m.weight, _stored_f16(w)).item(), p
     ref, _ = mlx_lm.load(str(tiny_model_dir))
     ref.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in tree_flatten(half.parameters())]))
     x = mx.array([[3, 17, 200, 5, 64, 9]], mx.int32)

@@ -136,6 +136,31 @@ def test_openblas_threads_split_between_local_ranks(tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["threads"] is None  # not under mlx.launch: untouched
 
 
+_IDLE_PROBE = """
+    import json, os, time
+    import notme_mlx
+    import mlx.core as mx
+    a = mx.random.normal((768, 768))
+    mx.eval(a @ a)  # OpenBLAS's pool wakes for a multi-threaded GEMM
+    cpu0 = time.process_time()
+    time.sleep(0.3)  # the process has nothing to do: only a spinning worker uses the CPU now
+    print(json.dumps({"idle_cpu_s": time.process_time() - cpu0, "timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}))
+"""
+
+
+def test_idle_openblas_workers_sleep_instead_of_spinning(tmp_path):
+    """With the default OPENBLAS_THREAD_TIMEOUT (14) the pool sleeps right after a GEMM; OpenBLAS's
+    own default (28, ~0.1 s of spinning) shows the probe sees spinning. A user's setting wins."""
+    env = dict(NOTME_HOME=str(tmp_path), OPENBLAS_NUM_THREADS="2")
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_IDLE_PROBE)], capture_output=True, text=True,
+                       env={**base, **env})
+    ours = json.loads(r.stdout.strip().splitlines()[-1])
+    _, spin, _ = _run(_IDLE_PROBE, OPENBLAS_THREAD_TIMEOUT="28", **env)
+    assert ours["timeout"] == "14" and spin["timeout"] == "28"
+    assert ours["idle_cpu_s"] < 0.02 < spin["idle_cpu_s"]
+
+
 _SUBNORMAL_PROBE = """
     import json, os
     import notme_mlx

@@ -24,6 +24,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm import load
 from mlx_lm.utils import hf_repo_to_path
 
+from .. import cpu_kernels
 from ..errors import NotmeError
 from ..io import atomic_dir, notme_home, sha256_file
 from .families import FAMILIES
@@ -100,6 +101,8 @@ def dequantized_matmul(x: mx.array, base) -> mx.array:
         if isinstance(base, nn.QuantizedLinear):
             w = mx.dequantize(w, base.scales, base.get("biases"), base.group_size, base.bits,
                               mode=getattr(base, "mode", "affine"))
+        if w.dtype == mx.float16 and x.dtype == mx.float32 and cpu_kernels.on_cpu():
+            return cpu_kernels.float16_to_float32(w)
         return w.astype(x.dtype)
 
     # Each dequantization depends on the GEMM's other operand, so it runs just before its GEMM
@@ -127,6 +130,14 @@ class HalfStoredLinear(nn.Linear):
         if x.dtype == self.weight.dtype:
             return super().__call__(x)
         return dequantized_matmul(x, self)
+
+
+def to_half(w: mx.array, dtype) -> mx.array:
+    """`w` stored as a `HalfStoredLinear` weight of `dtype`: float16 keeps no subnormals (|w| <
+    2^-14 become 0, as `cpu_kernels.float16_to_float32` reads them), so CPU and GPU compute
+    with the same weights."""
+    w = w.astype(dtype)
+    return mx.where(mx.abs(w) < cpu_kernels.HALF_TINY, mx.zeros((), dtype), w) if dtype == mx.float16 else w
 
 
 BASE_DTYPES = ("float32", "float16", "bfloat16")
@@ -172,7 +183,7 @@ def dequantize_model(model, base_dtype: str = "float32") -> int:
     for path, m in model.named_modules():
         if isinstance(m, (nn.QuantizedLinear, nn.Linear)) and half is not None and _in_blocks(path):
             quantized = isinstance(m, nn.QuantizedLinear)
-            w = (_dequantized(m) if quantized else m.weight).astype(half)
+            w = to_half(_dequantized(m) if quantized else m.weight, half)
             n += quantized
             lin = HalfStoredLinear(w.shape[1], w.shape[0], bias="bias" in m)
             lin.weight = w
