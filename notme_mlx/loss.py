@@ -151,11 +151,14 @@ def chunked_logsumexp(hidden: mx.array, weight: WeightSpec, chunk_size: int = 81
     Returns:
         lse: [N] float32.
     """
-    bounds = _chunks(vocab_size(weight), effective_chunk(hidden.shape[0], chunk_size, working_set))
-
     cap = _split_cap(weight)[1]
-    # MLX's CPU exp and logsumexp run ~12 ns an element (a scalar loop); cpu_kernels' ~1.5 ns
+    # MLX's CPU exp and logsumexp run ~12 ns an element (a scalar loop); cpu_kernels' ~1.5 ns,
+    # but their fused kernels leave chunk-sized intermediates: a quarter of the working set keeps the
+    # peak where it was (short batches keep the full chunk either way).
     cpu = cpu_kernels.on_cpu()
+    if cpu and working_set:
+        working_set //= 4
+    bounds = _chunks(vocab_size(weight), effective_chunk(hidden.shape[0], chunk_size, working_set))
     exp = cpu_kernels.exp if cpu else mx.exp
     lse_of = cpu_kernels.logsumexp if cpu else (lambda x: mx.logsumexp(x, axis=-1))
 
