@@ -28,6 +28,7 @@ from notme_mlx.models import (
     load_model,
 )
 from notme_mlx.models.tiny import build_tiny_family_model, perturb_adapters
+from notme_mlx.train.loop import default_loss
 
 
 def _stored_f16(w: mx.array) -> mx.array:
@@ -35,7 +36,6 @@ def _stored_f16(w: mx.array) -> mx.array:
     h = np.array(w.astype(mx.float32)).astype(np.float16)
     h[np.abs(h) < np.float16(2.0 ** -14)] = 0
     return mx.array(h)
-from notme_mlx.train.loop import default_loss
 
 
 def _pair(family="llama", quantize=False, dtype="float16"):

@@ -152,9 +152,10 @@ def auto_base_dtype(model) -> str:
     (`HalfStoredLinear`). Not the default for inference: a decoded token upcasts every weight
     again (greedy generation took ~2x the CPU time).
 
-    "bfloat16" storage of a quantized base is the faster choice on the CPU (MLX's `astype` from
-    bfloat16 is a shift: 0.13 ms for a 1536 x 576 matrix vs 0.91 ms from float16; SmolLM2 steps
-    ~5% faster, same memory) but 8x coarser: a Q4 value moves by up to 4.3% of its step, and
+    "bfloat16" storage of a quantized base upcasts faster on the CPU (MLX's `astype` from
+    bfloat16 is a shift: 0.13 ms for a 1536 x 576 matrix vs 0.31-0.39 ms for
+    `cpu_kernels.float16_to_float32` and 0.91 ms for MLX's float16 `astype`, with which SmolLM2
+    steps were ~5% faster in bfloat16, same memory) but 8x coarser: a Q4 value moves by up to 4.3% of its step, and
     SmolLM2's LoRA gradients on a real batch differ from the float32 base's by 1.9% (float16:
     0.36%), so it is offered (`base_dtype="bfloat16"`) and not chosen here."""
     lins = [m for p, m in model.named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear)) and _in_blocks(p)]
